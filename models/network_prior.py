@@ -1,0 +1,29 @@
+"""The network prior with its tempered Gaussian likelihood, as a NumPyro model.
+
+    W_l[i, j] ~ N(0, sigma_l^2),  a[i, r] ~ N(0, sigma_a^2),
+    Y | Theta ~ N(f(X; Theta), T_eff)  elementwise, i.e.  p(Theta | D) ∝ P0(Theta) exp(-L / T_eff),
+
+with L = 1/2 sum (y - f)^2 and T_eff = T (lazy) or T/N (non-lazy), DESIGN.md.  The model is
+declarative: what is random, with which prior, what is observed.  ``T_eff`` is an argument so
+that a temperature sweep or an annealing schedule reuses one compiled log density.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+from widebayes.networks import NetworkSpec, apply, param_prior_variances, param_shapes
+
+
+def network_prior(X, Y=None, *, spec: NetworkSpec, T_eff=1.0):
+    """NumPyro model of a wide network: Gaussian weight priors and the tempered MSE likelihood."""
+    variances = param_prior_variances(spec)
+    params = {
+        name: numpyro.sample(name, dist.Normal(0.0, jnp.sqrt(variances[name])).expand(shape).to_event(2))
+        for name, shape in param_shapes(spec).items()
+    }
+    _, f = apply(params, X, spec)
+    numpyro.sample("Y", dist.Normal(f, jnp.sqrt(T_eff)).to_event(2), obs=Y)
+    return f

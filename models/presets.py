@@ -1,0 +1,62 @@
+"""Named experiments: the papers' setups as config dicts (``[task]``, ``[network]``, ``[sampler]``).
+
+``preset(name)`` returns a fresh copy, to resolve as is or after overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+
+_TOY = {"kind": "orthogonal", "num_train": 100, "input_dim": 120, "num_test": 0,
+        "class_ratios": [0.5, 0.25, 0.25], "y_plus": 1.0, "y_minus": 0.5, "seed": 0}
+
+PRESETS = {
+    # widebayes demo: the coding-schemes toy task, small enough for two CPU cores in minutes
+    "demo": {
+        "task": {**_TOY, "num_train": 48, "input_dim": 64, "num_test": 16},
+        "network": {"depth": 1, "width": 64, "activation": "sigmoid", "readout": "nonlazy",
+                    "sigma_a2": "auto", "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.01, "num_steps": 30000, "burn_in": 10000,
+                    "thin": 200, "num_chains": 2, "seed": 1},
+    },
+    # van Meegen & Sompolinsky, Fig. 2/4: redundant code of a sigmoid network
+    "coding-sigmoid": {
+        "task": dict(_TOY),
+        "network": {"depth": 1, "width": 100, "activation": "sigmoid", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.01, "num_steps": 60000, "burn_in": 20000,
+                    "thin": 200, "num_chains": 2, "seed": 1},
+    },
+    # the same task with y- = -1/2: sparse code of a ReLU network
+    "coding-relu": {
+        "task": {**_TOY, "y_minus": -0.5},
+        "network": {"depth": 1, "width": 100, "activation": "relu", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.003, "num_steps": 120000, "burn_in": 40000,
+                    "thin": 400, "num_chains": 2, "seed": 1},
+    },
+    # the analog code of a linear network
+    "coding-linear": {
+        "task": dict(_TOY),
+        "network": {"depth": 1, "width": 100, "activation": "linear", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.003, "num_steps": 60000, "burn_in": 20000,
+                    "thin": 200, "num_chains": 2, "seed": 1},
+    },
+    # Li & Sompolinsky: deep linear lazy network in the proportional regime (THEORY.md 3.5.3)
+    "bpkr-deep-linear": {
+        "task": {"kind": "orthogonal", "num_train": 50, "input_dim": 60, "num_test": 10,
+                 "class_ratios": [0.5, 0.5], "y_plus": 1.0, "y_minus": 0.0, "seed": 0},
+        "network": {"depth": 2, "width": 100, "activation": "linear", "readout": "lazy",
+                    "temperature": 0.001},
+        "sampler": {"kind": "langevin", "step_size": 5e-5, "num_steps": 400000, "burn_in": 100000,
+                    "thin": 1000, "num_chains": 4, "seed": 1},
+    },
+}
+
+
+def preset(name: str) -> dict:
+    """A copy of a named experiment; raises ``KeyError`` listing the names."""
+    if name not in PRESETS:
+        raise KeyError(f"no preset {name!r}; presets are {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,125 @@
+"""The ``widebayes`` command: sample, compare, theory, demo, bench.
+
+Bad input (config, data, a chain that diverged) prints one line to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from widebayes.errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="widebayes", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sample", help="sample an experiment's posterior into DIR/posterior.nc")
+    s.add_argument("experiment", help="experiment TOML file")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = sub.add_parser("compare", help="theory against samples: DIR/report/")
+    c.add_argument("dir", help="a folder written by `widebayes sample`")
+    t = sub.add_parser("theory", help="closed-form predictions of an experiment as JSON")
+    t.add_argument("experiment")
+    t.add_argument("--out", required=True, help="output JSON file")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    d = sub.add_parser("demo", help="a small built-in experiment, sampled and compared")
+    d.add_argument("--out", default="widebayes-demo", help="output folder (default widebayes-demo)")
+    d.add_argument("--no-progress", action="store_true")
+    b = sub.add_parser("bench", help="sampler throughput against this machine's matmul rate")
+    b.add_argument("--repeats", type=int, default=5)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except InputError as err:
+        print(f"widebayes: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _resolved(path, overrides):
+    from widebayes.config import apply_overrides, load_toml, resolve
+
+    return resolve(apply_overrides(load_toml(path), overrides))
+
+
+def _sample(args) -> int:
+    from widebayes.sampling import sample_experiment
+
+    resolved = _resolved(args.experiment, args.set)
+    out = sample_experiment(resolved, out_dir=args.out, resume=args.resume,
+                            progress=False if args.no_progress else None)
+    print(f"wrote {Path(args.out) / 'posterior.nc'}")
+    return _report_divergences(out.divergences)
+
+
+def _report_divergences(lines) -> int:
+    if lines:
+        print("widebayes: error: " + "; ".join(lines), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def _demo(args) -> int:
+    from widebayes.config import resolve
+    from widebayes.models.presets import preset
+    from widebayes.sampling import sample_experiment
+
+    out = sample_experiment(resolve(preset("demo")), out_dir=args.out,
+                            progress=False if args.no_progress else None)
+    print(f"wrote {Path(args.out) / 'posterior.nc'}")
+    _try_compare(args.out)
+    return _report_divergences(out.divergences)
+
+
+def _try_compare(folder) -> None:
+    try:
+        from widebayes.report import write_report
+    except ImportError:
+        print("the comparison report (widebayes compare) is not available yet")
+        return
+    print(f"wrote {write_report(folder)}")
+
+
+def _compare(args) -> int:
+    try:
+        from widebayes.report import write_report
+    except ImportError:
+        raise InputError("widebayes compare is not available yet (the report is under construction)")
+    print(f"wrote {write_report(args.dir)}")
+    return 0
+
+
+def _theory(args) -> int:
+    try:
+        from widebayes.theory.predict import write_theory
+    except ImportError:
+        raise InputError("widebayes theory is not available yet (the theory modules are under construction)")
+    write_theory(_resolved(args.experiment, args.set), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _bench(args) -> int:
+    try:
+        from widebayes.bench import run_bench
+    except ImportError:
+        raise InputError("widebayes bench is not available yet")
+    run_bench(repeats=args.repeats)
+    return 0
+
+
+_COMMANDS = {"sample": _sample, "compare": _compare, "theory": _theory, "demo": _demo, "bench": _bench}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Experiment configuration: the TOML contract of DESIGN.md, its defaults and its validation.
+
+An experiment has three tables, ``[task]``, ``[network]`` and ``[sampler]``.  ``resolve`` fills in
+defaults, checks every key and value, and returns the resolved config (a plain dict that
+``to_toml`` writes back).  Every problem raises :class:`~widebayes.errors.InputError` naming the
+key, which the command turns into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+
+import tomli_w
+
+from widebayes.activations import ACTIVATIONS
+from widebayes.errors import InputError
+
+NETWORK_DEFAULTS = {
+    "depth": 1,
+    "width": 100,
+    "activation": "sigmoid",
+    "readout": "nonlazy",
+    "sigma_w2": 1.0,
+    "sigma_a2": "auto",
+    "temperature": 0.01,
+    "tied_weights": False,
+}
+
+SAMPLER_KINDS = ("langevin", "mala", "hmc", "nuts", "smc")
+
+SAMPLER_DEFAULTS = {
+    "kind": "langevin",
+    "step_size": 0.01,
+    "num_steps": 20000,
+    "burn_in": 10000,
+    "thin": 100,
+    "num_chains": 2,
+    "seed": 1,
+    "preconditioner": {},
+    "freeze_readout_at": -1,
+    "store_all_layers": False,
+    "precision": "float32",
+    "chunk_draws": 0,
+    "checkpoint_every": 1,
+    "progress": True,
+    "num_integration_steps": 10,
+    "target_accept": 0.8,
+    "adapt_mass_matrix": False,
+    "max_num_doublings": 6,
+    "anneal": {},
+    "smc_particles": 0,
+}
+
+ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
+
+
+def load_toml(path) -> dict:
+    """Read an experiment file; unreadable or malformed TOML is an InputError."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"no such experiment file: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path} is not valid TOML: {err}") from None
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides; values are parsed as TOML (bare words as strings)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2:
+            raise InputError(f"--set expects section.key=value, got {item!r}")
+        table = cfg
+        for part in parts[:-1]:
+            table = table.setdefault(part, {})
+        table[parts[-1]] = _parse_value(raw.strip())
+    return cfg
+
+
+def _parse_value(raw: str):
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def resolve(cfg: dict) -> dict:
+    """Validate an experiment and fill in every default (pure; returns a new dict)."""
+    _check_known(cfg, {"task", "network", "sampler"}, "")
+    resolved = {
+        "task": _resolve_task(cfg.get("task", {})),
+        "network": _resolve_table(cfg.get("network", {}), NETWORK_DEFAULTS, "network"),
+        "sampler": _resolve_table(cfg.get("sampler", {}), SAMPLER_DEFAULTS, "sampler"),
+    }
+    _check_network(resolved["network"])
+    _check_sampler(resolved["sampler"])
+    return resolved
+
+
+def _check_known(table: dict, allowed, section: str):
+    for key in table:
+        if key not in allowed:
+            where = f"{section}.{key}" if section else key
+            raise InputError(f"unknown key; allowed: {sorted(allowed)}", key=where)
+
+
+def _resolve_table(table: dict, defaults: dict, section: str) -> dict:
+    if not isinstance(table, dict):
+        raise InputError("must be a table", key=section)
+    _check_known(table, defaults, section)
+    out = copy.deepcopy(defaults)
+    out.update(copy.deepcopy(table))
+    for key, value in out.items():
+        _check_type(value, defaults[key], f"{section}.{key}")
+    return out
+
+
+def _check_type(value, default, key):
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise InputError(f"must be true or false, got {value!r}", key=key)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InputError(f"must be an integer, got {value!r}", key=key)
+    if isinstance(default, float) and not _is_number(value) and not isinstance(value, (str, list)):
+        raise InputError(f"must be a number, got {value!r}", key=key)
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise InputError("must be a table", key=key)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _resolve_task(table: dict) -> dict:
+    """Check the ``[task]`` keys; the values are checked, and defaulted, by ``tasks.make_task``.
+
+    The task table is kept as the user wrote it (its defaults depend on the kind and some are
+    "all of the file"), so the stored config reproduces the same data.
+    """
+    from widebayes.tasks import task_keys
+
+    if not isinstance(table, dict):
+        raise InputError("must be a table", key="task")
+    table = {"kind": "orthogonal", **copy.deepcopy(table)}
+    _check_known(table, task_keys(table["kind"]), "task")
+    return table
+
+
+def readout_gamma(readout) -> float:
+    """``readout`` as the exponent gamma: "lazy" -> 1/2, "nonlazy" -> 1, or a number in [1/2, 1]."""
+    if readout == "lazy":
+        return 0.5
+    if readout == "nonlazy":
+        return 1.0
+    if _is_number(readout) and 0.5 <= readout <= 1.0:
+        return float(readout)
+    raise InputError(f'must be "lazy", "nonlazy" or a number in [0.5, 1], got {readout!r}',
+                     key="network.readout")
+
+
+def _check_network(net: dict):
+    if net["activation"] not in ACTIVATIONS:
+        raise InputError(f"unknown activation {net['activation']!r}; choose one of "
+                         f"{sorted(ACTIVATIONS)}", key="network.activation")
+    for key in ("depth", "width"):
+        if net[key] <= 0:
+            raise InputError(f"must be positive, got {net[key]}", key=f"network.{key}")
+    _check_positive(net["temperature"], "network.temperature")
+    readout_gamma(net["readout"])
+    for s2 in layer_variances(net):
+        _check_positive(s2, "network.sigma_w2")
+    if net["tied_weights"] and len(set(layer_variances(net)[1:])) > 1:
+        raise InputError("tied hidden weights need one variance for layers 2..L", key="network.sigma_w2")
+    if net["sigma_a2"] != "auto":
+        _check_positive(net["sigma_a2"], "network.sigma_a2")
+
+
+def _check_positive(value, key):
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"must be a positive number, got {value!r}", key=key)
+
+
+def layer_variances(net: dict) -> tuple:
+    """sigma_l^2 for l = 1..L: one number for all layers, or a list of length depth."""
+    s2 = net["sigma_w2"]
+    if isinstance(s2, list):
+        if len(s2) != net["depth"]:
+            raise InputError(f"needs {net['depth']} values (one per hidden layer), got {len(s2)}",
+                             key="network.sigma_w2")
+        return tuple(float(v) for v in s2)
+    return (float(s2),) * net["depth"]
+
+
+def _check_sampler(smp: dict):
+    if smp["kind"] not in SAMPLER_KINDS:
+        raise InputError(f"unknown sampler {smp['kind']!r}; choose one of {list(SAMPLER_KINDS)}",
+                         key="sampler.kind")
+    _check_positive(smp["step_size"], "sampler.step_size")
+    for key in ("num_steps", "thin", "num_chains"):
+        if smp[key] <= 0:
+            raise InputError(f"must be positive, got {smp[key]}", key=f"sampler.{key}")
+    if not 0 <= smp["burn_in"] < smp["num_steps"]:
+        raise InputError("must be in [0, num_steps)", key="sampler.burn_in")
+    if (smp["num_steps"] - smp["burn_in"]) < smp["thin"]:
+        raise InputError("num_steps - burn_in must be at least thin (no draw would be stored)",
+                         key="sampler.thin")
+    if smp["precision"] not in ("float32", "float64"):
+        raise InputError('must be "float32" or "float64"', key="sampler.precision")
+    for name, scale in smp["preconditioner"].items():
+        _check_positive(scale, f"sampler.preconditioner.{name}")
+    if smp["anneal"]:
+        smp["anneal"] = _resolve_table(smp["anneal"], ANNEAL_DEFAULTS, "sampler.anneal")
+        _check_anneal(smp["anneal"], smp)
+
+
+def _check_anneal(anneal: dict, smp: dict):
+    if anneal["schedule"] not in ("geometric", "linear"):
+        raise InputError('must be "geometric" or "linear"', key="sampler.anneal.schedule")
+    _check_positive(anneal["T_start"], "sampler.anneal.T_start")
+    if not 0 < anneal["num_steps"] <= smp["burn_in"]:
+        raise InputError("must be positive and at most sampler.burn_in (anneal during burn-in)",
+                         key="sampler.anneal.num_steps")
+
+
+def to_toml(cfg: dict) -> str:
+    """The resolved config as TOML text (stored in posterior.nc and beside it)."""
+    return tomli_w.dumps(cfg)

@@ -1,0 +1,51 @@
+"""Observables computed from one parameter draw: predictor, activations, layer kernels, loss.
+
+Layer kernels follow DESIGN.md: ``K_l = phi(z_l) . phi(z_l) / N`` for l = 1..L and
+``K_0 = X X^T / N0``; they are stacked as (layer, row, col).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from widebayes.activations import get_activation
+from widebayes.networks import NetworkSpec, hidden_layers, readout
+
+
+def layer_features(params, X, spec: NetworkSpec) -> list:
+    """phi(z_l) on inputs X for every hidden layer, each (P, N)."""
+    phi = get_activation(spec.activation).phi
+    return [phi(z) for z in hidden_layers(params, X, spec)]
+
+
+def gram_stack(X, features: list):
+    """(L+1, P, P): the input kernel X X^T / N0 and phi_l phi_l^T / N for every layer."""
+    grams = [X @ X.T / X.shape[1]] + [h @ h.T / h.shape[1] for h in features]
+    return jnp.stack(grams)
+
+
+def mse_loss(f, Y):
+    """L = 1/2 sum_{mu, r} (y_mu^r - f_r(x_mu))^2."""
+    return 0.5 * jnp.sum((Y - f) ** 2)
+
+
+def draw_observables(params, data: dict, spec: NetworkSpec, store_all_layers: bool = False):
+    """Per-draw quantities and this draw's layer kernels.
+
+    Returns ``(draw, kernels)``: ``draw`` holds ``a``, ``f_train``, ``loss``, ``phi_L`` (neuron,
+    train) and, with a test set, ``f_test`` and ``phi_L_test``; with ``store_all_layers`` also
+    ``phi_1 ... phi_{L-1}``.  ``kernels`` holds ``train`` (and ``test``) Gram stacks.
+    """
+    feats = layer_features(params, data["X_train"], spec)
+    f_train = readout(params, feats[-1], spec)
+    draw = {"a": params["a"], "f_train": f_train, "loss": mse_loss(f_train, data["Y_train"]),
+            "phi_L": feats[-1].T}
+    if store_all_layers:
+        draw.update({f"phi_{l}": h.T for l, h in enumerate(feats[:-1], start=1)})
+    kernels = {"train": gram_stack(data["X_train"], feats)}
+    if "X_test" in data:
+        feats_test = layer_features(params, data["X_test"], spec)
+        draw["f_test"] = readout(params, feats_test[-1], spec)
+        draw["phi_L_test"] = feats_test[-1].T
+        kernels["test"] = gram_stack(data["X_test"], feats_test)
+    return draw, kernels
