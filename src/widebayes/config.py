@@ -42,6 +42,7 @@ SAMPLER_DEFAULTS = {
     "freeze_readout_at": -1,
     "store_all_layers": False,
     "precision": "float32",
+    "noise": "hash32",
     "chunk_draws": 0,
     "checkpoint_every": 1,
     "progress": True,
@@ -209,6 +210,8 @@ def _check_sampler(smp: dict):
     if (smp["num_steps"] - smp["burn_in"]) < smp["thin"]:
         raise InputError("num_steps - burn_in must be at least thin (no draw would be stored)",
                          key="sampler.thin")
+    if smp["noise"] not in ("hash32", "threefry"):
+        raise InputError('must be "hash32" or "threefry"', key="sampler.noise")
     if smp["precision"] not in ("float32", "float64"):
         raise InputError('must be "float32" or "float64"', key="sampler.precision")
     for name, scale in smp["preconditioner"].items():

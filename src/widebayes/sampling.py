@@ -63,6 +63,8 @@ def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progre
     per_chunk = cfg["chunk_draws"] or auto_draws_per_chunk(cfg["thin"], num_draws)
     chunks = plan_chunks(cfg["num_steps"], cfg["burn_in"], cfg["thin"], per_chunk)
 
+    if setup.sampler.warmup is not None:
+        carry, chunks = _warmup(setup, carry, key_init, data, schedule, chunks)
     first, host_draws = 0, []
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,19 @@ def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progre
         write_outputs(out_dir, idata, config_text)
         checkpoint.remove(out_dir)
     return SampleOutput(idata, result, exp, divergence_lines(result, cfg))
+
+
+def _warmup(setup: RunSetup, carry, rng_key, data, schedule, chunks):
+    """Tune the sampler (HMC/NUTS adaptation) over the burn-in steps, which it replaces."""
+    burn = sum(ch.num_steps for ch in chunks if ch.num_draws == 0)
+
+    def logdensity(theta):
+        return setup.logdensity(theta, data, schedule.T_eff)
+
+    keys = jax.random.split(jax.random.fold_in(rng_key, 1), carry.dead.shape[0])
+    warm = jax.jit(jax.vmap(lambda k, st, p: setup.sampler.warmup(k, st.position, logdensity, p, burn)))
+    state, params = warm(keys, carry.state, carry.params)
+    return carry._replace(state=state, params=params), [ch for ch in chunks if ch.num_draws]
 
 
 def run_attrs(exp: Experiment, config_text: str) -> dict:

@@ -1,0 +1,114 @@
+"""``widebayes bench``: Langevin throughput against this machine's float32 matmul rate.
+
+Times the real code path (the driver's jitted chunk: ``lax.scan`` over steps, ``vmap`` over
+chains) after compilation, and counts the matrix-product FLOPs of one step:
+
+    forward  2 P n_{l-1} N per hidden layer + 2 P N m for the readout,
+    backward 2 P n_{l-1} N (weight gradient) per layer, 2 P N N (activation gradient) for
+             layers 2..L, and 2 P N m twice at the readout (its gradient, and back into phi).
+
+The reference rate is a float32 2048^3 product measured in the same process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+REFERENCE_CONFIGS = {
+    "sigmoid-L1-N500 (1 chain)": {"num_chains": 1},
+    "sigmoid-L1-N500 (4 chains)": {"num_chains": 4},
+}
+
+
+class BenchResult(NamedTuple):
+    name: str
+    steps_per_s: float
+    gflops: float
+    fraction: float
+
+
+def reference_experiment(num_chains: int, width: int = 500, num_train: int = 500, input_dim: int = 520):
+    """Non-lazy sigmoid, L = 1, N = P = 500, N0 = 520, m = 3 (the issue's reference config)."""
+    from widebayes.config import resolve
+
+    return resolve({
+        "task": {"kind": "orthogonal", "num_train": num_train, "input_dim": input_dim,
+                 "class_ratios": [0.5, 0.25, 0.25], "y_minus": 0.5},
+        "network": {"depth": 1, "width": width, "activation": "sigmoid", "temperature": 0.01},
+        "sampler": {"step_size": 0.01, "num_steps": 2, "burn_in": 1, "thin": 1,
+                    "num_chains": num_chains, "progress": False},
+    })
+
+
+def step_flops(P: int, N0: int, N: int, m: int, depth: int) -> float:
+    """Matrix-product FLOPs of one Langevin step (forward and backward), see the module docstring."""
+    forward = 2 * P * N0 * N + (depth - 1) * 2 * P * N * N + 2 * P * N * m
+    backward = 2 * P * N0 * N + (depth - 1) * 4 * P * N * N + 4 * P * N * m
+    return float(forward + backward)
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Median float32 matmul rate of this device, GFLOP/s."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    times = [_timed(lambda: mm(a).block_until_ready()) for _ in range(repeats)]
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def chunk_runner(resolved: dict, num_steps: int):
+    """A zero-argument function running ``num_steps`` burn-in steps of the real driver chunk."""
+    from widebayes.experiment import build_experiment, device_data
+    from widebayes.inference import Schedule, init_carry, initial_positions, make_chunk_fn
+    from widebayes.sampling import _setup
+
+    exp = build_experiment(resolved)
+    data = device_data(exp.data, jnp.float32)
+    setup, params = _setup(exp, jnp.float32)
+    chains = resolved["sampler"]["num_chains"]
+    carry = init_carry(setup, initial_positions(jax.random.PRNGKey(0), exp.spec, chains, jnp.float32),
+                       params, data, chains, exp.T_eff)
+    keys = jax.random.split(jax.random.PRNGKey(1), chains)
+    chunk = make_chunk_fn(setup)
+    schedule = Schedule(exp.T_eff, exp.T_eff, 0)
+
+    def run():
+        out, _ = chunk(carry, keys, data, schedule, 0, 0, num_steps)
+        jax.block_until_ready(out)
+
+    return run, exp
+
+
+def bench_config(name: str, resolved: dict, peak: float, num_steps: int = 200, repeats: int = 5):
+    run, exp = chunk_runner(resolved, num_steps)
+    run()  # compile
+    seconds = statistics.median(_timed(run) for _ in range(repeats))
+    chains = resolved["sampler"]["num_chains"]
+    spec, P = exp.spec, len(exp.data.X_train)
+    rate = num_steps / seconds
+    gflops = step_flops(P, spec.input_dim, spec.width, spec.num_outputs, spec.depth) * chains * rate / 1e9
+    return BenchResult(name, rate, gflops, gflops / peak)
+
+
+def run_bench(repeats: int = 5, num_steps: int = 200) -> list[BenchResult]:
+    device = jax.devices()[0]
+    peak = matmul_gflops(repeats=repeats)
+    print(f"device: {device.platform} ({device.device_kind}); float32 2048^3 matmul: {peak:.1f} GFLOP/s")
+    results = []
+    for name, over in REFERENCE_CONFIGS.items():
+        r = bench_config(name, reference_experiment(**over), peak, num_steps, repeats)
+        results.append(r)
+        print(f"{r.name:30s} {r.steps_per_s:8.1f} steps/s  {r.gflops:7.1f} GFLOP/s  "
+              f"{100 * r.fraction:5.1f}% of matmul")
+    return results
