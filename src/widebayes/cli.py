@@ -101,20 +101,16 @@ def _compare(args) -> int:
 
 
 def _theory(args) -> int:
-    try:
-        from widebayes.theory.predict import write_theory
-    except ImportError:
-        raise InputError("widebayes theory is not available yet (the theory modules are under construction)")
+    from widebayes.theory.predict import write_theory
+
     write_theory(_resolved(args.experiment, args.set), args.out)
     print(f"wrote {args.out}")
     return 0
 
 
 def _bench(args) -> int:
-    try:
-        from widebayes.bench import run_bench
-    except ImportError:
-        raise InputError("widebayes bench is not available yet")
+    from widebayes.bench import run_bench
+
     run_bench(repeats=args.repeats)
     return 0
 

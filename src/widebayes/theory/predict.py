@@ -1,0 +1,100 @@
+"""The closed-form predictions for an experiment, as the JSON of ``widebayes theory``.
+
+Keys (DESIGN.md), where the theory for the experiment provides them: ``readout_second_moment``
+(m x m, per neuron: <a a^T>), ``kernel_train`` (layer x train x train, layer 0 the input kernel,
+the posterior mean where the theory gives it), ``kernel_train_nngp``, ``f_test_mean`` and
+``f_test_var`` (test x output), ``gen_error`` and ``gen_error_gp`` (per output, with ``bias`` and
+``variance``), ``codes``, ``num_outliers``, ``outlier_mass``; plus ``inputs`` (what it used) and
+``regime``/``method`` (which theory made them).
+
+Lazy networks (gamma = 1/2): NNGP + GP at T, and back-propagating kernel renormalisation (exact for
+deep linear networks, the heuristic NNGP-kernel extension otherwise).  Non-lazy networks (gamma = 1):
+the mean-field theory of ``theory/nonlazy``, when it covers the activation.  Readouts between the
+two (1/2 < gamma < 1) have no theory here: only the NNGP kernels are reported, with a note.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from widebayes.checkpoint import atomic_write
+from widebayes.experiment import Experiment, build_experiment
+from widebayes.theory.bpkr import bpkr_prediction
+from widebayes.theory.gp import GenError
+from widebayes.theory.nngp import nngp_kernels
+
+
+def gen_error_dict(err: GenError) -> dict:
+    return {"bias": err.bias, "variance": err.variance, "total": err.total,
+            "bias_total": err.bias_total, "variance_total": err.variance_total,
+            "total_sum": err.total_sum}
+
+
+def experiment_inputs(exp: Experiment) -> dict:
+    s = exp.spec
+    return {"num_train": len(exp.data.X_train), "num_test": len(exp.data.X_test),
+            "input_dim": s.input_dim, "width": s.width, "depth": s.depth, "num_outputs": s.num_outputs,
+            "activation": s.activation, "gamma": s.gamma, "sigma_w2": list(s.layer_variances),
+            "sigma_a2": s.sigma_a2, "temperature": exp.config["network"]["temperature"],
+            "T_eff": exp.T_eff}
+
+
+def lazy_predictions(exp: Experiment) -> dict:
+    """NNGP/GP and BPKR for a lazy network."""
+    d, s = exp.data, exp.spec
+    has_test = len(d.X_test) > 0
+    res = bpkr_prediction(d.X_train, d.Y_train, d.X_test if has_test else None,
+                          d.Y_test if has_test else None, s.activation, s.layer_variances,
+                          s.sigma_a2, s.width, exp.T_eff)
+    out = {"regime": "lazy", "method": "bpkr" if s.activation == "linear" else "bpkr-heuristic",
+           "U": res.U, "u": res.u, "residual": res.residual, "alpha": res.alpha,
+           "readout_second_moment": res.readout_second_moment,
+           "kernel_train": res.mean_kernels.train, "kernel_train_nngp": res.nngp.train}
+    if has_test:
+        out.update({"f_test_mean": res.prediction.mean, "f_test_var": res.prediction.var,
+                    "f_test_mean_gp": res.gp.mean, "f_test_var_gp": res.gp.var,
+                    "gen_error": gen_error_dict(res.gen_error),
+                    "gen_error_gp": gen_error_dict(res.gen_error_gp)})
+    return out
+
+
+def nngp_only(exp: Experiment, note: str) -> dict:
+    d, s = exp.data, exp.spec
+    K = nngp_kernels(d.X_train, s.activation, s.layer_variances)
+    return {"regime": "intermediate", "method": "nngp", "kernel_train_nngp": K.train, "note": note}
+
+
+def predictions(exp: Experiment) -> dict:
+    """Every prediction the theory modules make for this experiment, plus the inputs used."""
+    if exp.spec.gamma == 0.5:
+        out = lazy_predictions(exp)
+    elif exp.spec.gamma == 1.0:
+        from widebayes.theory.nonlazy import nonlazy_predictions
+
+        out = nonlazy_predictions(exp)
+    else:
+        out = nngp_only(exp, "no closed-form theory for 1/2 < gamma < 1; NNGP kernels only")
+    return {**out, "inputs": experiment_inputs(exp)}
+
+
+def to_jsonable(value):
+    """Arrays and NumPy scalars to lists and floats, recursively."""
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_theory(resolved: dict, path) -> dict:
+    """Compute the predictions of a resolved experiment and write them as JSON (atomically)."""
+    out = to_jsonable(predictions(build_experiment(resolved)))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1)))
+    return out
