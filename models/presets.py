@@ -13,10 +13,10 @@ _TOY = {"kind": "orthogonal", "num_train": 100, "input_dim": 120, "num_test": 0,
 PRESETS = {
     # widebayes demo: the coding-schemes toy task, small enough for two CPU cores in minutes
     "demo": {
-        "task": {**_TOY, "num_train": 48, "input_dim": 64, "num_test": 16},
-        "network": {"depth": 1, "width": 64, "activation": "sigmoid", "readout": "nonlazy",
+        "task": {**_TOY, "num_test": 20},
+        "network": {"depth": 1, "width": 100, "activation": "sigmoid", "readout": "nonlazy",
                     "sigma_a2": "auto", "temperature": 0.01},
-        "sampler": {"kind": "langevin", "step_size": 0.01, "num_steps": 30000, "burn_in": 10000,
+        "sampler": {"kind": "langevin", "step_size": 0.01, "num_steps": 40000, "burn_in": 20000,
                     "thin": 200, "num_chains": 2, "seed": 1},
     },
     # van Meegen & Sompolinsky, Fig. 2/4: redundant code of a sigmoid network

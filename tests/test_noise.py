@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from widebayes.samplers.noise import gaussian_like, hash_bits, hash_normal
+from widebayes.samplers.noise import bits_to_normal, gaussian_like, hash_bits, hash_normal
 
 N = 1_000_000
 
@@ -54,3 +54,12 @@ def test_pairs_fill_the_unit_square_uniformly():
     u = (bits >> 8) / 2**24
     counts, _, _ = np.histogram2d(u[:-1], u[1:], bins=16)
     assert stats.chisquare(counts.ravel()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_extreme_bits_give_finite_symmetric_normals(dtype):
+    with jax.enable_x64(dtype == jnp.float64):
+        extremes = jnp.array([0, 0xFF, 0xFFFFFFFF, 0xFFFFFF00, 0x80000000, 0x7FFFFFFF], jnp.uint32)
+        z = np.asarray(bits_to_normal(extremes, dtype))
+    assert np.all(np.isfinite(z)) and np.max(np.abs(z)) < 5.6
+    assert z[0] == -z[2] and z[4] == -z[5]
