@@ -42,6 +42,12 @@ def experiment_inputs(exp: Experiment) -> dict:
             "T_eff": exp.T_eff}
 
 
+def per_output(var, m: int) -> np.ndarray:
+    """A predictor variance as (test, output): one shared column is repeated for every output."""
+    var = np.asarray(var)
+    return np.repeat(var[:, None], m, axis=1) if var.ndim == 1 else var
+
+
 def lazy_predictions(exp: Experiment) -> dict:
     """NNGP/GP and BPKR for a lazy network."""
     d, s = exp.data, exp.spec
@@ -54,8 +60,9 @@ def lazy_predictions(exp: Experiment) -> dict:
            "readout_second_moment": res.readout_second_moment,
            "kernel_train": res.mean_kernels.train, "kernel_train_nngp": res.nngp.train}
     if has_test:
-        out.update({"f_test_mean": res.prediction.mean, "f_test_var": res.prediction.var,
-                    "f_test_mean_gp": res.gp.mean, "f_test_var_gp": res.gp.var,
+        m = d.Y_train.shape[1]
+        out.update({"f_test_mean": res.prediction.mean, "f_test_var": per_output(res.prediction.var, m),
+                    "f_test_mean_gp": res.gp.mean, "f_test_var_gp": per_output(res.gp.var, m),
                     "gen_error": gen_error_dict(res.gen_error),
                     "gen_error_gp": gen_error_dict(res.gen_error_gp)})
     return out
