@@ -180,3 +180,17 @@ def test_command_reports_a_diverged_chain_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "chain 0 diverged at step" in err and "step_size" in err
     assert (tmp_path / "o" / "posterior.nc").exists()
+
+
+def test_smc_through_the_command_path_stores_particles_and_evidence(tmp_path):
+    cfg = small(kind="smc", smc_particles=16, num_chains=2)
+    out = sample_experiment(cfg, out_dir=tmp_path)
+    idata = az.from_netcdf(tmp_path / "posterior.nc")
+    assert idata.posterior["a"].shape[:2] == (2, 16)
+    assert len(idata.attrs["log_evidence"]) == 2 and np.all(np.isfinite(idata.attrs["log_evidence"]))
+    assert np.all(np.isfinite(out.result.draws["loss"]))
+
+
+def test_annealing_is_refused_where_burn_in_is_adaptation():
+    with pytest.raises(ValueError, match="sampler.anneal"):
+        small(kind="nuts", anneal={"T_start": 1.0, "num_steps": 100})

@@ -56,6 +56,10 @@ def _savez(tmp, arrays):
         np.savez(fh, **arrays)
 
 
+def exists(folder) -> bool:
+    return folder is not None and (Path(folder) / META).exists()
+
+
 def load(folder, carry_like, config_text: str):
     """Read a checkpoint into the structure of ``carry_like``: (next_chunk, carry, host_draws)."""
     folder = Path(folder)

@@ -52,6 +52,8 @@ SAMPLER_DEFAULTS = {
     "max_num_doublings": 6,
     "anneal": {},
     "smc_particles": 0,
+    "smc_mcmc_steps": 10,
+    "smc_target_ess": 0.5,
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
@@ -216,6 +218,9 @@ def _check_sampler(smp: dict):
         raise InputError('must be "float32" or "float64"', key="sampler.precision")
     for name, scale in smp["preconditioner"].items():
         _check_positive(scale, f"sampler.preconditioner.{name}")
+    if smp["anneal"] and smp["kind"] in ("hmc", "nuts", "smc"):
+        raise InputError(f"{smp['kind']} uses the burn-in for its own adaptation or tempering; "
+                         "annealing is for langevin and mala", key="sampler.anneal")
     if smp["anneal"]:
         smp["anneal"] = _resolve_table(smp["anneal"], ANNEAL_DEFAULTS, "sampler.anneal")
         _check_anneal(smp["anneal"], smp)

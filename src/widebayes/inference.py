@@ -213,6 +213,7 @@ class RunResult(NamedTuple):
     kernels: dict  # "train" (chain, layer, P, P) and "test": posterior means over draws
     dead_at: np.ndarray  # (chain,) step at which a chain stopped, -1 if it did not
     seconds: float  # wall time of the chunks (compilation included)
+    params: dict  # the sampler's parameters per chain at the end (tuned step sizes)
 
 
 def run_chains(setup: RunSetup, carry: ChainCarry, chain_keys, data, schedule: Schedule,
@@ -238,7 +239,7 @@ def collect(carry: ChainCarry, host_draws: list, seconds: float) -> RunResult:
     draws = {name: np.concatenate([d[name] for d in host_draws], axis=1) for name in host_draws[0]}
     count = np.maximum(np.asarray(carry.num_observed), 1).reshape(-1, 1, 1, 1)
     kernels = {name: np.asarray(s) / count for name, s in carry.kernel_sum.items()}
-    return RunResult(draws, kernels, np.asarray(carry.dead_at), seconds)
+    return RunResult(draws, kernels, np.asarray(carry.dead_at), seconds, jax.device_get(carry.params))
 
 
 # ----------------------------------------------------------------------------------- ArviZ

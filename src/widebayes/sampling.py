@@ -54,29 +54,16 @@ def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progre
     data = device_data(exp.data, dtype)
     setup, params = _setup(exp, dtype)
     schedule = schedule_of(exp)
-
-    key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
-    chain_keys = jax.random.split(key_chains, cfg["num_chains"])
-    positions = initial_positions(key_init, exp.spec, cfg["num_chains"], dtype)
-    carry = init_carry(setup, positions, params, data, cfg["num_chains"], schedule.T_start_eff)
-    num_draws = (cfg["num_steps"] - cfg["burn_in"]) // cfg["thin"]
-    per_chunk = cfg["chunk_draws"] or auto_draws_per_chunk(cfg["thin"], num_draws)
-    chunks = plan_chunks(cfg["num_steps"], cfg["burn_in"], cfg["thin"], per_chunk)
-
-    if setup.sampler.warmup is not None:
-        carry, chunks = _warmup(setup, carry, key_init, data, schedule, chunks)
-    first, host_draws = 0, []
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if resume:
-            first, carry, host_draws = checkpoint.load(out_dir, carry, config_text)
-    bar = _progress(cfg, progress, chunks, first)
-    on_chunk = _on_chunk(bar, chunks, out_dir, cfg["checkpoint_every"], config_text)
-    result = run_chains(setup, carry, chain_keys, data, schedule, chunks, first_chunk=first,
-                        host_draws=host_draws, on_chunk=on_chunk)
-    if bar is not None:
-        bar.close()
-    attrs = run_attrs(exp, config_text)
+
+    key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
+    if cfg["kind"] == "smc":
+        result, extra = sample_smc(exp, setup, data, key_chains, dtype)
+    else:
+        result, extra = _run_mcmc(exp, setup, params, data, schedule, key_init, key_chains, dtype,
+                                  out_dir, resume, progress, config_text)
+    attrs = {**run_attrs(exp, config_text), **extra}
     idata = to_inferencedata(result, exp.data, attrs, setup.sampler.has_accept)
     if out_dir is not None:
         write_outputs(out_dir, idata, config_text)
@@ -84,17 +71,84 @@ def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progre
     return SampleOutput(idata, result, exp, divergence_lines(result, cfg))
 
 
-def _warmup(setup: RunSetup, carry, rng_key, data, schedule, chunks):
-    """Tune the sampler (HMC/NUTS adaptation) over the burn-in steps, which it replaces."""
-    burn = sum(ch.num_steps for ch in chunks if ch.num_draws == 0)
+def _run_mcmc(exp, setup, params, data, schedule, key_init, key_chains, dtype, out_dir, resume,
+              progress, config_text):
+    """The (init, step) samplers through the chunked driver, with checkpoints and resume."""
+    cfg = exp.config["sampler"]
+    chain_keys = jax.random.split(key_chains, cfg["num_chains"])
+    positions = initial_positions(key_init, exp.spec, cfg["num_chains"], dtype)
+    carry = init_carry(setup, positions, params, data, cfg["num_chains"], schedule.T_start_eff)
+    num_draws = (cfg["num_steps"] - cfg["burn_in"]) // cfg["thin"]
+    per_chunk = cfg["chunk_draws"] or auto_draws_per_chunk(cfg["thin"], num_draws)
+    chunks = plan_chunks(cfg["num_steps"], cfg["burn_in"], cfg["thin"], per_chunk)
+    if setup.sampler.warmup is not None:  # the adaptation replaces the burn-in chunks
+        burn = sum(ch.num_steps for ch in chunks if ch.num_draws == 0)
+        chunks = [ch for ch in chunks if ch.num_draws]
+    first, host_draws = 0, []
+    if resume and checkpoint.exists(out_dir):
+        first, carry, host_draws = checkpoint.load(out_dir, carry, config_text)
+    elif setup.sampler.warmup is not None:
+        carry = _warmup(setup, carry, key_init, data, schedule, burn)
+    bar = _progress(cfg, progress, chunks, first)
+    on_chunk = _on_chunk(bar, chunks, out_dir, cfg["checkpoint_every"], config_text)
+    result = run_chains(setup, carry, chain_keys, data, schedule, chunks, first_chunk=first,
+                        host_draws=host_draws, on_chunk=on_chunk)
+    if bar is not None:
+        bar.close()
+    tuned = np.asarray(result.params["step_size"]).tolist()
+    return result, ({"tuned_step_size": tuned} if setup.sampler.warmup is not None else {})
+
+
+def _warmup(setup: RunSetup, carry, rng_key, data, schedule, num_steps: int):
+    """Tune the sampler (HMC/NUTS adaptation) for ``num_steps`` steps in place of the burn-in."""
 
     def logdensity(theta):
         return setup.logdensity(theta, data, schedule.T_eff)
 
     keys = jax.random.split(jax.random.fold_in(rng_key, 1), carry.dead.shape[0])
-    warm = jax.jit(jax.vmap(lambda k, st, p: setup.sampler.warmup(k, st.position, logdensity, p, burn)))
+    warm = jax.jit(jax.vmap(lambda k, st, p: setup.sampler.warmup(k, st.position, logdensity, p, num_steps)))
     state, params = warm(keys, carry.state, carry.params)
-    return carry._replace(state=state, params=params), [ch for ch in chunks if ch.num_draws]
+    return carry._replace(state=state, params=params)
+
+
+def sample_smc(exp: Experiment, setup: RunSetup, data, rng_key, dtype):
+    """Adaptive tempered SMC (``samplers/smc.py``): each chain an independent particle population.
+
+    Draws are the final, equally weighted particles (``draw`` = particle); the layer kernels are
+    their means; the log evidence log p(Y | X) at T_eff of each population goes to the attributes.
+    """
+    from widebayes.networks import param_prior_variances, param_shapes
+    from widebayes.samplers.smc import prior_particles, run_smc, split_gaussian_prior
+
+    cfg = exp.config["sampler"]
+    num = cfg["smc_particles"] or 64
+    prior_var = param_prior_variances(exp.spec)
+    logprior, loglik = split_gaussian_prior(lambda th: setup.logdensity(th, data, exp.T_eff), prior_var,
+                                            exp.preconditioner)
+    keys = jax.random.split(rng_key, cfg["num_chains"])
+
+    def one_population(key):
+        k_init, k_run = jax.random.split(key)
+        particles = prior_particles(k_init, param_shapes(exp.spec), prior_var, exp.preconditioner, num, dtype)
+        particles, info = run_smc(k_run, logprior, loglik, particles, cfg["smc_mcmc_steps"],
+                                  cfg["smc_target_ess"])
+        draws, kernels = jax.vmap(lambda th: _particle_observables(setup, th, data))(particles)
+        return draws, jax.tree.map(lambda k: k.mean(0), kernels), info
+
+    draws, kernels, info = jax.device_get(jax.jit(jax.vmap(one_population))(keys))
+    draws["accept_prob"] = np.repeat(np.nanmean(info.acceptance_rate, axis=1)[:, None], num, axis=1)
+    draws["diverging"] = ~np.isfinite(draws["loss"])
+    result = RunResult(draws, kernels, np.full(cfg["num_chains"], -1), 0.0, {})
+    extra = {"log_evidence": np.asarray(info.log_evidence).tolist(),
+             "tempering_steps": np.asarray(info.num_steps).tolist()}
+    return result, extra
+
+
+def _particle_observables(setup: RunSetup, theta_white, data):
+    from widebayes.inference import unwhiten
+    from widebayes.observables import draw_observables
+
+    return draw_observables(unwhiten(theta_white, setup.roots), data, setup.spec, setup.store_all_layers)
 
 
 def run_attrs(exp: Experiment, config_text: str) -> dict:
