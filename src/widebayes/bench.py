@@ -7,7 +7,10 @@ chains) after compilation, and counts the matrix-product FLOPs of one step:
     backward 2 P n_{l-1} N (weight gradient) per layer, 2 P N N (activation gradient) for
              layers 2..L, and 2 P N m twice at the readout (its gradient, and back into phi).
 
-The reference rate is a float32 2048^3 product measured in the same process.
+The reference rate is a float32 2048^3 product measured in the same process.  The step's own two
+big products (X W^T and its weight gradient) are also timed alone, at the step's shapes: their
+share of the step time says how close the loop is to its arithmetic floor.  ``noise`` picks the
+Langevin generator (default hash32, the shipped default).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class BenchResult(NamedTuple):
     name: str
     steps_per_s: float
     gflops: float
-    fraction: float
+    fraction: float  # of the 2048^3 matmul rate
+    floor_fraction: float  # time of the step's own matrix products alone / time of the step
 
 
 def reference_experiment(num_chains: int, width: int = 500, num_train: int = 500, input_dim: int = 520):
@@ -90,6 +94,16 @@ def chunk_runner(resolved: dict, num_steps: int):
     return run, exp
 
 
+def products_seconds(P: int, N0: int, N: int, chains: int, repeats: int) -> float:
+    """Median time of the two big products of a one-layer step alone, X W^T and D^T X (per chain)."""
+    X = jax.random.normal(jax.random.PRNGKey(0), (P, N0), jnp.float32)
+    W = jax.random.normal(jax.random.PRNGKey(1), (chains, N, N0), jnp.float32)
+    D = jax.random.normal(jax.random.PRNGKey(2), (chains, P, N), jnp.float32)
+    both = jax.jit(lambda X, W, D: (jnp.einsum("pk,cnk->cpn", X, W), jnp.einsum("cpn,pk->cnk", D, X)))
+    jax.block_until_ready(both(X, W, D))
+    return statistics.median(_timed(lambda: jax.block_until_ready(both(X, W, D))) for _ in range(repeats))
+
+
 def bench_config(name: str, resolved: dict, peak: float, num_steps: int = 200, repeats: int = 5):
     run, exp = chunk_runner(resolved, num_steps)
     run()  # compile
@@ -98,17 +112,25 @@ def bench_config(name: str, resolved: dict, peak: float, num_steps: int = 200, r
     spec, P = exp.spec, len(exp.data.X_train)
     rate = num_steps / seconds
     gflops = step_flops(P, spec.input_dim, spec.width, spec.num_outputs, spec.depth) * chains * rate / 1e9
-    return BenchResult(name, rate, gflops, gflops / peak)
+    floor = products_seconds(P, spec.input_dim, spec.width, chains, repeats) * rate
+    return BenchResult(name, rate, gflops, gflops / peak, floor)
 
 
-def run_bench(repeats: int = 5, num_steps: int = 200) -> list[BenchResult]:
+def run_bench(repeats: int = 5, num_steps: int = 200, size: int = 500, matmul_size: int = 2048) -> list[BenchResult]:
+    """Print and return the throughput of the reference configs (64 chains too on a GPU)."""
     device = jax.devices()[0]
-    peak = matmul_gflops(repeats=repeats)
-    print(f"device: {device.platform} ({device.device_kind}); float32 2048^3 matmul: {peak:.1f} GFLOP/s")
+    peak = matmul_gflops(matmul_size, repeats)
+    print(f"device: {device.platform} ({device.device_kind}); float32 {matmul_size}^3 matmul: "
+          f"{peak:.1f} GFLOP/s")
+    configs = dict(REFERENCE_CONFIGS)
+    if device.platform == "gpu":
+        configs["sigmoid-L1-N500 (64 chains)"] = {"num_chains": 64}
     results = []
-    for name, over in REFERENCE_CONFIGS.items():
-        r = bench_config(name, reference_experiment(**over), peak, num_steps, repeats)
+    for name, over in configs.items():
+        resolved = reference_experiment(width=size, num_train=size, input_dim=size + 20, **over)
+        r = bench_config(name, resolved, peak, num_steps, repeats)
         results.append(r)
         print(f"{r.name:30s} {r.steps_per_s:8.1f} steps/s  {r.gflops:7.1f} GFLOP/s  "
-              f"{100 * r.fraction:5.1f}% of matmul")
+              f"{100 * r.fraction:5.1f}% of the 2048^3 matmul rate; its two products alone take "
+              f"{100 * r.floor_fraction:5.1f}% of the step")
     return results
