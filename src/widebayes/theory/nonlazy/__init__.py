@@ -1,7 +1,20 @@
-"""Mean-field theory of non-lazy (1/N readout) networks: coding schemes (under construction)."""
+"""Mean-field theory of non-lazy (1/N readout) networks: analog, redundant and sparse coding schemes.
 
-from widebayes.errors import InputError
+van Meegen & Sompolinsky, "Coding schemes in neural networks learning classification tasks"
+(papers/coding-schemes-nonlazy-networks.txt); THEORY.md section 1.  Modules, one concept each:
 
+- ``linear``: deep linear networks, exact at any T0 (readout covariance U, layer kernels,
+  test predictor and its O(1/N) variance), and the direct rate-function minimiser that checks them;
+- ``meanfield``: the single-neuron tilted measure of one hidden layer, any activation, small P;
+- ``cramer``: cumulant functions / Cramér rates of phi(z), the tilted class laws;
+- ``classes``: the class-structured reduction ``F(s)``, its maxima (codes), finite-P weights;
+- ``sigmoid``: redundant codes (equilibrium, finite P, alternative schemes);
+- ``relu``: sparse codes (bulk, outlier masses, critical temperatures);
+- ``classpredict``: kernels and test predictions of a code mixture;
+- ``gaussian``: Gaussian expectations and quadrature grids;
+- ``predictions``: :func:`nonlazy_predictions`, the JSON dict of ``widebayes theory``.
+"""
 
-def nonlazy_predictions(exp) -> dict:
-    raise InputError("the non-lazy theory is not available yet", key="network.readout")
+from widebayes.theory.nonlazy.predictions import nonlazy_predictions
+
+__all__ = ["nonlazy_predictions"]

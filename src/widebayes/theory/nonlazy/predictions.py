@@ -1,0 +1,340 @@
+"""``nonlazy_predictions(exp)``: the mean-field theory of a non-lazy experiment as the JSON dict of
+``widebayes theory`` (DESIGN.md contract; THEORY.md section 1).
+
+Coverage:
+
+- linear, any depth: closed forms (``linear``), exact at any T0;
+- sigmoid / tanh, depth 1, class-structured task (orthogonal inputs, one target vector per class):
+  redundant codes (``sigmoid``) at the experiment's P (Laplace) and at P = inf;
+- relu, depth 1, class-structured task: sparse codes (``relu``);
+- any other depth-1 case with few training inputs (P <= ``MAX_GENERAL_P``): the single-neuron
+  tilted measure by quadrature (``meanfield``); ReLU-like activations only below condensation;
+- everything else raises :class:`widebayes.errors.InputError` naming what is not covered.
+
+The GP comparison (``gen_error_gp``) is the NNGP of the same prior (kernel ``sigma_a^2 K_L``)
+with the likelihood's noise variance ``T_eff = T0 / N`` (THEORY.md 1.3 (D), 1.6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from widebayes.activations import get_activation
+from widebayes.errors import InputError
+from widebayes.theory.gp import lazy_gp_prediction, generalization_error
+from widebayes.theory.nngp import input_kernel
+from widebayes.theory.nonlazy import classes as cl
+from widebayes.theory.nonlazy import classpredict as cp
+from widebayes.theory.nonlazy.cramer import tilted_preactivation
+from widebayes.theory.nonlazy.linear import linear_test, solve_linear
+from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
+from widebayes.theory.nonlazy.relu import critical_temperatures, solve_sparse
+from widebayes.theory.nonlazy.sigmoid import code_schemes, solve_redundant, solve_redundant_finite_P
+from widebayes.theory.predict import gen_error_dict
+
+MAX_GENERAL_P = 5
+CLASS_TOL = 1e-8
+MIN_FRACTION = 1e-4
+MAX_TEST_KERNEL = 200
+UNBOUNDED_GENERAL = ("relu", "softplus")
+OUTLIER_NOTE = ("the number of outlier neurons is not a prediction (zero mode: only the mass per "
+                "class is fixed); num_outliers is the equilibrium-favoured value, one per condensed "
+                "class; outlier_mass (sum |a_i|^2/N per class) is the prediction")
+
+
+# ----------------------------------------------------------------------------- data helpers
+
+
+class _Data:
+    """The kernels every path needs, computed once."""
+
+    def __init__(self, exp):
+        d = exp.data
+        self.K0 = input_kernel(d.X_train)
+        self.has_test = len(d.X_test) > 0
+        if self.has_test:
+            self.k0 = input_kernel(d.X_train, d.X_test)
+            self.K0_test = input_kernel(d.X_test)
+        self.T0 = float(exp.config["network"]["temperature"])
+        self.N = exp.spec.width
+        self.num_classes = int(max(d.labels_train.max(), d.labels_test.max() if len(d.labels_test) else 0)) + 1
+
+
+def class_task(exp, activation: str | None = None) -> cl.ClassTask | None:
+    """The class-structured reduction of an experiment, or None when the task is not one.
+
+    Class-structured: ``K0 = c I`` (orthogonal inputs of equal norm) and every training target
+    row equal to its class's target vector (checked to ``CLASS_TOL``).
+    """
+    d, s = exp.data, exp.spec
+    K0 = input_kernel(d.X_train)
+    c = float(np.mean(np.diag(K0)))
+    if c <= 0 or np.max(np.abs(K0 - c * np.eye(len(K0)))) > CLASS_TOL * c:
+        return None
+    labels = np.asarray(d.labels_train)
+    classes = np.unique(labels)
+    if not np.array_equal(classes, np.arange(classes.size)):
+        return None
+    targets = np.stack([d.Y_train[labels == k][0] for k in classes])
+    if np.max(np.abs(d.Y_train - targets[labels])) > CLASS_TOL * max(1.0, np.abs(targets).max()):
+        return None
+    P = len(labels)
+    rho = np.bincount(labels) / P
+    return cl.ClassTask(rho, targets, P, s.sigma_a2 * P, s.layer_variances[0] * c,
+                        float(exp.config["network"]["temperature"]), activation or s.activation)
+
+
+def _gp(exp):
+    d, s = exp.data, exp.spec
+    res = lazy_gp_prediction(d.X_train, d.Y_train, d.X_test, d.Y_test, s.activation,
+                             s.layer_variances, s.sigma_a2, exp.T_eff)
+    return res.prediction.mean, res.gen_error
+
+
+def _with_test(out: dict, exp, mean, var) -> dict:
+    """Add ``f_test_*`` and the generalization errors (mean-field and GP) when there is a test set."""
+    d = exp.data
+    gp_mean, gp_err = _gp(exp)
+    err = generalization_error(mean, var, d.Y_test)
+    out.update({"f_test_mean": mean, "f_test_var": var, "f_test_mean_gp": gp_mean,
+                "gen_error": gen_error_dict(err), "gen_error_gp": gen_error_dict(gp_err)})
+    return out
+
+
+def _no_outliers(k: int) -> dict:
+    return {"num_outliers": 0, "outlier_mass": np.zeros(k)}
+
+
+# ----------------------------------------------------------------------------- linear
+
+
+def linear_predictions(exp) -> dict:
+    """Deep linear network (THEORY.md 1.3, exact at any T0; module ``linear``)."""
+    D, s = _Data(exp), exp.spec
+    invertible = np.linalg.cond(D.K0) < 1e12
+    if D.T0 == 0.0 and not invertible:
+        raise InputError("T = 0 needs an invertible input kernel (P <= N0, independent inputs); "
+                         "use T > 0", key="network.temperature")
+    sol = solve_linear(D.K0, exp.data.Y_train, s.layer_variances, s.sigma_a2, D.T0)
+    large = (solve_linear(D.K0, exp.data.Y_train, s.layer_variances, s.sigma_a2, 0.0, large_P=True).U
+             if invertible else None)
+    out = {"regime": "nonlazy", "method": "linear-analog", "readout_second_moment": sol.U,
+           "U_large_P": large, "kernel_train": sol.kernels, "residual": sol.residual,
+           "codes": [], "note": "analog code: Gaussian readout N(0, U), no discrete codes",
+           **_no_outliers(D.num_classes)}
+    if not D.has_test:
+        return out
+    te = linear_test(sol, D.K0, D.k0, D.K0_test, s.layer_variances, s.sigma_a2, D.T0, D.N)
+    out["kernel_test"] = te.test
+    return _with_test(out, exp, te.mean, te.var)
+
+
+# ----------------------------------------------------------------------------- general path
+
+
+def general_predictions(exp) -> dict:
+    """Single-neuron tilted measure by quadrature (THEORY.md 1.2; module ``meanfield``), P small."""
+    D, s = _Data(exp), exp.spec
+    act = get_activation(s.activation)
+    C0 = s.layer_variances[0] * D.K0
+    sol, scale = _general_solution(act, C0, exp.data.Y_train, s.sigma_a2, D.T0)
+    out = {"regime": "nonlazy", "method": "single-neuron-quadrature",
+           "readout_second_moment": sol.readout_second_moment, "readout_mean": sol.readout_mean,
+           "kernel_train": np.stack([D.K0, sol.K_phi]), "residual": sol.residual, "codes": [],
+           "note": "small-P general path: codes need the class-structured large-P reduction",
+           "quadrature_scale": scale, **_no_outliers(D.num_classes)}
+    if not D.has_test:
+        return out
+    te = mean_field_test(sol, act, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], s.sigma_a2,
+                         D.T0, D.N)
+    return _with_test(out, exp, te.mean, te.var)
+
+
+def _general_solution(act, C0, Y, sigma_a2, T0):
+    """Solve the single-neuron problem by quadrature; refuse condensed or unconverged cases.
+
+    Bounded phi: Gauss-Hermite.  ReLU: exact radial integral (``meanfield.radial_measure``).
+    Softplus: Gauss-Hermite on a widened grid, accepted only when a finer, wider grid agrees.
+    """
+    if act.name not in UNBOUNDED_GENERAL:
+        return solve_mean_field(C0, Y, act.phi_np, sigma_a2, T0), 1.0
+    if act.name == "relu":
+        sol = solve_mean_field(C0, Y, act.phi_np, sigma_a2, T0, radial=True)
+        _refuse_condensed(act, relu_margin(sol.Lambda, C0, sigma_a2), sol.residual)
+        return sol, 1.0
+    sol, scale = solve_mean_field(C0, Y, act.phi_np, sigma_a2, T0, scale=2.0), 2.0
+    for _ in range(4):
+        lam = relu_margin(sol.Lambda, C0, sigma_a2)
+        _refuse_condensed(act, lam, sol.residual)
+        scale = max(scale, np.sqrt(4.0 / (1.0 - lam)))
+        finer = solve_mean_field(C0, Y, act.phi_np, sigma_a2, T0, scale=1.3 * scale,
+                                 num_nodes=min(sol.num_nodes + 10, 60))
+        sol = solve_mean_field(C0, Y, act.phi_np, sigma_a2, T0, scale=scale)
+        diff = np.max(np.abs(finer.readout_second_moment - sol.readout_second_moment))
+        if diff <= 1e-3 * np.max(np.abs(sol.readout_second_moment)):
+            return sol, scale
+    raise InputError(f"{act.name}: the single-neuron quadrature does not converge (close to "
+                     "condensation); not covered", key="network.activation")
+
+
+def _refuse_condensed(act, lam: float, residual: float):
+    if lam >= 1.0 - 1e-6 or residual > 1e-8:
+        raise InputError(f"the {act.name} network condenses (lambda* = {lam:.3f}, THEORY.md 1.5: "
+                         "sparse outliers); the small-P general path covers only the bulk phase",
+                         key="network.activation")
+
+
+# ----------------------------------------------------------------------------- sigmoid
+
+
+def _mixture(scheme, task) -> cp.CodeMixture:
+    mx = scheme.maxima
+    return cp.CodeMixture(np.asarray(scheme.weights), np.stack([m.a for m in mx]),
+                          np.stack([cl.readout_covariance(m, scheme.L, task, scheme.finite_P) for m in mx]),
+                          np.stack([m.theta for m in mx]), np.stack([m.s for m in mx]),
+                          np.stack([m.s_var for m in mx]))
+
+
+def _threshold(task) -> float:
+    from widebayes.diagnostics.codes import default_threshold
+
+    return default_threshold(task.activation, task.variance)
+
+
+def _code_records(finite, infinite, task) -> list:
+    """One record per code: finite-P fraction/readout (the experiment's P) and the P = inf ones."""
+    thr = _threshold(task)
+    inf = {cl.code_string(m.s, thr): (w, m) for w, m in zip(infinite.weights, infinite.maxima)}
+    records = []
+    for w, m in sorted(zip(finite.weights, finite.maxima), key=lambda x: -x[0]):
+        code = cl.code_string(m.s, thr)
+        if w < MIN_FRACTION and code not in inf:
+            continue
+        w_inf, m_inf = inf.get(code, (0.0, None))
+        records.append({"code": code, "fraction": float(w), "readout": m.a,
+                        "fraction_large_P": float(w_inf),
+                        "readout_large_P": None if m_inf is None else m_inf.a,
+                        "readout_cov": cl.readout_covariance(m, finite.L, task, True),
+                        "F": m.F, **_class_laws(m, task)})
+    return records
+
+
+def _class_laws(m, task) -> dict:
+    """Per class, the tilted law ``P(z | a_gamma)`` (THEORY.md 1.4b): its field and moments."""
+    z = tilted_preactivation(task.activation, m.theta, task.variance)
+    return {"class_means": m.s, "class_var": m.s_var, "class_fields": m.theta,
+            "preactivation_mean": z.mean, "preactivation_var": z.var}
+
+
+def _scheme_records(schemes, task) -> list:
+    thr = _threshold(task)
+    return [{"codes": [cl.code_string(m.s, thr) for m in sc.maxima], "fractions": sc.weights,
+             "free_energy": sc.free_energy, "metastable": sc.metastable, "preferred": i == 0}
+            for i, sc in enumerate(schemes)]
+
+
+def redundant_predictions(exp, task: cl.ClassTask) -> dict:
+    """Sigmoidal network on a class-structured task: redundant codes (THEORY.md 1.4b)."""
+    D, s = _Data(exp), exp.spec
+    labels = exp.data.labels_train
+    infinite = solve_redundant(task)
+    finite = solve_redundant_finite_P(task, infinite.L)
+    mix = _mixture(finite, task)
+    out = {"regime": "nonlazy", "method": "redundant-codes",
+           "readout_second_moment": cp.mixture_second_moment(mix),
+           "kernel_train": np.stack([D.K0, cp.train_kernel(mix, labels)]),
+           "residual": max(infinite.residual, finite.residual),
+           "codes": _code_records(finite, infinite, task),
+           "schemes": _scheme_records(code_schemes(task, infinite), task),
+           "fields": finite.L, "fields_large_P": infinite.L,
+           "note": "fraction/readout at the experiment's P (Laplace); *_large_P at P = inf; "
+                   "schemes: lowest free energy first (the one the theory prefers)",
+           **_no_outliers(D.num_classes)}
+    if not D.has_test:
+        return out
+    te = cp.class_test(mix, task, labels, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], D.N)
+    if len(exp.data.X_test) <= MAX_TEST_KERNEL:
+        out["kernel_test"] = cp.class_test_kernel(mix, task, labels, D.K0, D.k0, D.K0_test,
+                                                  s.layer_variances[0])
+    return _with_test(out, exp, te.mean, te.var)
+
+
+# ----------------------------------------------------------------------------- relu
+
+
+def sparse_predictions(exp, task: cl.ClassTask) -> dict:
+    """ReLU network on a class-structured task: bulk plus outliers (THEORY.md 1.5b)."""
+    D, s = _Data(exp), exp.spec
+    labels = exp.data.labels_train
+    sol = solve_sparse(task)
+    tc = critical_temperatures(task)
+    b = sol.bulk
+    mix = cp.CodeMixture(np.ones(1), b.a[None, :], (task.beta_a / task.num_train) * np.eye(len(b.a))[None],
+                         b.theta[None, :], b.s[None, :], b.s_var[None, :])
+    outl = cp.Outliers(sol.outlier_mass, sol.outlier_direction, sol.kernel_mass)
+    thr = _threshold(task)
+    k = len(task.rho)
+    codes = [{"code": cl.code_string(b.s, thr), "kind": "bulk", "fraction": 1.0, "readout": b.a,
+              **_class_laws(b, task)}]
+    for c in np.flatnonzero(sol.condensed):
+        codes.append({"code": "".join("1" if j == c else "0" for j in range(k)), "kind": "outlier",
+                      "fraction": 1.0 / D.N, "outlier_mass": sol.outlier_mass[c],
+                      "readout": np.sqrt(D.N * sol.outlier_mass[c]) * sol.outlier_direction[c],
+                      "readout_direction": sol.outlier_direction[c]})
+    out = {"regime": "nonlazy", "method": "sparse-codes",
+           "readout_second_moment": cp.mixture_second_moment(mix, outl),
+           "kernel_train": np.stack([D.K0, cp.train_kernel(mix, labels, outl)]),
+           "residual": sol.residual, "codes": codes, "fields": sol.L,
+           "num_outliers": int(sol.condensed.sum()), "outlier_mass": sol.outlier_mass,
+           "outlier_kernel_mass": sol.kernel_mass, "outlier_direction": sol.outlier_direction,
+           "critical_temperature": tc.T_c, "margin": sol.margin, "note": OUTLIER_NOTE}
+    if not D.has_test:
+        return out
+    te = cp.class_test(mix, task, labels, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], D.N,
+                       outl, sol.L)
+    if len(exp.data.X_test) <= MAX_TEST_KERNEL:
+        out["kernel_test"] = cp.class_test_kernel(mix, task, labels, D.K0, D.k0, D.K0_test,
+                                                  s.layer_variances[0], outl)
+    return _with_test(out, exp, te.mean, te.var)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def nonlazy_predictions(exp) -> dict:
+    """Mean-field predictions of a non-lazy (gamma = 1) experiment (module docstring).
+
+    Raises
+    ------
+    InputError
+        For a case the theory here does not cover (says which).
+    """
+    s = exp.spec
+    if s.gamma != 1.0:
+        raise InputError("the non-lazy theory needs readout = 'nonlazy' (gamma = 1)", key="network.readout")
+    if s.tied_weights and s.depth > 1:
+        raise InputError("tied hidden weights (recurrent network) are not covered by the non-lazy "
+                         "theory", key="network.tied_weights")
+    if s.activation == "linear":
+        return linear_predictions(exp)
+    if s.depth != 1:
+        raise InputError(f"non-lazy theory for {s.activation} covers depth 1 only (linear: any "
+                         "depth)", key="network.depth")
+    task = class_task(exp)
+    try:
+        if task is not None and s.activation in ("sigmoid", "tanh"):
+            return redundant_predictions(exp, task)
+        if task is not None and s.activation == "relu":
+            return sparse_predictions(exp, task)
+    except RuntimeError as err:
+        raise InputError(f"the {s.activation} code equations did not converge for this task: {err}",
+                         key="network.activation") from None
+    if s.activation == "relu2":
+        raise InputError("relu2 has no normalisable bulk in the non-lazy limit (THEORY.md 1.5); "
+                         "not covered", key="network.activation")
+    if len(exp.data.X_train) <= MAX_GENERAL_P:
+        return general_predictions(exp)
+    raise InputError(f"non-lazy {s.activation} theory: the task is not class-structured "
+                     "(orthogonal inputs, one target per class) and P = "
+                     f"{len(exp.data.X_train)} > {MAX_GENERAL_P} is too large for the general "
+                     "single-neuron quadrature", key="task")

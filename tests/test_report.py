@@ -1,0 +1,176 @@
+"""The comparison report end to end on tiny sampled experiments (`widebayes compare DIR`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from widebayes import plots, report
+from widebayes.cli import main
+from widebayes.config import resolve
+from widebayes.errors import InputError
+from widebayes.sampling import sample_experiment
+
+FIGURES = {"readout_samples", "activations", "layer_activations", "output", "readout_posterior",
+           "readout_traces", "preactivations", "code_fractions", "code_stability", "kernels",
+           "kernels_test", "kernel_alignment", "predictor_test", "gen_error"}
+TOP_KEYS = {"experiment", "theory", "draws", "coding", "readout", "symmetry", "kernels", "predictor",
+            "convergence", "agreement", "figures", "notes"}
+
+
+def tiny(network: dict, task: dict | None = None, **sampler) -> dict:
+    """A seconds-long toy run (no burn-in: one compiled chunk; the report checks plumbing)."""
+    cfg = {
+        "task": {"kind": "orthogonal", "num_train": 12, "input_dim": 24, "num_test": 6,
+                 "class_ratios": [0.5, 0.25, 0.25], "y_minus": 0.5, **(task or {})},
+        "network": {"depth": 1, "width": 16, "activation": "sigmoid", "readout": "nonlazy",
+                    "temperature": 0.05, **network},
+        "sampler": {"step_size": 0.005, "num_steps": 300, "burn_in": 0, "thin": 20,
+                    "num_chains": 2, "seed": 3, "progress": False, **sampler},
+    }
+    return resolve(cfg)
+
+
+def raise_input_error(exp):
+    raise InputError("the non-lazy theory is not available yet", key="network.readout")
+
+
+@pytest.fixture(scope="module")
+def deep_sigmoid(tmp_path_factory):
+    """Two hidden layers, lower layers stored, reported by `widebayes compare` without theory."""
+    folder = tmp_path_factory.mktemp("deep_sigmoid")
+    sample_experiment(tiny({"depth": 2}, store_all_layers=True), out_dir=folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("widebayes.theory.predict.predictions", raise_input_error)
+        assert main(["compare", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lazy_linear(tmp_path_factory):
+    """A lazy linear network without a test set: the BPKR theory exists for it."""
+    folder = tmp_path_factory.mktemp("lazy_linear")
+    sample_experiment(tiny({"activation": "linear", "readout": "lazy", "temperature": 0.01},
+                           task={"num_test": 0}, step_size=0.002), out_dir=folder)
+    report.write_report(folder)
+    return folder
+
+
+def read_json(folder):
+    return json.loads((folder / "report" / "report.json").read_text())  # strict JSON: no NaN
+
+
+def test_compare_writes_figures_json_and_markdown(deep_sigmoid, capsys):
+    out = deep_sigmoid / "report"
+    data = read_json(deep_sigmoid)
+    assert set(data) == TOP_KEYS
+    assert set(data["figures"]) == FIGURES
+    for name, fig in data["figures"].items():
+        assert (out / fig["file"]).stat().st_size > 1000, name
+        assert fig["data"], name
+    md = (out / "report.md").read_text()
+    assert "**No theory**" in md and "no theory: nothing to compare" in md
+    for name in FIGURES:
+        assert f"![{name}]({name}.png)" in md
+    assert data["theory"]["available"] is False and data["agreement"] == []
+
+
+def test_report_numbers(deep_sigmoid):
+    data = read_json(deep_sigmoid)
+    coding = data["coding"]
+    assert set(coding["layers"]) == {"layer_1", "layer_2"}
+    assert set(coding["layers"]["layer_2"]) == {"threshold", "train", "test"}
+    train = coding["layers"]["layer_2"]["train"]
+    assert sum(train["fraction"]) == pytest.approx(1.0)
+    assert all(len(code) == 3 for code in train["codes"])
+    assert len(train["readout"]) == len(train["codes"]) and len(train["readout"][0]) == 3
+    assert coding["scheme"]["scheme"] in {"analog", "redundant", "sparse"}
+    kept = data["symmetry"]["code_kept_fraction"]
+    assert set(kept) == {"layer_1", "layer_2"} and all(0 <= v <= 1 for v in kept.values())
+    assert len(data["kernels"]["alignment_with_targets"]["samples"]) == 3  # layers 0, 1, 2
+    test = data["predictor"]["test"]
+    assert set(test["gen_error"]) >= {"bias", "variance", "total"}
+    assert len(test["gen_error_gp"]["total"]) == 3
+    table = data["convergence"]["table"]
+    assert {"loss", "readout_norm[0]", "kernel_alignment"} <= set(table)
+    assert isinstance(data["convergence"]["warnings"], list)
+    heatmap = data["figures"]["activations"]["data"]
+    assert np.asarray(heatmap["train"]["phi"]).shape == (16, 12)  # every number plotted is stored
+
+
+def test_compare_without_posterior_is_one_line_error(tmp_path, capsys):
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "no posterior.nc" in capsys.readouterr().err
+
+
+def planted_theory(run):
+    """What theory/nonlazy provides, planted: agreements and dashed curves must appear."""
+    second = report.dread.readout_second_moment(run.a)
+    return {"regime": "nonlazy", "method": "planted", "readout_second_moment": second * 1.05,
+            "kernel_train": run.kernel,
+            "codes": [{"code": "110", "fraction": 0.3, "readout": [1.6, 1.4, -0.3]},
+                      {"code": [0, 1, 1], "fraction": 0.7, "readout": [-0.3, 1.5, 1.5]}],
+            "f_test_mean": np.full((6, 3), 0.6), "f_test_var": np.zeros(6),
+            "gen_error": {"bias": [0.1] * 3, "variance": [0.0] * 3, "total": [0.1] * 3, "total_sum": 0.3},
+            "num_outliers": 0, "outlier_mass": [0.0, 0.0, 0.0]}
+
+
+def test_report_with_a_theory_states_agreements(deep_sigmoid):
+    idata = report.load_posterior(deep_sigmoid)
+    rep = report.build_report(idata, planted_theory(report.Run(idata)), "planted")
+    quantities = [row["quantity"] for row in rep["agreement"]]
+    assert "<a_0^2> (readout second moment, class 0)" in quantities
+    assert "P_gamma, code 011" in quantities and "generalization error, class 2" in quantities
+    row = next(r for r in rep["agreement"] if r["quantity"].startswith("<a_1^2>"))
+    assert row["relative_difference"] == pytest.approx(0.05 / 1.05)
+    kernel_rows = [r for r in rep["agreement"] if r["quantity"].startswith("kernel K_")]
+    assert len(kernel_rows) == 2 and all(r["relative_difference"] < 1e-12 for r in kernel_rows)
+    posterior = rep["figures"]["readout_posterior"]["data"]
+    assert posterior["classes"][0]["theory_density"] is not None
+    assert rep["figures"]["code_fractions"]["data"]["panels"][1]["theory"] is not None
+    assert len(plots.to_png(plots.draw("readout_posterior", posterior))) > 1000
+    md = report.markdown(rep)
+    assert "| quantity | theory | samples | relative difference |" in md
+    assert md.count("\n| P_gamma, code") == 2
+    json.dumps(report.jsonable(rep), allow_nan=False)
+
+
+def test_failing_theory_gives_a_samples_only_report(deep_sigmoid, monkeypatch):
+    def broken(exp):
+        raise FloatingPointError("solver diverged")
+
+    monkeypatch.setattr("widebayes.theory.predict.predictions", broken)
+    theory, note = report.theory_for(report.load_posterior(deep_sigmoid))
+    assert theory is None and "FloatingPointError: solver diverged" in note
+
+
+def test_lazy_report_uses_the_real_theory(lazy_linear):
+    data = read_json(lazy_linear)
+    assert data["theory"]["available"] is True and data["theory"]["regime"] == "lazy"
+    assert data["predictor"]["test"] is None
+    assert {"predictor_test", "gen_error", "kernels_test", "layer_activations"}.isdisjoint(data["figures"])
+    quantities = [row["quantity"] for row in data["agreement"]]
+    assert "kernel K_1 on training inputs (Frobenius)" in quantities
+    assert any(q.startswith("<a_0^2>") for q in quantities)
+    assert data["figures"]["preactivations"]["data"]["codes"]  # linear: z = phi
+    assert "## Theory against samples" in (lazy_linear / "report" / "report.md").read_text()
+
+
+def test_usable_draws_drop_stopped_chains():
+    a = np.ones((3, 10, 4, 2))
+    a[1, 3:] = np.nan  # stopped early: left out
+    a[2, 8:] = np.nan  # stopped late: kept, every chain truncated to 8 draws
+    chains, num, notes = report.usable_draws(a)
+    assert chains == [0, 2] and num == 8 and len(notes) == 2
+    with pytest.raises(InputError, match="no finite draw"):
+        report.usable_draws(np.full((2, 5, 4, 2), np.nan))
+
+
+def test_toy_size_keeps_the_physics_and_shrinks_the_run():
+    from widebayes.models.presets import preset
+
+    cfg = report.toy_size(preset("coding-relu"))
+    assert cfg["network"]["activation"] == "relu" and cfg["network"]["width"] == 16
+    assert cfg["task"]["num_train"] == 12 and cfg["task"]["num_test"] == 0
+    assert cfg["sampler"]["num_steps"] == 300
+    resolve(cfg)
