@@ -83,19 +83,16 @@ def _demo(args) -> int:
 
 
 def _try_compare(folder) -> None:
-    try:
-        from widebayes.report import write_report
-    except ImportError:
-        print("the comparison report (widebayes compare) is not available yet")
-        return
+    from widebayes.report import write_report
+
     print(f"wrote {write_report(folder)}")
 
 
 def _compare(args) -> int:
-    try:
-        from widebayes.report import write_report
-    except ImportError:
-        raise InputError("widebayes compare is not available yet (the report is under construction)")
+    from widebayes.report import write_report
+
+    if not (Path(args.dir) / "posterior.nc").exists():
+        raise InputError(f"{args.dir} has no posterior.nc (write one with `widebayes sample`)")
     print(f"wrote {write_report(args.dir)}")
     return 0
 

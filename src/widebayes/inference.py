@@ -197,14 +197,19 @@ def initial_positions(rng_key, spec: NetworkSpec, num_chains: int, dtype) -> dic
 
 
 def init_carry(setup: RunSetup, positions, params, data, num_chains: int, T_init) -> ChainCarry:
-    """Initial sampler states and empty accumulators for every chain (vmapped)."""
-    logdensity = partial(_bound, setup.logdensity, data=data, T=T_init)
-    state = jax.vmap(lambda p: setup.sampler.init(p, logdensity))(positions)
-    _, kernels = draw_observables(unwhiten(jax.tree.map(lambda x: x[0], positions), setup.roots),
-                                  data, setup.spec)
-    zeros = jax.tree.map(lambda k: jnp.zeros((num_chains, *k.shape), k.dtype), kernels)
-    return ChainCarry(state, params, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1),
-                      zeros, jnp.zeros(num_chains, jnp.int32))
+    """Initial sampler states and empty accumulators for every chain (one compiled call)."""
+
+    @jax.jit
+    def build(positions, params, data, T_init):
+        logdensity = partial(_bound, setup.logdensity, data=data, T=T_init)
+        state = jax.vmap(lambda p: setup.sampler.init(p, logdensity))(positions)
+        first = unwhiten(jax.tree.map(lambda x: x[0], positions), setup.roots)
+        kernels = jax.eval_shape(lambda: draw_observables(first, data, setup.spec)[1])
+        zeros = jax.tree.map(lambda k: jnp.zeros((num_chains, *k.shape), k.dtype), kernels)
+        return ChainCarry(state, params, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1),
+                          zeros, jnp.zeros(num_chains, jnp.int32))
+
+    return build(positions, params, data, T_init)
 
 
 # ----------------------------------------------------------------------------------- host loop
@@ -270,7 +275,7 @@ def to_inferencedata(result: RunResult, data, attrs: dict, has_accept: bool = Tr
     for name, value in result.draws.items():
         if name == "accept_prob" and not has_accept:
             continue
-        dims = _DRAW_DIMS.get(name, ("neuron", "train"))
+        dims = _DRAW_DIMS.get(name, ("neuron", "test") if name.endswith("_test") else ("neuron", "train"))
         groups[_GROUP_OF.get(name, "representations")][name] = (("chain", "draw", *dims), value)
     groups["representations"]["kernel"] = (("chain", "layer", "train_row", "train_col"),
                                            result.kernels["train"])

@@ -34,7 +34,7 @@ def draw_observables(params, data: dict, spec: NetworkSpec, store_all_layers: bo
 
     Returns ``(draw, kernels)``: ``draw`` holds ``a``, ``f_train``, ``loss``, ``phi_L`` (neuron,
     train) and, with a test set, ``f_test`` and ``phi_L_test``; with ``store_all_layers`` also
-    ``phi_1 ... phi_{L-1}``.  ``kernels`` holds ``train`` (and ``test``) Gram stacks.
+    ``phi_1 ... phi_{L-1}`` (and ``phi_1_test ...``).  ``kernels`` holds ``train`` (and ``test``) Gram stacks.
     """
     feats = layer_features(params, data["X_train"], spec)
     f_train = readout(params, feats[-1], spec)
@@ -47,5 +47,7 @@ def draw_observables(params, data: dict, spec: NetworkSpec, store_all_layers: bo
         feats_test = layer_features(params, data["X_test"], spec)
         draw["f_test"] = readout(params, feats_test[-1], spec)
         draw["phi_L_test"] = feats_test[-1].T
+        if store_all_layers:
+            draw.update({f"phi_{l}_test": h.T for l, h in enumerate(feats_test[:-1], start=1)})
         kernels["test"] = gram_stack(data["X_test"], feats_test)
     return draw, kernels
