@@ -90,3 +90,44 @@ def test_linear_readout_covariance_and_kernel_match_the_analog_scheme():
     K = out.result.kernels["train"].mean(axis=0)
     K_th = np.asarray(th["kernel_train"])
     assert np.linalg.norm(K[1] - K_th[1]) / np.linalg.norm(K_th[1]) < 0.05
+
+
+def test_sigmoid_readout_second_moment_matches_the_code_mixture(sigmoid_toy):
+    """<a a^T> per neuron (the readout histogram's second moment, pooled over neurons and draws)
+    vs the theory mixture of code vectors with their finite-P width: within 10% (Frobenius)."""
+    out, th = sigmoid_toy
+    a = out.result.draws["a"]
+    aa = np.einsum("cdnr,cdns->rs", a, a) / (a.shape[0] * a.shape[1] * a.shape[2])
+    U = np.asarray(th["readout_second_moment"])
+    assert np.linalg.norm(aa - U) / np.linalg.norm(U) < 0.10
+
+
+def mnist_linear(depth=1, steps=80000):
+    cfg = {"task": {"kind": "mnist", "num_classes": 3, "num_train": 100, "num_test": 100, "seed": 0,
+                    "y_minus": 0.0},
+           "network": {"depth": depth, "width": 100, "activation": "linear", "readout": "nonlazy",
+                       "temperature": 0.01},
+           "sampler": {"step_size": 0.002, "num_steps": steps, "burn_in": steps // 2, "thin": 200,
+                       "num_chains": 2, "seed": 1, "progress": False}}
+    out = sample_experiment(resolve(cfg))
+    return out, predictions(out.experiment)
+
+
+@pytest.mark.slow
+def test_mnist_linear_mean_predictor_and_generalization_per_class():
+    """First three MNIST digits, P = 100, N = 100, linear: the sampled mean predictor on test
+    inputs vs theory (identical to the GP mean; correlation > 0.98, max error 10% of its range)
+    and the generalization error per class: theory below the GP (whose variance term is O(1)),
+    sampling within 15%.  Measured at 80k steps (the chains agree to 1%): sampled errors
+    0.0421/0.0336/0.0598 against theory 0.0389/0.0347/0.0663 -- an unexplained 10% gap on
+    classes 0 and 2 (README, "Open disagreements"), hence 15% rather than a finite-size bound."""
+    out, th = mnist_linear()
+    f = out.result.draws["f_test"]
+    mean = f.mean(axis=(0, 1))
+    mean_th = np.asarray(th["f_test_mean"])
+    assert np.corrcoef(mean.ravel(), mean_th.ravel())[0, 1] > 0.98
+    assert np.abs(mean - mean_th).max() < 0.1 * np.ptp(mean_th)
+    y = out.experiment.data.Y_test
+    gen = np.mean((mean - y) ** 2 + f.var(axis=(0, 1)), axis=0)
+    np.testing.assert_allclose(gen, th["gen_error"]["total"], rtol=0.15)
+    assert np.all(np.asarray(th["gen_error"]["total"]) < np.asarray(th["gen_error_gp"]["total"]))
