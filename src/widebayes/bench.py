@@ -32,8 +32,9 @@ class BenchResult(NamedTuple):
     name: str
     steps_per_s: float
     gflops: float
-    fraction: float  # of the 2048^3 matmul rate
+    fraction: float  # of the 2048^3 matmul rate (median of per-repeat ratios)
     floor_fraction: float  # time of the step's own matrix products alone / time of the step
+    matmul_gflops: float  # the reference rate measured alongside
 
 
 def reference_experiment(num_chains: int, width: int = 500, num_train: int = 500, input_dim: int = 520):
@@ -56,13 +57,12 @@ def step_flops(P: int, N0: int, N: int, m: int, depth: int) -> float:
     return float(forward + backward)
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Median float32 matmul rate of this device, GFLOP/s."""
+def matmul_runner(size: int = 2048):
+    """A zero-argument function computing one float32 ``size^3`` product (compiled, warm)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
     mm = jax.jit(lambda x: x @ x)
     mm(a).block_until_ready()
-    times = [_timed(lambda: mm(a).block_until_ready()) for _ in range(repeats)]
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return lambda: mm(a).block_until_ready()
 
 
 def _timed(fn) -> float:
@@ -94,43 +94,53 @@ def chunk_runner(resolved: dict, num_steps: int):
     return run, exp
 
 
-def products_seconds(P: int, N0: int, N: int, chains: int, repeats: int) -> float:
-    """Median time of the two big products of a one-layer step alone, X W^T and D^T X (per chain)."""
+def products_runner(P: int, N0: int, N: int, chains: int):
+    """The step's two big products alone, in their best (merged-chain, 2-D) form: X W^T and D^T X."""
     X = jax.random.normal(jax.random.PRNGKey(0), (P, N0), jnp.float32)
-    W = jax.random.normal(jax.random.PRNGKey(1), (chains, N, N0), jnp.float32)
-    D = jax.random.normal(jax.random.PRNGKey(2), (chains, P, N), jnp.float32)
-    both = jax.jit(lambda X, W, D: (jnp.einsum("pk,cnk->cpn", X, W), jnp.einsum("cpn,pk->cnk", D, X)))
+    W = jax.random.normal(jax.random.PRNGKey(1), (chains * N, N0), jnp.float32)
+    D = jax.random.normal(jax.random.PRNGKey(2), (P, chains * N), jnp.float32)
+    both = jax.jit(lambda X, W, D: (X @ W.T, D.T @ X))
     jax.block_until_ready(both(X, W, D))
-    return statistics.median(_timed(lambda: jax.block_until_ready(both(X, W, D))) for _ in range(repeats))
+    return lambda: jax.block_until_ready(both(X, W, D))
 
 
-def bench_config(name: str, resolved: dict, peak: float, num_steps: int = 200, repeats: int = 5):
+def bench_config(name: str, resolved: dict, num_steps: int = 200, repeats: int = 5,
+                 matmul_size: int = 2048) -> BenchResult:
+    """Time the step, the reference product and the step's own products back to back, ``repeats``
+    times, and take medians of the per-repeat ratios (robust to a machine whose speed drifts)."""
     run, exp = chunk_runner(resolved, num_steps)
     run()  # compile
-    seconds = statistics.median(_timed(run) for _ in range(repeats))
     chains = resolved["sampler"]["num_chains"]
     spec, P = exp.spec, len(exp.data.X_train)
-    rate = num_steps / seconds
-    gflops = step_flops(P, spec.input_dim, spec.width, spec.num_outputs, spec.depth) * chains * rate / 1e9
-    floor = products_seconds(P, spec.input_dim, spec.width, chains, repeats) * rate
-    return BenchResult(name, rate, gflops, gflops / peak, floor)
+    products = products_runner(P, spec.input_dim, spec.width, chains)
+    reference = matmul_runner(matmul_size)
+    flops = step_flops(P, spec.input_dim, spec.width, spec.num_outputs, spec.depth) * chains * num_steps
+    rows = []
+    for _ in range(repeats):
+        t_ref, t_step, t_prod = _timed(reference), _timed(run), _timed(products)
+        peak = 2 * matmul_size**3 / t_ref
+        rows.append((num_steps / t_step, flops / t_step / 1e9, flops / t_step / peak,
+                     t_prod * num_steps / t_step, peak / 1e9))
+    med = [statistics.median(col) for col in zip(*rows)]
+    return BenchResult(name, *med)
 
 
-def run_bench(repeats: int = 5, num_steps: int = 200, size: int = 500, matmul_size: int = 2048) -> list[BenchResult]:
+def run_bench(repeats: int = 7, num_steps: int = 200, size: int = 500, matmul_size: int = 2048,
+              noise: str = "hash32") -> list[BenchResult]:
     """Print and return the throughput of the reference configs (64 chains too on a GPU)."""
     device = jax.devices()[0]
-    peak = matmul_gflops(matmul_size, repeats)
-    print(f"device: {device.platform} ({device.device_kind}); float32 {matmul_size}^3 matmul: "
-          f"{peak:.1f} GFLOP/s")
+    print(f"device: {device.platform} ({device.device_kind}); reference: float32 {matmul_size}^3 "
+          f"matmul, timed alongside each config; medians of {repeats} repeats; noise = {noise}")
     configs = dict(REFERENCE_CONFIGS)
     if device.platform == "gpu":
         configs["sigmoid-L1-N500 (64 chains)"] = {"num_chains": 64}
     results = []
     for name, over in configs.items():
         resolved = reference_experiment(width=size, num_train=size, input_dim=size + 20, **over)
-        r = bench_config(name, resolved, peak, num_steps, repeats)
+        resolved["sampler"]["noise"] = noise
+        r = bench_config(name, resolved, num_steps, repeats, matmul_size)
         results.append(r)
-        print(f"{r.name:30s} {r.steps_per_s:8.1f} steps/s  {r.gflops:7.1f} GFLOP/s  "
-              f"{100 * r.fraction:5.1f}% of the 2048^3 matmul rate; its two products alone take "
-              f"{100 * r.floor_fraction:5.1f}% of the step")
+        print(f"{r.name:28s} {r.steps_per_s:7.1f} steps/s {r.gflops:6.1f} GFLOP/s = "
+              f"{100 * r.fraction:5.1f}% of matmul ({r.matmul_gflops:.0f} GFLOP/s); "
+              f"the step's own products alone take {100 * r.floor_fraction:5.1f}% of its time")
     return results

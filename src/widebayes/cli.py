@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="widebayes-demo", help="output folder (default widebayes-demo)")
     d.add_argument("--no-progress", action="store_true")
     b = sub.add_parser("bench", help="sampler throughput against this machine's matmul rate")
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--noise", choices=["hash32", "threefry"], default="hash32",
+                   help="Langevin noise generator to time (default: the shipped default)")
     return p
 
 
@@ -108,7 +110,7 @@ def _theory(args) -> int:
 def _bench(args) -> int:
     from widebayes.bench import run_bench
 
-    run_bench(repeats=args.repeats)
+    run_bench(repeats=args.repeats, noise=args.noise)
     return 0
 
 
