@@ -80,6 +80,7 @@ def test_report_numbers(deep_sigmoid):
     coding = data["coding"]
     assert set(coding["layers"]) == {"layer_1", "layer_2"}
     assert set(coding["layers"]["layer_2"]) == {"threshold", "train", "test"}
+    assert set(coding["layers"]["layer_1"]) == {"threshold", "train", "test"}  # every layer, test too
     train = coding["layers"]["layer_2"]["train"]
     assert sum(train["fraction"]) == pytest.approx(1.0)
     assert all(len(code) == 3 for code in train["codes"])
@@ -127,7 +128,8 @@ def test_report_with_a_theory_states_agreements(deep_sigmoid):
     assert len(kernel_rows) == 2 and all(r["relative_difference"] < 1e-12 for r in kernel_rows)
     posterior = rep["figures"]["readout_posterior"]["data"]
     assert posterior["classes"][0]["theory_density"] is not None
-    assert rep["figures"]["code_fractions"]["data"]["panels"][1]["theory"] is not None
+    panels = {p["title"]: p for p in rep["figures"]["code_fractions"]["data"]["panels"]}
+    assert panels["layer 2, train inputs"]["theory"] is not None
     assert len(plots.to_png(plots.draw("readout_posterior", posterior))) > 1000
     md = report.markdown(rep)
     assert "| quantity | theory | samples | relative difference |" in md

@@ -206,6 +206,8 @@ class Run:
         self.phi = {l: self.take(reps[f"phi_{l}"]) for l in range(1, self.depth) if f"phi_{l}" in reps}
         self.phi[self.depth] = self.take(reps["phi_L"])
         self.phi_test = self.take(reps["phi_L_test"]) if "phi_L_test" in reps else None
+        self.phi_test_lower = {l: self.take(reps[f"phi_{l}_test"]) for l in range(1, self.depth)
+                               if f"phi_{l}_test" in reps}
         mean = lambda name: np.asarray(reps[name].values[self.chains], dtype=np.float64).mean(axis=0)  # noqa: E731
         self.kernel = mean("kernel")
         self.kernel_test = mean("kernel_test") if "kernel_test" in reps else None
@@ -269,6 +271,10 @@ def coding_section(run: Run, thresholds: dict, theory) -> dict:
         ids[l] = dcodes.code_ids(s[l], thresholds[l])
         summary = dcodes.summarize_codes(ids[l], s[l], thresholds[l], run.a if l == L else None)
         out["layers"][f"layer_{l}"] = {"threshold": thresholds[l], "train": summary._asdict()}
+    for l, phi_test in sorted(run.phi_test_lower.items()):
+        s_test = dcodes.class_means(phi_test, run.labels_test, run.num_classes)
+        summary = dcodes.summarize_codes(dcodes.code_ids(s_test, thresholds[l]), s_test, thresholds[l])
+        out["layers"][f"layer_{l}"]["test"] = summary._asdict()
     if run.phi_test is not None:
         s_test = dcodes.class_means(run.phi_test, run.labels_test, run.num_classes)
         ids["test"] = dcodes.code_ids(s_test, thresholds[L])
