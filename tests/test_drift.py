@@ -5,24 +5,10 @@ of independent random representations against the random-vector baseline, and th
 Ornstein-Uhlenbeck weight overlap ``exp(-tau T / sigma^2)``.
 """
 
-import contextlib
-
 import numpy as np
 import pytest
 
 from widebayes.diagnostics import drift
-
-try:  # small BLAS calls crawl when a shared machine is oversubscribed; one thread is plenty here
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with threadpool_limits(1) if threadpool_limits else contextlib.nullcontext():
-        yield
-
 
 # ------------------------------------------------------------------------ 10: planted rotation
 

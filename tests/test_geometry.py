@@ -6,26 +6,12 @@ simulated prototype learning, capacity of point manifolds and of a large-D spher
 relation.  Slow: mean-field capacity against direct LP separability of random dichotomies.
 """
 
-import contextlib
-
 import jax
 import numpy as np
 import pytest
 from scipy.optimize import minimize
 
 from widebayes.diagnostics import geometry as geo
-
-try:  # small BLAS calls crawl when a shared machine is oversubscribed; one thread is plenty here
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with threadpool_limits(1) if threadpool_limits else contextlib.nullcontext():
-        yield
-
 
 # ------------------------------------------------------------------------ helpers
 
