@@ -13,9 +13,9 @@ from widebayes.sampling import sample_experiment
 
 FIGURES = {"readout_samples", "activations", "layer_activations", "output", "readout_posterior",
            "readout_traces", "preactivations", "code_fractions", "code_stability", "kernels",
-           "kernels_test", "kernel_alignment", "predictor_test", "gen_error"}
+           "kernels_test", "kernel_alignment", "predictor_test", "gen_error", "geometry"}
 TOP_KEYS = {"experiment", "theory", "draws", "coding", "readout", "symmetry", "kernels", "predictor",
-            "convergence", "agreement", "figures", "notes"}
+            "geometry", "convergence", "agreement", "figures", "notes"}
 
 
 def tiny(network: dict, task: dict | None = None, **sampler) -> dict:
@@ -95,6 +95,11 @@ def test_report_numbers(deep_sigmoid):
     table = data["convergence"]["table"]
     assert {"loss", "readout_norm[0]", "kernel_alignment"} <= set(table)
     assert isinstance(data["convergence"]["warnings"], list)
+    geometry = data["geometry"]
+    assert {"samples, train inputs", "NNGP, train inputs", "samples, test inputs"} <= set(geometry)
+    assert len(geometry["samples, train inputs"]["signal"]) == 3  # layers 0, 1, 2
+    np.testing.assert_allclose(geometry["samples, train inputs"]["signal"][0],
+                               geometry["NNGP, train inputs"]["signal"][0])  # same input kernel
     heatmap = data["figures"]["activations"]["data"]
     assert np.asarray(heatmap["train"]["phi"]).shape == (16, 12)  # every number plotted is stored
 

@@ -408,7 +408,27 @@ def show(report: dict, *names: str) -> None:
         display(Image(to_png(draw(name, entry["data"]))))
 
 
+def geometry(data: dict) -> Figure:
+    """Signal, dimension and predicted few-shot error per layer; NNGP and theory dashed."""
+    fig = new_figure(10.5, 3.2)
+    axes = fig.subplots(1, 3)
+    labels = {"signal": r"signal $\|\Delta x_0\|^2 / R_a^2$", "dimension": r"dimension $D_a$",
+              "fewshot_error": f"predicted {data['m']}-shot error"}
+    for ax, (key, ylabel) in zip(axes, labels.items()):
+        for name, values in data["sources"].items():
+            style = THEORY_STYLE if name.startswith("theory") else (
+                {"color": "gray", "linestyle": ":"} if name.startswith("NNGP") else {"marker": "o"})
+            ax.plot(data["layers"], values[key], label=name, **style)
+        ax.set_xlabel("layer l (0 = input)")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(data["layers"])
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Representational geometry across layers (means over class pairs)", fontsize=10)
+    return fig
+
+
 FIGURES = {
+    "geometry": geometry,
     "readout_samples": readout_samples,
     "activations": activations,
     "layer_activations": layer_activations,

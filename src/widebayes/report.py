@@ -675,6 +675,9 @@ def convergence_section(run: Run, ids, summary_codes: list) -> dict:
 
 # ---------------------------------------------------------------------------------- build
 CAPTIONS = {
+    "geometry": "Representational geometry across layers from the layer kernels (perspective Fig. 7): "
+                "signal ||dx0||^2/R_a^2, dimension D_a and the predicted 5-shot prototype error, "
+                "means over class pairs; samples vs NNGP vs theory.",
     "readout_samples": "Readout weights of one sample, neurons ordered by code then strength (cf. coding-schemes Fig. 2a).",
     "activations": "Feature-layer activations of the same sample, neurons ordered by code, inputs by class (Fig. 2b, 6a).",
     "layer_activations": "Activations of every stored layer in one sample, each layer's neurons ordered by its own codes (coding Fig. 3a-c, 5).",
@@ -693,6 +696,40 @@ CAPTIONS = {
 }
 
 
+# ---------------------------------------------------------------------------------- geometry
+FEWSHOT_M = 5
+
+
+def kernel_geometry(K, labels) -> dict:
+    """Per layer: signal ||dx0||^2/R_a^2, dimension D_a and the predicted 5-shot error, each the
+    mean over ordered class pairs (``diagnostics.geometry.geometry_from_kernels``)."""
+    from widebayes.diagnostics import geometry as dgeo
+
+    geo, _ = dgeo.geometry_from_kernels(K, labels)
+    err = dgeo.gaussian_tail(dgeo.snr_from_geometry(geo, FEWSHOT_M))
+    pair_mean = lambda x: np.nanmean(x, axis=(-2, -1))  # noqa: E731
+    return {"signal": pair_mean(geo.dist2), "dimension": pair_mean(geo.Da),
+            "fewshot_error": pair_mean(err)}
+
+
+def geometry_section(run: Run, nngp, theory) -> tuple[dict, dict | None]:
+    """Representational geometry across layers (perspective Fig. 7) from kernels alone: sampled
+    posterior-mean kernels (train, and test inputs when there are any), NNGP, and the theory's
+    mean kernels where it gives them."""
+    if run.num_classes < 2:
+        return {"note": "one class: no geometry"}, None
+    sources = {"samples, train inputs": (run.kernel, run.labels_train),
+               "NNGP, train inputs": (nngp.train, run.labels_train)}
+    if run.kernel_test is not None and len(np.unique(run.labels_test)) > 1:
+        sources["samples, test inputs"] = (run.kernel_test, run.labels_test)
+    if theory is not None and theory.get("kernel_train") is not None:
+        sources["theory, train inputs"] = (np.asarray(theory["kernel_train"]), run.labels_train)
+    section = {name: kernel_geometry(K, labels) for name, (K, labels) in sources.items()}
+    section["fewshot_m"] = FEWSHOT_M
+    return section, {"layers": list(range(run.depth + 1)), "sources": {
+        name: section[name] for name in sources}, "m": FEWSHOT_M}
+
+
 def build_report(idata, theory, theory_note: str) -> dict:
     """Every number of the report (summaries and figure data) from an InferenceData and theory."""
     from widebayes.theory.nngp import nngp_kernels
@@ -706,8 +743,9 @@ def build_report(idata, theory, theory_note: str) -> dict:
     kernels, kern_fig, kern_test_fig, align_fig = kernel_section(
         run, nngp, None if nngp.test is None else nngp.test, theory)
     predictor, pred_fig, err_fig = predictor_section(run, theory)
+    geometry, geo_fig = geometry_section(run, nngp, theory)
     sections = {"coding": coding, "readout": readout, "symmetry": symmetry, "kernels": kernels,
-                "predictor": predictor}
+                "predictor": predictor, "geometry": geometry}
     view = sample_view(run, ids, scheme.scheme, outliers)
     L = run.depth
     figures = {
@@ -726,6 +764,7 @@ def build_report(idata, theory, theory_note: str) -> dict:
         "kernel_alignment": align_fig,
         "predictor_test": pred_fig,
         "gen_error": err_fig,
+        "geometry": geo_fig,
     }
     notes = list(run.notes)
     notes += [f"{name}: skipped (no test set)" for name in ("kernels_test", "predictor_test", "gen_error")
