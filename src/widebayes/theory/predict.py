@@ -88,20 +88,22 @@ def predictions(exp: Experiment) -> dict:
 
 
 def to_jsonable(value):
-    """Arrays and NumPy scalars to lists and floats, recursively."""
+    """Arrays and NumPy scalars to lists and numbers, recursively; NaN and inf become None."""
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
     return value
 
 
 def write_theory(resolved: dict, path) -> dict:
     """Compute the predictions of a resolved experiment and write them as JSON (atomically)."""
     out = to_jsonable(predictions(build_experiment(resolved)))
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1)))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1, allow_nan=False)))
     return out

@@ -1,0 +1,47 @@
+"""`widebayes theory`: strict JSON with the contract keys, for lazy and non-lazy experiments."""
+
+import json
+
+from widebayes.cli import main
+from widebayes.theory.predict import to_jsonable
+import numpy as np
+
+EXP = """
+[task]
+kind = "orthogonal"
+num_train = 12
+input_dim = 20
+num_test = 4
+class_ratios = [0.5, 0.25, 0.25]
+y_minus = 0.5
+[network]
+width = 50
+activation = "{activation}"
+readout = "{readout}"
+temperature = 0.01
+"""
+
+
+def run_theory(tmp_path, activation, readout):
+    exp = tmp_path / "e.toml"
+    exp.write_text(EXP.format(activation=activation, readout=readout))
+    out = tmp_path / "t.json"
+    assert main(["theory", str(exp), "--out", str(out)]) == 0
+    return json.loads(out.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+
+def test_lazy_theory_json(tmp_path):
+    d = run_theory(tmp_path, "relu", "lazy")
+    assert d["regime"] == "lazy"
+    assert np.asarray(d["kernel_train"]).shape == (2, 12, 12)
+    assert np.asarray(d["f_test_var"]).shape == (4, 3) and np.asarray(d["readout_second_moment"]).shape == (3, 3)
+    assert set(d["gen_error"]) >= {"bias", "variance", "total"} and len(d["gen_error_gp"]["total"]) == 3
+
+
+def test_nonlazy_theory_json(tmp_path):
+    d = run_theory(tmp_path, "linear", "nonlazy")
+    assert d["regime"] == "nonlazy" and np.asarray(d["kernel_train"]).shape == (2, 12, 12)
+
+
+def test_nan_becomes_null():
+    assert to_jsonable({"x": np.array([1.0, np.nan]), "y": np.float64(np.inf)}) == {"x": [1.0, None], "y": None}
