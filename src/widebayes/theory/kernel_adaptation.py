@@ -1,0 +1,392 @@
+"""Kernel adaptation of lazy finite-width networks: forward/backward kernel equations.
+
+Large-deviation theory of the layer kernels (Fischer, Lindner, Dahmen, Ringel, Kraemer & Helias,
+"Critical feature learning in deep neural networks", ICML 2024; physics-of-AI talk) in the
+corrected form of THEORY.md 3.5.1 (lazy scaling gamma = 1/2, ``T = kappa``, m outputs).
+
+Notation.  ``g = [g_1, ..., g_{L+1}] = [sigma_1^2, ..., sigma_L^2, sigma_a^2]``.  The chain of
+conditional preactivation covariances is ``C^(1) = g_1 K0`` and, for ``l = 1..L``,
+
+    C^(l+1) = (g_{l+1} / N) sum_i phi(h_i) phi(h_i)^T,    h_i iid N(0, C^(l)),
+
+with output ``Y | C^(L+1) ~ prod_k N(y_k; 0, C^(L+1) + T I)``.  The observable layer kernel is
+``K_l = C^(l+1) / g_{l+1}`` (``l = 0..L``; ``K_0 = K0``), the definition of widebayes'
+``representations/kernel``: ``E[phi(z_l) phi(z_l)^T]`` (layer 0: the input kernel).
+
+Per-neuron cumulant generating function ``W_l(Ct; C) = ln E_{h ~ N(0, C)} exp(g_{l+1} phi^T Ct phi)``
+(the conjugate kernel ``Ct`` carries the 1/N).  The saddle of the action
+``S = sum_l N [W_l(Ct^(l+1); C^(l)) - tr Ct^(l+1) C^(l+1)] + sum_k ln N(y_k | 0, C^(L+1) + T)``:
+
+    forward : C^(l+1) = g_{l+1} E_{q_l}[phi phi^T],  q_l ∝ N(h; 0, C^(l)) exp(g_{l+1} phi^T Ct^(l+1) phi)
+    backward: Ct^(l)  = dW_l(Ct^(l+1); C^(l)) / dC^(l) = 1/2 C^-1 (E_{q_l}[h h^T] - C) C^-1,  l = 2..L
+    boundary: Ct^(L+1) = (1/2N) [K^-1 Y Y^T K^-1 - m K^-1],   K = C^(L+1) + T I.
+
+The backward form is the score-function identity ``d_C E_{N(0,C)} f = 1/2 C^-1 Cov(h h^T, f) C^-1``
+applied to ``f = exp(F)``; it needs no derivative of phi (ReLU included).  For linear phi
+(THEORY.md 3.5.1): ``C^(l+1) = g C (I - 2 g Ct C)^-1``, ``Ct^(l) = g Ct (I - 2 g C Ct)^-1``.
+
+Nonlinear expectations use Monte Carlo with common random numbers: ``h = C^{1/2} z`` with the
+standard normal ``z`` fixed by ``seed`` (per layer and chunk), and a control variate: the tilt
+enters only through ``sum_s (w_s - 1/S) phi_s phi_s^T`` added to the exact NNGP kernel map, so
+``Ct = 0`` gives the NNGP exactly.  The default ``num_samples = 2**16`` gives a relative Monte
+Carlo error of the adaptation ``K - K_NNGP`` of a few percent for P ~ 30; THEORY.md 3.5.3 used
+``10**6``.
+
+The saddle is the MODE of the rate function, not the posterior mean: in the proportional limit
+it misses the learned spike by O(alpha) (THEORY.md 3.5.2); ``method = 'linear_mean'`` gives the
+exact posterior-mean kernels of deep linear networks (BPKR, :func:`bpkr.mean_layer_kernels`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import softmax
+
+from widebayes.activations import Activation
+from widebayes.diagnostics.kernels import target_alignment
+from widebayes.theory.bpkr import mean_layer_kernels, solve_U
+from widebayes.theory.gp import as_2d
+from widebayes.theory.nngp import as_activation, symmetric_kernel
+
+
+METHODS = ("nngp", "saddle", "perturbative", "linear_mean")
+NUM_SAMPLES = 2**16
+_CHUNK = 2**15
+_GH_NODES = 96
+
+
+class AdaptedKernels(NamedTuple):
+    """Solution of :func:`solve_kernels`.
+
+    Attributes
+    ----------
+    C : ndarray (L+1, P, P)
+        Preactivation covariances ``C^(1) .. C^(L+1)`` (``C^(L+1)`` is the output GP kernel).
+    Ct : ndarray (L, P, P) or None
+        Conjugate kernels ``Ct^(2) .. Ct^(L+1)`` (None for 'linear_mean').
+    layer_kernels : ndarray (L+1, P, P)
+        ``K_l = C^(l+1) / g_{l+1}``, ``l = 0..L`` (``K_0 = K0``).
+    preact_kernels : ndarray (L, P, P)
+        ``E_{q_l}[h h^T]``, the mean of ``z_l z_l^T / N``, ``l = 1..L``.
+    residual : float
+        Max abs of (fixed-point map - Ct) for 'saddle'; BPKR's residual for 'linear_mean'; 0 else.
+    method : str
+    """
+
+    C: np.ndarray
+    Ct: np.ndarray | None
+    layer_kernels: np.ndarray
+    preact_kernels: np.ndarray
+    residual: float
+    method: str
+
+
+class _Setup(NamedTuple):
+    act: Activation
+    K0: np.ndarray
+    Y: np.ndarray
+    g: np.ndarray
+    N: float
+    T: float
+    analytic: bool
+    num_samples: int
+    seed: int
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def kernel_map(act: Activation, C) -> np.ndarray:
+    """``E_{h ~ N(0, C)}[phi(h) phi(h)^T]`` (symmetric; THEORY.md 1.6)."""
+    C = np.asarray(C, dtype=np.float64)
+    d = np.diag(C)
+    return symmetric_kernel(act, C, d[:, None], d[None, :])
+
+
+def kernel_map_derivative(act: Activation, C, dC) -> np.ndarray:
+    """Directional derivative ``dE[phi phi^T]/dC . dC`` by a central difference of the kernel map."""
+    scale = np.abs(dC).max()
+    if scale == 0.0:
+        return np.zeros_like(dC)
+    eps = 1e-5 * max(np.abs(C).max(), 1e-12) / scale
+    return (kernel_map(act, C + eps * dC) - kernel_map(act, C - eps * dC)) / (2.0 * eps)
+
+
+def output_conjugate(C_out, Y, N, T) -> np.ndarray:
+    """Boundary ``Ct^(L+1) = (1/2N)[K^-1 Y Y^T K^-1 - m K^-1]``, ``K = C^(L+1) + T I`` (THEORY 3.5.1)."""
+    Kinv = np.linalg.inv(C_out + T * np.eye(C_out.shape[0]))
+    a = Kinv @ Y
+    return _sym(a @ a.T - Y.shape[1] * Kinv) / (2.0 * N)
+
+
+def _sym(A):
+    return 0.5 * (A + A.T)
+
+
+def _sqrtm_psd(C):
+    lam, V = np.linalg.eigh(C)
+    return (V * np.sqrt(np.clip(lam, 0.0, None))) @ V.T
+
+
+def _chunks(S: int, P: int, seed: int, layer: int):
+    """Standard normal samples (S, P) in chunks, reproducible per (seed, layer, chunk)."""
+    for k, start in enumerate(range(0, S, _CHUNK)):
+        yield _chunk(min(_CHUNK, S - start), P, seed, layer, k)
+
+
+@lru_cache(maxsize=8)
+def _chunk(n: int, P: int, seed: int, layer: int, k: int) -> np.ndarray:
+    """One chunk of common random numbers (cached: the saddle iteration reuses them)."""
+    z = np.random.default_rng([seed, layer, k]).standard_normal((n, P))
+    z.setflags(write=False)
+    return z
+
+
+def _tilt_moments(s: _Setup, C, Ct, layer: int, mode: str):
+    """``sum_s c_s phi_s phi_s^T`` and ``sum_s c_s h_s h_s^T`` over ``h = C^{1/2} z`` (CRN).
+
+    ``F_s = g phi_s^T Ct phi_s``; ``c_s = softmax(F)_s - 1/S`` (mode 'tilt': the exact tilted
+    expectation minus the untilted sample mean) or ``c_s = (F_s - mean F) / S`` (mode 'cov': the
+    first-order tilt, the sample covariance with F).
+    """
+    g, R, P = s.g[layer], _sqrtm_psd(C), C.shape[0]
+    F = np.concatenate([_energy(s.act, z @ R, g, Ct) for z in _chunks(s.num_samples, P, s.seed, layer)])
+    c = softmax(F) - 1.0 / F.size if mode == "tilt" else (F - F.mean()) / F.size
+    A_phi, A_h, start = np.zeros((P, P)), np.zeros((P, P)), 0
+    for z in _chunks(s.num_samples, P, s.seed, layer):
+        h = z @ R
+        cs = c[start:start + len(z), None]
+        f = s.act.phi_np(h)
+        A_phi += f.T @ (cs * f)
+        A_h += h.T @ (cs * h)
+        start += len(z)
+    return _sym(A_phi), _sym(A_h)
+
+
+def _energy(act, h, g, Ct):
+    f = act.phi_np(h)
+    return g * np.sum((f @ Ct) * f, axis=1)
+
+
+def _score_gradient(C, A_h):
+    """``1/2 C^-1 A_h C^-1``: dE[f]/dC from ``A_h = Cov(h h^T, f)`` (score-function identity)."""
+    X = np.linalg.solve(C, A_h)
+    return _sym(0.5 * np.linalg.solve(C, X.T))
+
+
+# ----------------------------------------------------------------------------- one layer
+
+
+def _forward_layer(s: _Setup, C, Ct, layer: int):
+    """``(C^(l+1), E_q[h h^T], Ct^(l) candidate)`` of layer ``l = layer`` given ``C^(l)``, ``Ct^(l+1)``."""
+    g = s.g[layer]
+    if s.analytic:
+        M = np.eye(C.shape[0]) - 2.0 * g * Ct @ C
+        C_next = _sym(g * np.linalg.solve(M.T, C.T).T)       # g C (I - 2 g Ct C)^-1
+        Ct_prev = _sym(g * np.linalg.solve(M, Ct))           # g (I - 2 g Ct C)^-1 Ct
+        return C_next, C_next / g, Ct_prev
+    A_phi, A_h = _tilt_moments(s, C, Ct, layer, "tilt")
+    Ct_prev = _score_gradient(C, A_h) if layer > 1 else np.zeros_like(C)
+    return g * (kernel_map(s.act, C) + A_phi), C + A_h, Ct_prev
+
+
+def _forward(s: _Setup, Cts):
+    """Forward pass given the conjugate kernels ``Cts[l] = Ct^(l+2)``; also the backward candidates."""
+    C, Cs, pre, back = s.g[0] * s.K0, [s.g[0] * s.K0], [], []
+    for l, Ct in enumerate(Cts):
+        C, E_hh, Ct_prev = _forward_layer(s, C, Ct, l + 1)
+        Cs.append(C), pre.append(E_hh), back.append(Ct_prev)
+    return np.stack(Cs), np.stack(pre), back
+
+
+def _result(s: _Setup, Cs, Cts, pre, residual, method):
+    K = Cs / s.g[:, None, None]
+    return AdaptedKernels(Cs, None if Cts is None else np.stack(Cts), K, pre, float(residual), method)
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def _nngp(s: _Setup):
+    zero = [np.zeros_like(s.K0) for _ in s.g[1:]]
+    Cs = [s.g[0] * s.K0]
+    for l in range(1, s.g.size):
+        Cs.append(s.g[l] * kernel_map(s.act, Cs[-1]))
+    return _result(s, np.stack(Cs), zero, np.stack(Cs[:-1]), 0.0, "nngp")
+
+
+def _saddle(s: _Setup, damping: float, tol: float, max_iter: int):
+    """Damped fixed point ``Ct <- (1 - eta) Ct + eta Phi(Ct)`` of forward + backward + boundary."""
+    L = s.g.size - 1
+    Cts = [np.zeros_like(s.K0) for _ in range(L)]
+    for _ in range(max_iter):
+        Cs, pre, back = _forward(s, Cts)
+        new = back[1:] + [output_conjugate(Cs[-1], s.Y, s.N, s.T)]
+        residual = max(np.abs(a - b).max() for a, b in zip(new, Cts))
+        if residual < tol:
+            break
+        Cts = [(1.0 - damping) * a + damping * b for a, b in zip(Cts, new)]
+    else:
+        raise RuntimeError(f"saddle did not converge: residual {residual:.3e} after {max_iter} steps")
+    return _result(s, Cs, Cts, pre, residual, "saddle")
+
+
+def _perturbative(s: _Setup):
+    """O(1/N) at fixed P: boundary at the NNGP kernel, linear backward, first-order forward tilt."""
+    base = _nngp(s)
+    C0, L = base.C, s.g.size - 1
+    Cts = [None] * L
+    Cts[-1] = output_conjugate(C0[-1], s.Y, s.N, s.T)
+    firsts = [None] * L
+    for l in range(L, 0, -1):                          # backward: Ct^(l) = g dE[phi^T Ct phi]/dC
+        firsts[l - 1] = _first_order(s, C0[l - 1], Cts[l - 1], l)
+        if l > 1:
+            Cts[l - 2] = s.g[l] * Cts[l - 1] if s.analytic else _score_gradient(C0[l - 1], firsts[l - 1][1])
+    dC, Cs, pre = np.zeros_like(s.K0), [C0[0]], []
+    for l in range(1, L + 1):                          # forward: dC^(l+1)
+        A_phi, A_h = firsts[l - 1]
+        pre.append(C0[l - 1] + dC + A_h)
+        dC = s.g[l] * (A_phi + _dkernel(s, C0[l - 1], dC))
+        Cs.append(C0[l] + dC)
+    return _result(s, np.stack(Cs), Cts, np.stack(pre), 0.0, "perturbative")
+
+
+def _first_order(s: _Setup, C, Ct, layer: int):
+    """``(Cov(phi phi^T, F), Cov(h h^T, F))``, ``F = g phi^T Ct phi`` under ``N(0, C)``."""
+    if s.analytic:
+        A = 2.0 * s.g[layer] * C @ Ct @ C                  # Gaussian: Cov(h h^T, h^T B h) = 2 C B C
+        return _sym(A), _sym(A)
+    return _tilt_moments(s, C, Ct, layer, "cov")
+
+
+def _dkernel(s: _Setup, C, dC):
+    return dC if s.analytic else kernel_map_derivative(s.act, C, dC)
+
+
+def _linear_mean(s: _Setup):
+    if s.act.name != "linear":
+        raise ValueError(f"method 'linear_mean' needs a linear network, got activation {s.act.name!r}")
+    L, N = s.g.size - 1, int(round(s.N))
+    sol = solve_U(s.K0, s.Y, L, N, s.T, sigma_w2=s.g[:L], sigma_a2=s.g[L])
+    K = mean_layer_kernels(s.K0, s.Y, sol.U, N, s.T, s.g[:L], sigma_a2=s.g[L]).train
+    return AdaptedKernels(K * s.g[:, None, None], None, K, K[1:].copy(), float(sol.residual), "linear_mean")
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def solve_kernels(K0, Y, activation, g, N, T, method="saddle", *, num_samples=NUM_SAMPLES, seed=0,
+                  closed_form=True, damping=0.5, tol=1e-12, max_iter=5000) -> AdaptedKernels:
+    """Layer kernels of a lazy finite-width network adapted to the data (THEORY.md 3.5.1, 3.5.4).
+
+    Parameters
+    ----------
+    K0 : array (P, P)
+        Input kernel ``X X^T / N0``.
+    Y : array (P,) or (P, m)
+    activation : str or Activation
+    g : sequence of float, length L+1
+        ``[sigma_1^2, ..., sigma_L^2, sigma_a^2]``.
+    N : float
+        Hidden width (equal widths).
+    T : float
+        Temperature = GP noise ``kappa`` (adds to ``C^(L+1)`` only).
+    method : {'nngp', 'saddle', 'perturbative', 'linear_mean'}
+        'nngp': ``Ct = 0``.  'saddle': self-consistent forward/backward (the rate-function mode).
+        'perturbative': O(1/N) at fixed P, ``dC^(l+1) = g^2 Cov(phi phi^T, phi^T Ct^(l+1) phi)
+        + g dE[phi phi^T]/dC . dC^(l)`` with ``Ct`` from the NNGP boundary.  'linear_mean': the
+        exact posterior-mean kernels of deep linear networks (BPKR; ValueError otherwise).
+    num_samples, seed : int
+        Monte Carlo samples per layer and their seed (nonlinear phi; common random numbers).
+    closed_form : bool
+        Use the Gaussian closed forms for linear phi (False: the generic Monte Carlo path).
+    damping, tol, max_iter
+        Saddle iteration: step ``eta``, tolerance on max |Phi(Ct) - Ct|, iteration cap.
+
+    Returns
+    -------
+    AdaptedKernels
+    """
+    act = as_activation(activation)
+    g = np.atleast_1d(np.asarray(g, dtype=np.float64))
+    if g.ndim != 1 or g.size < 2:
+        raise ValueError("g must list [g_1, ..., g_L, g_{L+1}] (at least one hidden layer)")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    s = _Setup(act, np.asarray(K0, dtype=np.float64), as_2d(np.asarray(Y, dtype=np.float64)), g,
+               float(N), float(T), closed_form and act.name == "linear", int(num_samples), int(seed))
+    if method == "nngp":
+        return _nngp(s)
+    if method == "perturbative":
+        return _perturbative(s)
+    if method == "linear_mean":
+        return _linear_mean(s)
+    return _saddle(s, damping, tol, max_iter)
+
+
+def centred_kernel_alignment(K, Y) -> np.ndarray:
+    """CKA of ``K`` with ``Y Y^T`` (Kornblith et al. 2019): ``<HKH, HYY^TH> / (|HKH| |HYY^TH|)``.
+
+    Delegates to :func:`widebayes.diagnostics.kernels.target_alignment`.
+    """
+    return target_alignment(K, Y)
+
+
+def _gauss_1d(act: Activation, q, fn):
+    x, w = np.polynomial.hermite_e.hermegauss(_GH_NODES)
+    return float(np.sum(w * fn(act, np.sqrt(q) * x)) / w.sum())
+
+
+def _dphi_sq(act: Activation, h):
+    eps = 1e-6 * np.maximum(np.abs(h), 1.0)
+    return ((act.phi_np(h + eps) - act.phi_np(h - eps)) / (2.0 * eps)) ** 2
+
+
+def response_chi(activation, g, q) -> float:
+    """``chi = g <phi'(h)^2>``, ``h ~ N(0, q)``: linear response of the NNGP map at variance q.
+
+    The slope of ``c12 -> g E[phi(u) phi(v)]`` at ``c12 = q`` (Price's theorem); chi = 1 at the
+    edge of chaos (Poole et al. 2016; THEORY.md 3.3).  Gauss-Hermite quadrature, phi' by a
+    central difference (even node count: no node on the ReLU kink).
+    """
+    return float(g) * _gauss_1d(as_activation(activation), float(q), _dphi_sq)
+
+
+def nngp_fixed_point(activation, g, q0=1.0, tol=1e-13, max_iter=10000) -> float:
+    """Fixed point ``q* = g E[phi(h)^2]``, ``h ~ N(0, q*)``, of the NNGP variance map by iteration."""
+    act, q = as_activation(activation), float(q0)
+    for _ in range(max_iter):
+        q_new = float(g) * float(act.kernel(q, q, q))
+        if abs(q_new - q) < tol * max(1.0, q):
+            return q_new
+        q = q_new
+    raise RuntimeError(f"no NNGP fixed point reached for g = {g} (last q = {q})")
+
+
+class GradientSignal(NamedTuple):
+    """Per hidden layer l = 1..L: ``chi_l`` and the product ``prod_{k >= l} chi_k`` to the top."""
+
+    chi: np.ndarray
+    cumulative: np.ndarray
+
+
+def gradient_signal(activation, g_list, K0) -> GradientSignal:
+    """How strongly the output's conjugate kernel reaches each hidden layer (linear response).
+
+    Along the NNGP recursion ``C^(1) = g_1 K0``, ``C^(l+1) = g_{l+1} E[phi phi^T]``, layer l has
+    ``chi_l = g_{l+1} <phi'(h)^2>`` averaged over the inputs' variances ``C^(l)_aa``.  The linear
+    backward pass ``Ct^(l)_ab ~ g_{l+1} <phi'_a phi'_b> Ct^(l+1)_ab`` (THEORY.md 3.5.1) scales
+    the diagonal part of Ct by ``chi_l`` per layer, so ``cumulative[l-1] = prod_{k=l}^{L} chi_k``
+    is the gain of the target's signal from the output down to layer l (1 at criticality).
+    """
+    act = as_activation(activation)
+    g = np.asarray(g_list, dtype=np.float64)
+    C, chi = g[0] * np.asarray(K0, dtype=np.float64), []
+    for l in range(1, g.size):
+        chi.append(np.mean([response_chi(act, g[l], q) for q in np.diag(C)]))
+        C = g[l] * kernel_map(act, C)
+    chi = np.asarray(chi)
+    return GradientSignal(chi, np.cumprod(chi[::-1])[::-1])
