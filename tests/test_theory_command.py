@@ -45,3 +45,11 @@ def test_nonlazy_theory_json(tmp_path):
 
 def test_nan_becomes_null():
     assert to_jsonable({"x": np.array([1.0, np.nan]), "y": np.float64(np.inf)}) == {"x": [1.0, None], "y": None}
+
+
+def test_lazy_linear_theory_reports_the_saddle_beside_the_mean(tmp_path):
+    d = run_theory(tmp_path, "linear", "lazy")
+    mean, saddle, nngp = (np.asarray(d[k]) for k in ("kernel_train", "kernel_train_saddle", "kernel_train_nngp"))
+    assert mean.shape == saddle.shape == nngp.shape == (2, 12, 12)
+    np.testing.assert_allclose(saddle[0], nngp[0])  # the input kernel is not adapted
+    assert not np.allclose(saddle[1], nngp[1])

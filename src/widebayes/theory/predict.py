@@ -48,6 +48,19 @@ def per_output(var, m: int) -> np.ndarray:
     return np.repeat(var[:, None], m, axis=1) if var.ndim == 1 else var
 
 
+def saddle_kernels(exp: Experiment) -> np.ndarray:
+    """Layer kernels at the forward/backward saddle (``theory/kernel_adaptation.py``): the MAP of
+    the kernels' rate function, which misses the posterior mean's learned spike by O(alpha)."""
+    from widebayes.theory.kernel_adaptation import solve_kernels
+    from widebayes.theory.nngp import input_kernel
+
+    s = exp.spec
+    g = [*s.layer_variances, s.sigma_a2]
+    res = solve_kernels(input_kernel(exp.data.X_train), exp.data.Y_train, s.activation, g, s.width,
+                        exp.T_eff, method="saddle")
+    return np.asarray(res.layer_kernels)
+
+
 def lazy_predictions(exp: Experiment) -> dict:
     """NNGP/GP and BPKR for a lazy network."""
     d, s = exp.data, exp.spec
@@ -59,6 +72,8 @@ def lazy_predictions(exp: Experiment) -> dict:
            "U": res.U, "u": res.u, "residual": res.residual, "alpha": res.alpha,
            "readout_second_moment": res.readout_second_moment,
            "kernel_train": res.mean_kernels.train, "kernel_train_nngp": res.nngp.train}
+    if s.activation == "linear":  # the rate-function mode (Fischer et al.); closed form, cheap
+        out["kernel_train_saddle"] = saddle_kernels(exp)
     if has_test:
         m = d.Y_train.shape[1]
         out.update({"f_test_mean": res.prediction.mean, "f_test_var": per_output(res.prediction.var, m),
