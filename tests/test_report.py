@@ -13,9 +13,9 @@ from widebayes.sampling import sample_experiment
 
 FIGURES = {"readout_samples", "activations", "layer_activations", "output", "readout_posterior",
            "readout_traces", "preactivations", "code_fractions", "code_stability", "kernels",
-           "kernels_test", "kernel_alignment", "predictor_test", "gen_error", "geometry"}
+           "kernels_test", "kernel_alignment", "predictor_test", "gen_error", "geometry", "drift"}
 TOP_KEYS = {"experiment", "theory", "draws", "coding", "readout", "symmetry", "kernels", "predictor",
-            "geometry", "convergence", "agreement", "figures", "notes"}
+            "geometry", "drift", "convergence", "agreement", "figures", "notes"}
 
 
 def tiny(network: dict, task: dict | None = None, **sampler) -> dict:
@@ -95,6 +95,9 @@ def test_report_numbers(deep_sigmoid):
     table = data["convergence"]["table"]
     assert {"loss", "readout_norm[0]", "kernel_alignment"} <= set(table)
     assert isinstance(data["convergence"]["warnings"], list)
+    drift = data["drift"]
+    assert drift["rho_u"][0] == pytest.approx(1.0) and drift["rho_v"][0] == pytest.approx(1.0)
+    assert 0 < drift["baseline_v"] < 1 and len(drift["lag_prior_time"]) == len(drift["rho_u"])
     geometry = data["geometry"]
     assert {"samples, train inputs", "NNGP, train inputs", "samples, test inputs"} <= set(geometry)
     assert len(geometry["samples, train inputs"]["signal"]) == 3  # layers 0, 1, 2

@@ -427,7 +427,25 @@ def geometry(data: dict) -> Figure:
     return fig
 
 
+def drift(data: dict) -> Figure:
+    """rho_u and rho_v vs lag (prior relaxation times), random baselines dashed."""
+    fig = new_figure(5.5, 3.4)
+    ax = fig.subplots()
+    x = data["lag_prior_time"]
+    ax.plot(x, data["rho_u"], "o-", ms=3, label=r"$\rho_u$ (inputs)")
+    ax.plot(x, data["rho_v"], "s-", ms=3, label=r"$\rho_v$ (neurons)")
+    ax.axhline(data["baseline_u"], color="C0", linestyle="--", linewidth=1, label="random baseline, u")
+    ax.axhline(data["baseline_v"], color="C1", linestyle="--", linewidth=1, label="random baseline, v")
+    ax.set_xlabel(r"lag $\tau$ / $\tau_{prior}$ ($\tau_{prior} = \sigma^2 / T_{eff}$)")
+    ax.set_ylabel("overlap of top singular vectors")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(rf"Drift of the feature layer; $\rho_{{u,Y}}$ = {data['rho_uY']:.2f}", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
+
+
 FIGURES = {
+    "drift": drift,
     "geometry": geometry,
     "readout_samples": readout_samples,
     "activations": activations,

@@ -675,6 +675,9 @@ def convergence_section(run: Run, ids, summary_codes: list) -> dict:
 
 # ---------------------------------------------------------------------------------- build
 CAPTIONS = {
+    "drift": "Representational drift: overlap of the top singular vectors of the centred feature-layer "
+             "activations across draws, inputs (rho_u) and neurons (rho_v), against the random-vector "
+             "baselines, vs lag in units of the prior relaxation time sigma^2/T_eff.",
     "geometry": "Representational geometry across layers from the layer kernels (perspective Fig. 7): "
                 "signal ||dx0||^2/R_a^2, dimension D_a and the predicted 5-shot prototype error, "
                 "means over class pairs; samples vs NNGP vs theory.",
@@ -730,6 +733,40 @@ def geometry_section(run: Run, nngp, theory) -> tuple[dict, dict | None]:
         name: section[name] for name in sources}, "m": FEWSHOT_M}
 
 
+# ---------------------------------------------------------------------------------- drift
+def drift_section(run: Run) -> tuple[dict, dict | None]:
+    """Representational drift over the stored draws (perspective "Representational Drift";
+    THEORY.md 6.3): overlaps rho_u(tau), rho_v(tau) of the top singular vectors of the centred
+    feature-layer activations on training inputs, and their label alignment rho_{u,Y}, averaged
+    over chains, against the random-vector baselines.  Lags are in draws, in the paper's Langevin
+    time and in units of the hidden weights' prior relaxation time sigma^2 / T_eff."""
+    import warnings
+
+    from widebayes.diagnostics import drift as ddrift
+
+    phi = run.phi[run.depth]
+    num_draws = phi.shape[1]
+    if num_draws < 4 or not np.all(np.isfinite(phi)):
+        return {"note": "fewer than 4 finite draws per chain: no drift measures"}, None
+    max_lag = num_draws // 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        series = [ddrift.singular_series(chain, k=1, center=True) for chain in phi]
+    rho_u = np.mean([ddrift.autocorr(s_.u, max_lag)[:, 0] for s_ in series], axis=0)
+    rho_v = np.mean([ddrift.autocorr(s_.v, max_lag)[:, 0] for s_ in series], axis=0)
+    align = float(np.mean([ddrift.label_alignment(s_.u, run.Y_train) for s_ in series]))
+    smp = run.config["sampler"]
+    steps_per_draw = smp["thin"]
+    lags = np.arange(max_lag + 1)
+    section = {"lag_draws": lags, "lag_paper_time": lags * steps_per_draw * float(run.attrs["paper_time_per_step"]),
+               "lag_prior_time": lags * steps_per_draw * smp["step_size"] / run.sigma_w2[0],
+               "rho_u": rho_u, "rho_v": rho_v, "rho_uY": align,
+               "baseline_u": float(ddrift.random_baseline(phi.shape[-1])),
+               "baseline_v": float(ddrift.random_baseline(phi.shape[-2])),
+               "warnings": sorted({str(w.message) for w in caught})}
+    return section, section
+
+
 def build_report(idata, theory, theory_note: str) -> dict:
     """Every number of the report (summaries and figure data) from an InferenceData and theory."""
     from widebayes.theory.nngp import nngp_kernels
@@ -744,8 +781,9 @@ def build_report(idata, theory, theory_note: str) -> dict:
         run, nngp, None if nngp.test is None else nngp.test, theory)
     predictor, pred_fig, err_fig = predictor_section(run, theory)
     geometry, geo_fig = geometry_section(run, nngp, theory)
+    drift, drift_fig = drift_section(run)
     sections = {"coding": coding, "readout": readout, "symmetry": symmetry, "kernels": kernels,
-                "predictor": predictor, "geometry": geometry}
+                "predictor": predictor, "geometry": geometry, "drift": drift}
     view = sample_view(run, ids, scheme.scheme, outliers)
     L = run.depth
     figures = {
@@ -765,6 +803,7 @@ def build_report(idata, theory, theory_note: str) -> dict:
         "predictor_test": pred_fig,
         "gen_error": err_fig,
         "geometry": geo_fig,
+        "drift": drift_fig,
     }
     notes = list(run.notes)
     notes += [f"{name}: skipped (no test set)" for name in ("kernels_test", "predictor_test", "gen_error")
