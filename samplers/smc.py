@@ -16,7 +16,7 @@ diagonal inverse mass matrix (HMC) or its step scale (MALA) is the particles' va
 step size is multiplied by exp(acceptance - target_accept) after each step (Buchholz, Chopin &
 Jacob 2021 tune the same way).
 
-For a widebayes experiment, on the driver's whitened coordinates (``sampling._setup``)::
+For a widebayes experiment, on the driver's whitened coordinates (``sampling.run_setup``)::
 
     prior_var = networks.param_prior_variances(exp.spec)           # sigma_b^2 per block
     logdensity = lambda th: setup.logdensity(th, data, exp.T_eff)  # whitened model log density

@@ -75,11 +75,11 @@ def chunk_runner(resolved: dict, num_steps: int):
     """A zero-argument function running ``num_steps`` burn-in steps of the real driver chunk."""
     from widebayes.experiment import build_experiment, device_data
     from widebayes.inference import Schedule, init_carry, initial_positions, make_chunk_fn
-    from widebayes.sampling import _setup
+    from widebayes.sampling import run_setup
 
     exp = build_experiment(resolved)
     data = device_data(exp.data, jnp.float32)
-    setup, params = _setup(exp, jnp.float32)
+    setup, params = run_setup(exp, jnp.float32)
     chains = resolved["sampler"]["num_chains"]
     carry = init_carry(setup, initial_positions(jax.random.PRNGKey(0), exp.spec, chains, jnp.float32),
                        params, data, chains, exp.T_eff)

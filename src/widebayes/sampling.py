@@ -33,7 +33,8 @@ def schedule_of(exp: Experiment) -> Schedule:
     return Schedule(exp.T_eff, anneal["T_start"] * ratio, anneal["num_steps"])
 
 
-def _setup(exp: Experiment, dtype) -> tuple[RunSetup, dict]:
+def run_setup(exp: Experiment, dtype) -> tuple[RunSetup, dict]:
+    """What the driver closes over (sampler, whitened log density, scales) and each chain's params."""
     cfg = exp.config["sampler"]
     roots = {name: float(np.sqrt(m)) for name, m in exp.preconditioner.items()}
     setup = RunSetup(build_sampler(cfg), whiten(model_logdensity(exp.spec), exp.preconditioner), roots,
@@ -52,7 +53,7 @@ def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progre
     check_finite(exp.data)
     config_text = to_toml(exp.config)
     data = device_data(exp.data, dtype)
-    setup, params = _setup(exp, dtype)
+    setup, params = run_setup(exp, dtype)
     schedule = schedule_of(exp)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

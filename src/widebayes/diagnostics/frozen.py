@@ -225,14 +225,14 @@ def state_at_draw(resolved: dict, freeze_draw: int):
     from widebayes.experiment import build_experiment, device_data
     from widebayes.inference import (init_carry, initial_positions, plan_chunks, run_chains,
                                      unwhiten)
-    from widebayes.sampling import _setup, schedule_of
+    from widebayes.sampling import run_setup, schedule_of
 
     cfg = resolved["sampler"]
     jax.config.update("jax_enable_x64", cfg["precision"] == "float64")
     dtype = jnp.float64 if cfg["precision"] == "float64" else jnp.float32
     exp = build_experiment(resolved)
     data = device_data(exp.data, dtype)
-    setup, params = _setup(exp, dtype)
+    setup, params = run_setup(exp, dtype)
     schedule = schedule_of(exp)
     key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     chain_keys = jax.random.split(key_chains, cfg["num_chains"])
