@@ -170,8 +170,11 @@ def test_command_samples_and_reports_bad_input_with_exit_2(tmp_path, capsys):
     assert main(["sample", bad, "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "network.activation" in err
-    assert main(["sample", good, "--out", str(tmp_path / "o3"), "--set", "network.width=-3"]) == 2
-    assert "network.width" in capsys.readouterr().err
+    for bad_value in ("network.width=-3", "network.sigma_w2=abc", "network.sigma_w2=[1, 2]",
+                      "network.depth=1.5", "sampler.noise=foo", "sampler.preconditioner.W9=1"):
+        assert main(["sample", good, "--out", str(tmp_path / "o3"), "--set", bad_value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and bad_value.split("=")[0] in err
 
 
 def test_command_reports_a_diverged_chain_with_exit_2(tmp_path, capsys):

@@ -175,9 +175,8 @@ def _check_network(net: dict):
             raise InputError(f"must be positive, got {net[key]}", key=f"network.{key}")
     _check_positive(net["temperature"], "network.temperature")
     readout_gamma(net["readout"])
-    for s2 in layer_variances(net):
-        _check_positive(s2, "network.sigma_w2")
-    if net["tied_weights"] and len(set(layer_variances(net)[1:])) > 1:
+    variances = layer_variances(net)
+    if net["tied_weights"] and len(set(variances[1:])) > 1:
         raise InputError("tied hidden weights need one variance for layers 2..L", key="network.sigma_w2")
     if net["sigma_a2"] != "auto":
         _check_positive(net["sigma_a2"], "network.sigma_a2")
@@ -191,12 +190,13 @@ def _check_positive(value, key):
 def layer_variances(net: dict) -> tuple:
     """sigma_l^2 for l = 1..L: one number for all layers, or a list of length depth."""
     s2 = net["sigma_w2"]
-    if isinstance(s2, list):
-        if len(s2) != net["depth"]:
-            raise InputError(f"needs {net['depth']} values (one per hidden layer), got {len(s2)}",
-                             key="network.sigma_w2")
-        return tuple(float(v) for v in s2)
-    return (float(s2),) * net["depth"]
+    values = s2 if isinstance(s2, list) else [s2] * net["depth"]
+    if len(values) != net["depth"]:
+        raise InputError(f"needs {net['depth']} values (one per hidden layer), got {len(values)}",
+                         key="network.sigma_w2")
+    for value in values:
+        _check_positive(value, "network.sigma_w2")
+    return tuple(float(v) for v in values)
 
 
 def _check_sampler(smp: dict):
