@@ -45,11 +45,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import softmax
 
-from widebayes.activations import Activation
+from widebayes.activations import Activation, kernel_matrix
 from widebayes.diagnostics.kernels import target_alignment
 from widebayes.theory.bpkr import mean_layer_kernels, solve_U
 from widebayes.theory.gp import as_2d
-from widebayes.theory.nngp import as_activation, symmetric_kernel
+from widebayes.theory.nngp import as_activation
 
 
 METHODS = ("nngp", "saddle", "perturbative", "linear_mean")
@@ -101,9 +101,7 @@ class _Setup(NamedTuple):
 
 def kernel_map(act: Activation, C) -> np.ndarray:
     """``E_{h ~ N(0, C)}[phi(h) phi(h)^T]`` (symmetric; THEORY.md 1.6)."""
-    C = np.asarray(C, dtype=np.float64)
-    d = np.diag(C)
-    return symmetric_kernel(act, C, d[:, None], d[None, :])
+    return kernel_matrix(act, C)
 
 
 def kernel_map_derivative(act: Activation, C, dC) -> np.ndarray:

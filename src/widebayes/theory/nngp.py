@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from widebayes.activations import Activation, get_activation
+from widebayes.activations import Activation, get_activation, kernel_cross, kernel_matrix
 
 
 class NNGPKernels(NamedTuple):
@@ -64,29 +64,6 @@ def input_kernel(X1, X2=None) -> np.ndarray:
     return X1 @ X2.T / X1.shape[1]
 
 
-def symmetric_kernel(act: Activation, c12, c11, c22):
-    """``E[phi(u) phi(v)]``, made exactly symmetric under ``(c11, c22)`` exchange.
-
-    Closed forms are symmetric already.  Gauss-Hermite quadrature treats the two arguments
-    differently, so its kernel matrices are asymmetric at the quadrature error (~1e-8 for tanh);
-    averaging both orders keeps ``K_l`` symmetric and the train, cross and test blocks consistent.
-    """
-    if act.closed_form:
-        return act.kernel(c12, c11, c22)
-    return 0.5 * (act.kernel(c12, c11, c22) + act.kernel(c12, c22, c11))
-
-
-def _kernel_matrix(act: Activation, C):
-    """``E[phi(z) phi(z)^T]`` for ``z ~ N(0, C)`` (symmetric)."""
-    d = np.diag(C)
-    return symmetric_kernel(act, C, d[:, None], d[None, :])
-
-
-def _kernel_cross(act: Activation, C12, diag1, diag2):
-    """Cross block ``E[phi(z_a) phi(z_b)]`` with variances diag1 (rows), diag2 (columns)."""
-    return symmetric_kernel(act, C12, diag1[:, None], diag2[None, :])
-
-
 def _diag_kernel(act: Activation, c):
     """``E[phi(z)^2]`` for ``z ~ N(0, c)``, elementwise."""
     return act.kernel(c, c, c)
@@ -118,7 +95,7 @@ def nngp_kernels(X_train, activation, sigma_w2, X_test=None, full_test=False) ->
     train, preact = [K], []
     for s in s2:
         C = s * K
-        K = _kernel_matrix(act, C)
+        K = kernel_matrix(act, C)
         preact.append(C)
         train.append(K)
     kernels = NNGPKernels(np.stack(train), np.stack(preact))
@@ -134,8 +111,8 @@ def _test_kernels(act, s2, preact_train, X_train, X_test, full_test) -> dict:
     full = input_kernel(X_test) if full_test else None
     crosses, diags, fulls = [cross], [diag], [full]
     for s, C_train in zip(s2, preact_train):
-        cross = _kernel_cross(act, s * cross, np.diag(C_train), s * diag)
-        full = _kernel_matrix(act, s * full) if full_test else None
+        cross = kernel_cross(act, s * cross, np.diag(C_train), s * diag)
+        full = kernel_matrix(act, s * full) if full_test else None
         diag = _diag_kernel(act, s * diag)
         crosses.append(cross), diags.append(diag), fulls.append(full)
     out = {"cross": np.stack(crosses), "test_diag": np.stack(diags)}
