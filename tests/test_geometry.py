@@ -367,6 +367,21 @@ def test_manifold_capacity_invariant_to_scale_and_rotation():
             np.testing.assert_allclose(a, b, rtol=1e-8)
 
 
+def test_kernel_capacity_equals_capacity_of_the_features():
+    """A kernel stands for its features: points_from_kernel reproduces K, and the capacity of the
+    class manifolds from K equals that of the features themselves (rotation invariance)."""
+    rng = np.random.default_rng(21)
+    mans = _gauss_manifolds(rng, 3)
+    X = np.concatenate(mans)
+    labels = np.repeat(np.arange(3), [len(M) for M in mans])
+    pts = geo.points_from_kernel(X @ X.T)
+    np.testing.assert_allclose(pts @ pts.T, X @ X.T, atol=1e-9)
+    from_kernel = geo.kernel_capacity(X @ X.T, labels, kappa=0.1, n_t=150, rng=3)
+    direct = geo.manifold_capacity(geo.class_manifolds(X, labels), kappa=0.1, n_t=150, rng=3)
+    for a, b in zip(from_kernel, direct):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 def test_separable_lp():
     X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.2]])
     assert geo.separable(X, [1, 1, -1])

@@ -103,6 +103,20 @@ def test_report_numbers(deep_sigmoid):
     assert len(geometry["samples, train inputs"]["signal"]) == 3  # layers 0, 1, 2
     np.testing.assert_allclose(geometry["samples, train inputs"]["signal"][0],
                                geometry["NNGP, train inputs"]["signal"][0])  # same input kernel
+    for source in ("samples, train inputs", "NNGP, train inputs"):
+        assert len(geometry[source]["capacity"]) == 3 and all(c > 0 for c in geometry[source]["capacity"])
+    assert geometry["samples, train inputs"]["capacity"][0] == pytest.approx(  # float32 kernel vs exact
+        geometry["NNGP, train inputs"]["capacity"][0], rel=0.05)
+    assert geometry["fewshot_m"] == 2  # classes of 3 training inputs: 2 shots, one held out
+    rep = geometry["representations"]
+    assert rep["layers"] == [0, 1, 2] and rep["chains"] == 2
+    assert all(0 <= e <= 1 for e in rep["fewshot_error_simulated"]) and all(c > 0 for c in rep["capacity"])
+    # the inputs are the same points either way: the capacity of the raw inputs equals the capacity
+    # computed from their kernel, within the Monte Carlo spread of the anchor-point average (about 1%
+    # with 1000 Gaussian vectors: degenerate class axes make the two draws differ)
+    assert rep["capacity"][0] == pytest.approx(geometry["NNGP, train inputs"]["capacity"][0], rel=0.05)
+    md = (deep_sigmoid / "report" / "report.md").read_text()
+    assert "## Geometry across layers" in md and "## Drift" in md and "| sampled representations |" in md
     heatmap = data["figures"]["activations"]["data"]
     assert np.asarray(heatmap["train"]["phi"]).shape == (16, 12)  # every number plotted is stored
 

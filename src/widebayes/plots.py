@@ -409,20 +409,29 @@ def show(report: dict, *names: str) -> None:
 
 
 def geometry(data: dict) -> Figure:
-    """Signal, dimension and predicted few-shot error per layer; NNGP and theory dashed."""
-    fig = new_figure(10.5, 3.2)
-    axes = fig.subplots(1, 3)
+    """Signal, dimension, few-shot error and capacity per layer: sampled kernels solid, NNGP dotted,
+    theory dashed; the sampled representations' simulated error and capacity as squares."""
+    fig = new_figure(13.5, 3.2)
+    axes = fig.subplots(1, 4)
     labels = {"signal": r"signal $\|\Delta x_0\|^2 / R_a^2$", "dimension": r"dimension $D_a$",
-              "fewshot_error": f"predicted {data['m']}-shot error"}
+              "fewshot_error": f"{data['m']}-shot prototype error", "capacity": r"capacity $\alpha_M$"}
+    rep = data.get("representations")
     for ax, (key, ylabel) in zip(axes, labels.items()):
         for name, values in data["sources"].items():
+            if key not in values:
+                continue
             style = THEORY_STYLE if name.startswith("theory") else (
                 {"color": "gray", "linestyle": ":"} if name.startswith("NNGP") else {"marker": "o"})
             ax.plot(data["layers"], values[key], label=name, **style)
+        rep_key = {"fewshot_error": "fewshot_error_simulated", "capacity": "capacity"}.get(key)
+        if rep and rep_key:
+            ax.plot(rep["layers"], rep[rep_key], "s", color="black", ms=6, fillstyle="none",
+                    label="sampled representations" + (" (simulated)" if key == "fewshot_error" else ""))
         ax.set_xlabel("layer l (0 = input)")
         ax.set_ylabel(ylabel)
         ax.set_xticks(data["layers"])
     axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
     fig.suptitle("Representational geometry across layers (means over class pairs)", fontsize=10)
     return fig
 

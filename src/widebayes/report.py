@@ -678,9 +678,10 @@ CAPTIONS = {
     "drift": "Representational drift: overlap of the top singular vectors of the centred feature-layer "
              "activations across draws, inputs (rho_u) and neurons (rho_v), against the random-vector "
              "baselines, vs lag in units of the prior relaxation time sigma^2/T_eff.",
-    "geometry": "Representational geometry across layers from the layer kernels (perspective Fig. 7): "
-                "signal ||dx0||^2/R_a^2, dimension D_a and the predicted 5-shot prototype error, "
-                "means over class pairs; samples vs NNGP vs theory.",
+    "geometry": "Representational geometry across layers (perspective Fig. 7): signal ||dx0||^2/R_a^2, "
+                "dimension D_a and the predicted m-shot prototype error from the layer kernels (means "
+                "over class pairs; samples vs NNGP vs theory), the simulated m-shot error of the "
+                "sampled representations (squares), and the mean-field manifold capacity per layer.",
     "readout_samples": "Readout weights of one sample, neurons ordered by code then strength (cf. coding-schemes Fig. 2a).",
     "activations": "Feature-layer activations of the same sample, neurons ordered by code, inputs by class (Fig. 2b, 6a).",
     "layer_activations": "Activations of every stored layer in one sample, each layer's neurons ordered by its own codes (coding Fig. 3a-c, 5).",
@@ -701,25 +702,77 @@ CAPTIONS = {
 
 # ---------------------------------------------------------------------------------- geometry
 FEWSHOT_M = 5
+FEWSHOT_EPISODES = 500
+CAPACITY_SAMPLES = 1000  # Gaussian vectors per manifold: Monte Carlo spread about 1%
 
 
-def kernel_geometry(K, labels) -> dict:
-    """Per layer: signal ||dx0||^2/R_a^2, dimension D_a and the predicted 5-shot error, each the
-    mean over ordered class pairs (``diagnostics.geometry.geometry_from_kernels``)."""
+def fewshot_shots(labels) -> int:
+    """Shots per class for the few-shot numbers: 5, or fewer when a class is too small to hold
+    out a test point (0: no few-shot numbers)."""
+    return int(min(FEWSHOT_M, np.bincount(np.asarray(labels))[np.unique(labels)].min() - 1))
+
+
+def _pair_mean(x):
+    return np.nanmean(x, axis=(-2, -1))
+
+
+def kernel_geometry(K, labels, m: int) -> dict:
+    """Per layer of ``K (layer, P, P)``: signal ``||dx0||^2/R_a^2``, dimension ``D_a`` and the
+    predicted m-shot error, each the mean over ordered class pairs
+    (``diagnostics.geometry.geometry_from_kernels``), and the mean-field capacity of the class
+    manifolds with their mean anchor radius and dimension (``kernel_capacity``)."""
     from widebayes.diagnostics import geometry as dgeo
 
     geo, _ = dgeo.geometry_from_kernels(K, labels)
-    err = dgeo.gaussian_tail(dgeo.snr_from_geometry(geo, FEWSHOT_M))
-    pair_mean = lambda x: np.nanmean(x, axis=(-2, -1))  # noqa: E731
-    return {"signal": pair_mean(geo.dist2), "dimension": pair_mean(geo.Da),
-            "fewshot_error": pair_mean(err)}
+    out = {"signal": _pair_mean(geo.dist2), "dimension": _pair_mean(geo.Da)}
+    if m >= 1:
+        out["fewshot_error"] = _pair_mean(dgeo.gaussian_tail(dgeo.snr_from_geometry(geo, m)))
+    caps = [dgeo.kernel_capacity(K_l, labels, n_t=CAPACITY_SAMPLES) for K_l in np.asarray(K)]
+    out.update(capacity=np.array([c.alpha_total for c in caps]),
+               radius=np.array([c.radius.mean() for c in caps]),
+               capacity_dimension=np.array([c.dimension.mean() for c in caps]))
+    return out
+
+
+def representation_geometry(run: Run, m: int, max_chains: int = 2) -> dict:
+    """Geometry of the sampled representations themselves (not their mean kernel): per stored
+    layer (0 = the inputs), the simulated m-shot prototype error (``fewshot_error``, mean over
+    ordered class pairs) and the mean-field capacity, each from the last draw of the first
+    ``max_chains`` chains and averaged over them."""
+    import jax
+
+    from widebayes.diagnostics import geometry as dgeo
+
+    layers = [0] + sorted(run.phi)
+    chains = range(min(max_chains, run.phi[run.depth].shape[0]))
+    points = {0: [run.X_train for _ in chains]}
+    points.update({l: [run.phi[l][c, -1].T for c in chains] for l in run.phi})
+    classes = dgeo.class_manifolds(np.arange(len(run.labels_train))[:, None], run.labels_train)
+    idx = [c[:, 0] for c in classes]
+    err, se, cap = [], [], []
+    for l in layers:
+        if not all(np.all(np.isfinite(x)) for x in points[l]):
+            err.append(np.nan), se.append(np.nan), cap.append(np.nan)
+            continue
+        runs = [dgeo.fewshot_error(x[ia], x[ib], m, jax.random.PRNGKey(17 * l + a * len(idx) + b),
+                                   n_episodes=FEWSHOT_EPISODES)
+                for x in points[l] for a, ia in enumerate(idx) for b, ib in enumerate(idx) if a != b]
+        err.append(np.mean([r.err for r in runs]))
+        se.append(np.sqrt(np.sum([r.se**2 for r in runs])) / len(runs))
+        cap.append(np.mean([dgeo.manifold_capacity(dgeo.class_manifolds(x, run.labels_train),
+                                                    n_t=CAPACITY_SAMPLES).alpha_total
+                            for x in points[l]]))
+    return {"layers": layers, "fewshot_error_simulated": np.array(err),
+            "fewshot_error_se": np.array(se), "capacity": np.array(cap),
+            "chains": len(chains)}
 
 
 def geometry_section(run: Run, nngp, theory) -> tuple[dict, dict | None]:
-    """Representational geometry across layers (perspective Fig. 7) from kernels alone: sampled
-    posterior-mean kernels (train, and test inputs when there are any), NNGP, and the theory's
-    mean kernels where it gives them."""
-    if run.num_classes < 2:
+    """Representational geometry across layers (perspective Fig. 7): from kernels (sampled
+    posterior-mean kernels on train and test inputs, NNGP, and the theory's mean kernels where it
+    gives them) and from the sampled representations themselves (simulated few-shot error and
+    capacity, :func:`representation_geometry`)."""
+    if run.num_classes < 2 or len(np.unique(run.labels_train)) < 2:
         return {"note": "one class: no geometry"}, None
     sources = {"samples, train inputs": (run.kernel, run.labels_train),
                "NNGP, train inputs": (nngp.train, run.labels_train)}
@@ -727,10 +780,15 @@ def geometry_section(run: Run, nngp, theory) -> tuple[dict, dict | None]:
         sources["samples, test inputs"] = (run.kernel_test, run.labels_test)
     if theory is not None and theory.get("kernel_train") is not None:
         sources["theory, train inputs"] = (np.asarray(theory["kernel_train"]), run.labels_train)
-    section = {name: kernel_geometry(K, labels) for name, (K, labels) in sources.items()}
-    section["fewshot_m"] = FEWSHOT_M
-    return section, {"layers": list(range(run.depth + 1)), "sources": {
-        name: section[name] for name in sources}, "m": FEWSHOT_M}
+    m = fewshot_shots(run.labels_train)
+    section = {name: kernel_geometry(K, labels, fewshot_shots(labels) if "test" in name else m)
+               for name, (K, labels) in sources.items()}
+    section["fewshot_m"] = m
+    if m >= 1:
+        section["representations"] = representation_geometry(run, m)
+    return section, {"layers": list(range(run.depth + 1)), "m": m,
+                     "sources": {name: section[name] for name in sources},
+                     "representations": section.get("representations")}
 
 
 # ---------------------------------------------------------------------------------- drift
@@ -860,7 +918,8 @@ def markdown(report: dict, figures: bool = True) -> str:
 
     With ``figures=False`` the text alone (for a notebook cell).
     """
-    parts = [_md_header, _md_theory, _md_coding, _md_agreements, _md_predictor, _md_convergence, _md_notes]
+    parts = [_md_header, _md_theory, _md_coding, _md_agreements, _md_predictor, _md_geometry, _md_drift,
+             _md_convergence, _md_notes]
     if figures:
         parts.append(_md_figures)
     return "\n".join(line for part in parts for line in part(report)) + "\n"
@@ -932,6 +991,42 @@ def _md_predictor(report: dict) -> list[str]:
                      f"{err['variance_total']:.4g}; GP {t['gen_error_gp']['total_sum']:.4g}"
                      + (f"; theory {t['gen_error_theory']['total_sum']:.4g}." if t.get("gen_error_theory") else "."))
     return lines + [""]
+
+
+def _md_geometry(report: dict) -> list[str]:
+    geo = report["geometry"]
+    if "note" in geo:
+        return ["## Geometry across layers", "", geo["note"] + ".", ""]
+    m = geo["fewshot_m"]
+    lines = ["## Geometry across layers", "",
+             f"Means over class pairs; {m}-shot prototype error predicted from the kernel, and simulated "
+             "on the sampled representations (last draw of each chain); capacity = mean-field "
+             "capacity of the class manifolds.", "",
+             "| source | layer | signal | dimension D_a | predicted error | capacity |", "|---|---|---|---|---|---|"]
+    for name, row in geo.items():
+        if not isinstance(row, dict) or "signal" not in row:
+            continue
+        err = row.get("fewshot_error", [np.nan] * len(row["signal"]))
+        lines += [f"| {name} | {l} | {row['signal'][l]:.4g} | {row['dimension'][l]:.4g} | {err[l]:.4g} | "
+                  f"{row['capacity'][l]:.4g} |" for l in range(len(row["signal"]))]
+    rep = geo.get("representations")
+    if rep:
+        lines += ["", "| sampled representations | layer | simulated error | capacity |", "|---|---|---|---|"]
+        lines += [f"| {rep['chains']} chain(s) | {l} | {e:.4g} ± {se:.2g} | {c:.4g} |" for l, e, se, c in
+                  zip(rep["layers"], rep["fewshot_error_simulated"], rep["fewshot_error_se"], rep["capacity"])]
+    return lines + [""]
+
+
+def _md_drift(report: dict) -> list[str]:
+    d = report["drift"]
+    if "note" in d:
+        return ["## Drift", "", d["note"] + ".", ""]
+    lags = np.asarray(d["lag_prior_time"])
+    i = int(np.argmin(np.abs(lags - 1.0))) if lags[-1] >= 1.0 else len(lags) - 1
+    return ["## Drift", "",
+            f"Feature layer, lag {lags[i]:.3g} prior relaxation times: rho_u = {d['rho_u'][i]:.3f} "
+            f"(random {d['baseline_u']:.3f}), rho_v = {d['rho_v'][i]:.3f} (random {d['baseline_v']:.3f}); "
+            f"rho_(u,Y) = {d['rho_uY']:.3f}.", ""]
 
 
 def _md_convergence(report: dict) -> list[str]:

@@ -2,7 +2,7 @@
 
 Inputs are point clouds, one array ``X_a`` of shape ``(P_a, N)`` per class (rows are examples,
 columns features), or a kernel ``K (P, P)`` with class labels.  Everything here is a pure
-function of NumPy arrays; only the simulated few-shot error uses JAX, to vmap over episodes.
+function of NumPy arrays.
 
 Two theories (THEORY.md section 6):
 
@@ -19,11 +19,9 @@ Two theories (THEORY.md section 6):
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Callable, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import sparse
 from scipy.optimize import brentq, linprog, nnls
@@ -262,28 +260,28 @@ class FewShotError(NamedTuple):
     snr: float  # empirical SNR mean(h) / std(h), pooled over episodes and test points
 
 
-def _shots(key, n, m, k):
-    """``k`` distinct random indices out of ``n`` and weights ``1/m`` on the first ``m`` of them."""
-    idx = jax.lax.top_k(jax.random.uniform(key, (n,)), k)[1]
-    return idx, jnp.where(jnp.arange(k) < m, 1.0 / m, 0.0)
+def _episode_batch(gen, Xa, Xb, m, E):
+    """``E`` episodes at once: m shots of each class (without replacement), prototypes, and
+    ``h = ||xi - bbar||^2 - ||xi - abar||^2`` for every point ``xi`` of a; shots masked out."""
+    ia = np.argpartition(gen.random((E, Xa.shape[0])), m - 1, axis=1)[:, :m]
+    ib = np.argpartition(gen.random((E, Xb.shape[0])), m - 1, axis=1)[:, :m]
+    abar, bbar = Xa[ia].mean(axis=1), Xb[ib].mean(axis=1)  # (E, N)
+    h = 2.0 * (abar - bbar) @ Xa.T + (np.sum(bbar**2, axis=1) - np.sum(abar**2, axis=1))[:, None]
+    keep = np.ones(h.shape, dtype=bool)
+    np.put_along_axis(keep, ia, False, axis=1)
+    n = Xa.shape[0] - m
+    mean = np.sum(np.where(keep, h, 0.0), axis=1) / n
+    var = np.sum(np.where(keep, (h - mean[:, None]) ** 2, 0.0), axis=1) / n
+    return np.sum(keep & (h < 0), axis=1) / n, mean, var
 
 
-def _episode(key, Xa, Xb, m, k):
-    """One episode: prototypes from m shots of each class; test on the other points of a."""
-    ka, kb = jax.random.split(key)
-    (ia, wa), (ib, wb) = _shots(ka, Xa.shape[0], m, k), _shots(kb, Xb.shape[0], m, k)
-    abar, bbar = wa @ Xa[ia], wb @ Xb[ib]
-    h = 2.0 * Xa @ (abar - bbar) + bbar @ bbar - abar @ abar
-    keep, n = jnp.ones(Xa.shape[0]).at[ia].set(wa == 0), Xa.shape[0] - m
-    mean = jnp.sum(keep * h) / n
-    var = jnp.sum(keep * (h - mean) ** 2) / n
-    return jnp.sum(keep * (h < 0)) / n, mean, var
-
-
-@partial(jax.jit, static_argnames=("k", "n_episodes", "batch_size"))
-def _episodes(rng_key, Xa, Xb, m, k, n_episodes, batch_size):
-    keys = jax.random.split(rng_key, n_episodes)
-    return jax.lax.map(partial(_episode, Xa=Xa, Xb=Xb, m=m, k=k), keys, batch_size=batch_size)
+def _numpy_rng(rng_key) -> np.random.Generator:
+    """A NumPy generator from a seed, a Generator, or a JAX PRNG key (its key data as seed)."""
+    if isinstance(rng_key, (int, np.integer, np.random.Generator)):
+        return _as_rng(rng_key)
+    if jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
+        rng_key = jax.random.key_data(rng_key)
+    return np.random.default_rng(np.asarray(rng_key, dtype=np.uint32).ravel())
 
 
 def fewshot_error(X_a, X_b, m, rng_key, n_episodes=2000, batch_size=256) -> FewShotError:
@@ -291,15 +289,17 @@ def fewshot_error(X_a, X_b, m, rng_key, n_episodes=2000, batch_size=256) -> FewS
 
     Each episode draws m shots of each class without replacement, forms the prototypes
     ``abar``, ``bbar``, and classifies every other point ``xi`` of ``a`` by the sign of
-    ``h = ||xi - bbar||^2 - ||xi - abar||^2``; episodes are vmapped (``lax.map`` in batches).
+    ``h = ||xi - bbar||^2 - ||xi - abar||^2``.  Episodes run in batches as one matrix product
+    each (NumPy: an earlier ``jax.jit`` version spent 2-3 s compiling for every new shape, longer
+    than the simulations the report runs).
 
     Parameters
     ----------
     X_a, X_b : array_like, shapes (P_a, N), (P_b, N)
     m : int
         Shots per class, ``1 <= m < P_a``, ``m <= P_b``.
-    rng_key : jax PRNG key
-    n_episodes : int
+    rng_key : int, numpy Generator or JAX PRNG key
+    n_episodes, batch_size : int
 
     Returns
     -------
@@ -309,11 +309,11 @@ def fewshot_error(X_a, X_b, m, rng_key, n_episodes=2000, batch_size=256) -> FewS
     Xa, Xb = np.asarray(X_a, dtype=np.float64), np.asarray(X_b, dtype=np.float64)
     if not 1 <= m < Xa.shape[0] or m > Xb.shape[0]:
         raise ValueError(f"need 1 <= m < P_a and m <= P_b; got m={m}, P_a={len(Xa)}, P_b={len(Xb)}")
-    mid = 0.5 * (Xa.mean(0) + Xb.mean(0))  # h is translation invariant; centring keeps float32 exact
-    k = min(max(int(m), 16), Xa.shape[0], Xb.shape[0])  # static gather size: one compile for m <= 16
-    Xa, Xb = jnp.asarray(Xa - mid), jnp.asarray(Xb - mid)
-    out = _episodes(rng_key, Xa, Xb, int(m), k, int(n_episodes), int(batch_size))
-    err, mean, var = (np.asarray(v, np.float64) for v in out)
+    mid = 0.5 * (Xa.mean(0) + Xb.mean(0))  # h is translation invariant; centring keeps it accurate
+    Xa, Xb, gen = Xa - mid, Xb - mid, _numpy_rng(rng_key)
+    batches = [_episode_batch(gen, Xa, Xb, int(m), min(batch_size, n_episodes - start))
+               for start in range(0, int(n_episodes), int(batch_size))]
+    err, mean, var = (np.concatenate(v) for v in zip(*batches))
     snr = mean.mean() / np.sqrt(var.mean() + mean.var())
     return FewShotError(float(err.mean()), float(err.std(ddof=1) / np.sqrt(len(err))), float(snr))
 
@@ -457,6 +457,29 @@ def manifold_capacity(manifolds: Sequence, kappa=0.0, n_t=200, origin="global_me
         res.append(anchor_geometry(anchor_points(sD1, T, kappa), T, kappa))
     a, r, d, dp = (np.array(v) for v in zip(*res))
     return ManifoldCapacity(a, r, d, dp, float(1.0 / np.mean(1.0 / a)))
+
+
+def points_from_kernel(K) -> np.ndarray:
+    """Points ``X (P, r)`` with ``X X^T = K``: the kernel's eigenvectors scaled by the square
+    roots of its positive eigenvalues (``r`` of them).  Every quantity in this module is
+    invariant under rotations of feature space, so these points stand for any representation
+    with kernel ``K`` (a posterior-mean layer kernel, an NNGP kernel)."""
+    lam, V = np.linalg.eigh(0.5 * (np.asarray(K, np.float64) + np.asarray(K, np.float64).T))
+    keep = lam > lam.max(initial=0.0) * len(lam) * np.finfo(float).eps
+    return V[:, keep] * np.sqrt(lam[keep])
+
+
+def class_manifolds(X, labels) -> list[np.ndarray]:
+    """Rows of ``X (P, N)`` grouped by class, classes in ``np.unique(labels)`` order."""
+    X, labels = np.asarray(X), np.asarray(labels)
+    return [X[labels == c] for c in np.unique(labels)]
+
+
+def kernel_capacity(K, labels, kappa=0.0, n_t=200, rng=0) -> ManifoldCapacity:
+    """Mean-field capacity of the class manifolds of a kernel (:func:`manifold_capacity` on
+    :func:`points_from_kernel`, origin at the global mean)."""
+    return manifold_capacity(class_manifolds(points_from_kernel(K), labels), kappa=kappa,
+                             n_t=n_t, rng=rng)
 
 
 class LargeDCapacity(NamedTuple):
