@@ -96,3 +96,32 @@ def test_langevin_frozen_readout_shares_draws_and_holds_a():
     assert res.rho_v_frozen[0] == pytest.approx(1.0) and res.rho_u_frozen[0] == pytest.approx(1.0)
     rows = frozen.summary(res, at=(0.0, 0.5))
     assert rows[0]["tau_over_prior"] == 0.0 and rows[1]["tau_over_prior"] == pytest.approx(0.5)
+
+
+def test_drift_command_writes_the_experiment_and_refuses_bad_input(tmp_path, capsys):
+    """`widebayes drift`: the plain run's posterior.nc plus drift/frozen_readout.{json,md,png};
+    a freeze draw outside the run, or a run without a test set, is one line and exit code 2."""
+    import json
+
+    from widebayes.cli import main
+    from widebayes.config import to_toml
+
+    cfg = _config(width=60, post_taus=0.5, chains=2)
+    path = tmp_path / "drift.toml"
+    path.write_text(to_toml(cfg))
+    out = tmp_path / "run"
+    assert main(["drift", str(path), "--out", str(out), "--freeze-draw", str(FREEZE_DRAW),
+                 "--no-progress"]) == 0
+    assert (out / "posterior.nc").exists()
+    data = json.loads((out / "drift" / "frozen_readout.json").read_text())
+    assert data["mode"] == "langevin" and data["shared_draws_equal"] is True
+    assert data["err_full"][0] == data["err_frozen"][0]  # same state at t0
+    assert data["tau_over_prior"][-1] == pytest.approx(0.5)
+    assert (out / "drift" / "frozen_readout.png").stat().st_size > 10_000
+    assert "| tau / tau_prior |" in (out / "drift" / "frozen_readout.md").read_text()
+    capsys.readouterr()
+    assert main(["drift", str(path), "--out", str(out), "--freeze-draw", "500"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("widebayes: error: freeze_draw:") and "\n" not in err
+    assert main(["drift", str(path), "--out", str(out), "--set", "task.num_test=0"]) == 2
+    assert "task.num_test" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The ``widebayes`` command: sample, compare, theory, demo, bench.
+"""The ``widebayes`` command: sample, compare, theory, demo, bench, drift.
 
 Bad input (config, data, a chain that diverged) prints one line to stderr and exits with code 2.
 """
@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="a small built-in experiment, sampled and compared")
     d.add_argument("--out", default="widebayes-demo", help="output folder (default widebayes-demo)")
     d.add_argument("--no-progress", action="store_true")
+    f = sub.add_parser("drift", help="the frozen-readout drift experiment: DIR/posterior.nc and DIR/drift/")
+    f.add_argument("experiment", help="experiment TOML file (kind = langevin, a test set)")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--freeze-draw", type=int, default=None,
+                   help="stored draw at which the readout is frozen (default: a third of the draws)")
+    f.add_argument("--mode", choices=["langevin", "prior"], default="langevin",
+                   help="after freezing, hidden weights follow full Langevin (default) or the prior alone")
+    f.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    f.add_argument("--no-progress", action="store_true")
     b = sub.add_parser("bench", help="sampler throughput against this machine's matmul rate")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--noise", choices=["hash32", "threefry"], default="hash32",
@@ -107,6 +116,21 @@ def _theory(args) -> int:
     return 0
 
 
+def _drift(args) -> int:
+    from widebayes.diagnostics import frozen
+
+    resolved = _resolved(args.experiment, args.set)
+    smp = resolved["sampler"]
+    num_draws = (smp["num_steps"] - smp["burn_in"]) // smp["thin"]
+    freeze_draw = num_draws // 3 if args.freeze_draw is None else args.freeze_draw
+    frozen.freeze_step(smp, freeze_draw)  # range check before any sampling
+    res = frozen.run_frozen_readout(resolved, freeze_draw, mode=args.mode, center=True,
+                                    progress=not args.no_progress and smp["progress"], out_dir=args.out)
+    print(f"wrote {Path(args.out) / 'posterior.nc'} (the full run; `widebayes compare` reports its drift)")
+    print(f"wrote {frozen.write_frozen_report(res, Path(args.out) / 'drift', args.mode, freeze_draw)}")
+    return 0
+
+
 def _bench(args) -> int:
     from widebayes.bench import run_bench
 
@@ -114,7 +138,8 @@ def _bench(args) -> int:
     return 0
 
 
-_COMMANDS = {"sample": _sample, "compare": _compare, "theory": _theory, "demo": _demo, "bench": _bench}
+_COMMANDS = {"sample": _sample, "compare": _compare, "theory": _theory, "demo": _demo, "bench": _bench,
+             "drift": _drift}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -453,8 +453,37 @@ def drift(data: dict) -> Figure:
     return fig
 
 
+def frozen_readout(data: dict) -> Figure:
+    """Test error and overlaps after freezing the readout, full run vs frozen run, against time
+    in prior relaxation times; the full run's stationary error band shaded."""
+    fig = new_figure(10.5, 3.4)
+    ax_err, ax_rho = fig.subplots(1, 2)
+    x = data["tau_over_prior"]
+    lo = max(data["err_band_mean"] - 2 * data["err_band_sd"], 0.0)
+    hi = data["err_band_mean"] + 2 * data["err_band_sd"]
+    ax_err.axhspan(lo, hi, color="gray", alpha=0.2, label="full run before t0 (±2 sd)")
+    ax_err.plot(x, data["err_full"], "o-", ms=3, label="full Langevin")
+    ax_err.plot(x, data["err_frozen"], "s-", ms=3, label=f"readout frozen ({data['mode']})")
+    ax_err.set_ylabel("test error")
+    for key, marker in (("rho_u", "o"), ("rho_v", "s")):
+        ax_rho.plot(x, data[f"{key}_full"], marker + "-", ms=3, color="C0" if key == "rho_u" else "C1",
+                    label=rf"$\{key}$ full")
+        ax_rho.plot(x, data[f"{key}_frozen"], marker + "--", ms=3, color="C0" if key == "rho_u" else "C1",
+                    fillstyle="none", label=rf"$\{key}$ frozen")
+    ax_rho.axhline(data["baseline_u"], color="C0", linestyle=":", linewidth=1)
+    ax_rho.axhline(data["baseline_v"], color="C1", linestyle=":", linewidth=1)
+    ax_rho.set_ylabel("overlap with t0 (dotted: random)")
+    ax_rho.set_ylim(0, 1.05)
+    for ax in (ax_err, ax_rho):
+        ax.set_xlabel(r"time after freezing $\tau / \tau_{prior}$")
+        ax.legend(fontsize=7)
+    fig.suptitle("Frozen-readout experiment", fontsize=10)
+    return fig
+
+
 FIGURES = {
     "drift": drift,
+    "frozen_readout": frozen_readout,
     "geometry": geometry,
     "readout_samples": readout_samples,
     "activations": activations,

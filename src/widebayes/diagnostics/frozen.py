@@ -32,6 +32,9 @@ from typing import NamedTuple
 import numpy as np
 
 from widebayes.diagnostics import drift
+from widebayes.errors import InputError
+
+MODES = ("langevin", "prior")
 
 
 class FrozenReadout(NamedTuple):
@@ -67,14 +70,15 @@ def freeze_step(sampler_cfg: dict, freeze_draw: int) -> int:
     """``freeze_readout_at`` that holds ``a`` fixed right after stored draw ``freeze_draw``."""
     num_draws = (sampler_cfg["num_steps"] - sampler_cfg["burn_in"]) // sampler_cfg["thin"]
     if not 0 <= freeze_draw < num_draws - 1:
-        raise ValueError(f"freeze_draw must lie in [0, {num_draws - 1}), got {freeze_draw}")
+        raise InputError(f"must lie in [0, {num_draws - 1}) for {num_draws} draws, got {freeze_draw}",
+                         key="freeze_draw")
     return burn_in_steps(sampler_cfg) + (freeze_draw + 1) * sampler_cfg["thin"]
 
 
 def frozen_config(resolved: dict, freeze_draw: int) -> dict:
     """A copy of ``resolved`` that freezes the readout after draw ``freeze_draw``."""
     if resolved["sampler"]["kind"] != "langevin":
-        raise ValueError("the frozen-readout experiment needs sampler kind 'langevin'")
+        raise InputError("the frozen-readout experiment needs kind = 'langevin'", key="sampler.kind")
     cfg = copy.deepcopy(resolved)
     cfg["sampler"]["freeze_readout_at"] = freeze_step(cfg["sampler"], freeze_draw)
     return cfg
@@ -185,26 +189,31 @@ def analyse(full, d_frozen: dict, freeze_draw: int, center: bool = False) -> Fro
 
 
 def run_frozen_readout(resolved: dict, freeze_draw: int, mode: str = "langevin",
-                       center: bool = False, progress: bool = False) -> FrozenReadout:
+                       center: bool = False, progress: bool = False, out_dir=None) -> FrozenReadout:
     """Sample ``resolved`` plainly and with the readout frozen after draw ``freeze_draw``; compare.
 
     ``mode = "langevin"``: the frozen run is the sampler's ``freeze_readout_at`` (the hidden
     weights keep their full Langevin dynamics, likelihood included).  ``mode = "prior"``: from
     ``t0`` on the hidden weights follow the prior-only Ornstein-Uhlenbeck process, sampled
     exactly (THEORY 6.3, "Frozen readout"; one hidden layer only), see :func:`prior_only_draws`.
-    ``resolved`` needs a test set (``[task] num_test > 0``) and ``kind = "langevin"``.
+    ``resolved`` needs a test set (``[task] num_test > 0``) and ``kind = "langevin"``.  With
+    ``out_dir`` the plain run is written there as ``posterior.nc`` (``widebayes compare`` reads it).
     """
     from widebayes.sampling import sample_experiment
 
     if not resolved["task"].get("num_test"):
-        raise ValueError("the frozen-readout experiment needs a test set ([task] num_test > 0)")
-    if mode not in ("langevin", "prior"):
-        raise ValueError(f"mode must be 'langevin' or 'prior', not {mode!r}")
+        raise InputError("the frozen-readout experiment needs a test set (num_test > 0)", key="task.num_test")
+    if mode not in MODES:
+        raise InputError(f"must be one of {list(MODES)}, not {mode!r}", key="mode")
+    if mode == "prior" and resolved["network"]["depth"] != 1:
+        raise InputError("the prior-only frozen readout is implemented for one hidden layer",
+                         key="network.depth")
+    frozen_cfg = frozen_config(resolved, freeze_draw) if mode == "langevin" else None
     plain = copy.deepcopy(resolved)
     plain["sampler"]["freeze_readout_at"] = -1
-    full = sample_experiment(plain, progress=progress)
+    full = sample_experiment(plain, progress=progress, out_dir=out_dir)
     if mode == "langevin":
-        frozen = sample_experiment(frozen_config(resolved, freeze_draw), progress=progress)
+        frozen = sample_experiment(frozen_cfg, progress=progress)
         return analyse(full, frozen.result.draws, freeze_draw, center)
     return analyse(full, prior_only_draws(plain, freeze_draw, full.result.draws["a"].shape[1]),
                    freeze_draw, center)
@@ -262,7 +271,8 @@ def prior_only_draws(resolved: dict, freeze_draw: int, num_draws: int, seed: int
 
     exp, theta, before = state_at_draw(resolved, freeze_draw)
     if exp.spec.depth != 1:
-        raise ValueError("the prior-only frozen readout is implemented for one hidden layer")
+        raise InputError("the prior-only frozen readout is implemented for one hidden layer",
+                         key="network.depth")
     dt = resolved["sampler"]["thin"] * paper_time_per_step(exp)
     times = dt * np.arange(num_draws - freeze_draw)
     sigma2 = exp.spec.layer_variances[0]
@@ -297,3 +307,56 @@ def summary(res: FrozenReadout, at=(0.0, 0.5, 1.0, 2.0)) -> list[dict]:
                      "rho_v_frozen": float(res.rho_v_frozen[i]),
                      "rho_uY_frozen": float(res.rho_uY_frozen[i])})
     return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report_data(res: FrozenReadout, mode: str, freeze_draw: int) -> dict:
+    """Every number of the experiment for ``frozen_readout.json`` and the figure: chain means and
+    the full run's stationary band (mean and standard deviation of its error over the draws up to
+    ``t0``), the overlaps of both runs, and :func:`summary` at 0, 0.5, 1, 2 tau_prior."""
+    band = res.err_pre.mean(axis=0)
+    return {"mode": mode, "freeze_draw": freeze_draw, "tau_prior": res.tau_prior,
+            "tau_over_prior": res.tau_over_prior, "err_full": res.err_full.mean(axis=0),
+            "err_frozen": res.err_frozen.mean(axis=0), "err_band_mean": float(band.mean()),
+            "err_band_sd": float(band.std()),
+            **{k: getattr(res, k) for k in ("rho_u_full", "rho_v_full", "rho_uY_full", "rho_u_frozen",
+                                            "rho_v_frozen", "rho_uY_frozen", "baseline_u", "baseline_v",
+                                            "shared_draws_equal")},
+            "summary": summary(res)}
+
+
+def markdown(data: dict) -> str:
+    """frozen_readout.md: what was run, and the table of :func:`summary`."""
+    what = ("the hidden weights keep their full Langevin dynamics (likelihood included)" if data["mode"] ==
+            "langevin" else "the hidden weights follow the prior-only Ornstein-Uhlenbeck process (THEORY.md 6.3)")
+    lines = ["# Frozen-readout experiment", "",
+             f"The readout is held at its value at draw {data['freeze_draw']} (t0); after t0 {what}. "
+             f"Time in units of the prior relaxation time tau_prior = sigma^2/T_eff = {data['tau_prior']:.4g} "
+             f"(paper units). Runs identical up to t0: {data['shared_draws_equal']}. Full run's error before "
+             f"t0: {data['err_band_mean']:.4g} ± {data['err_band_sd']:.2g} (stationary band).", "",
+             "| tau / tau_prior | error, full | error, frozen | rho_u full | rho_u frozen | rho_v full | "
+             "rho_v frozen |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['tau_over_prior']:.3g} | {r['err_full']:.4g} | {r['err_frozen']:.4g} | {r['rho_u_full']:.3f} | "
+              f"{r['rho_u_frozen']:.3f} | {r['rho_v_full']:.3f} | {r['rho_v_frozen']:.3f} |" for r in data["summary"]]
+    lines += ["", f"Random-vector baselines: rho_u {data['baseline_u']:.3f}, rho_v {data['baseline_v']:.3f}.", "",
+              "![frozen readout](frozen_readout.png)", ""]
+    return "\n".join(lines)
+
+
+def write_frozen_report(res: FrozenReadout, folder, mode: str, freeze_draw: int):
+    """Write ``folder/frozen_readout.{json,md,png}`` atomically; returns the markdown's path."""
+    import json
+    from pathlib import Path
+
+    from widebayes import plots
+    from widebayes.report import jsonable, write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = report_data(res, mode, freeze_draw)
+    plots.save_figure(plots.frozen_readout(data), folder / "frozen_readout.png")
+    write_text(folder / "frozen_readout.json", json.dumps(jsonable(data), indent=1, allow_nan=False))
+    write_text(folder / "frozen_readout.md", markdown(data))
+    return folder / "frozen_readout.md"
