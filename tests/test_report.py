@@ -103,6 +103,8 @@ def test_report_numbers(deep_sigmoid):
     assert len(geometry["samples, train inputs"]["signal"]) == 3  # layers 0, 1, 2
     np.testing.assert_allclose(geometry["samples, train inputs"]["signal"][0],
                                geometry["NNGP, train inputs"]["signal"][0])  # same input kernel
+    pairs = np.array(geometry["NNGP, train inputs"]["signal_pairs"], dtype=float)  # null -> nan
+    assert pairs.shape == (3, 3, 3) and np.all(np.isnan(np.diagonal(pairs, axis1=1, axis2=2)))
     for source in ("samples, train inputs", "NNGP, train inputs"):
         assert len(geometry[source]["capacity"]) == 3 and all(c > 0 for c in geometry[source]["capacity"])
     assert geometry["samples, train inputs"]["capacity"][0] == pytest.approx(  # float32 kernel vs exact

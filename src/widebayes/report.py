@@ -717,14 +717,15 @@ def _pair_mean(x):
 
 
 def kernel_geometry(K, labels, m: int) -> dict:
-    """Per layer of ``K (layer, P, P)``: signal ``||dx0||^2/R_a^2``, dimension ``D_a`` and the
-    predicted m-shot error, each the mean over ordered class pairs
+    """Per layer of ``K (layer, P, P)``: signal ``||dx0||^2/R_a^2``, dimension ``D_a`` (also per
+    ordered class pair) and the predicted m-shot error, each the mean over ordered class pairs
     (``diagnostics.geometry.geometry_from_kernels``), and the mean-field capacity of the class
     manifolds with their mean anchor radius and dimension (``kernel_capacity``)."""
     from widebayes.diagnostics import geometry as dgeo
 
     geo, _ = dgeo.geometry_from_kernels(K, labels)
-    out = {"signal": _pair_mean(geo.dist2), "dimension": _pair_mean(geo.Da)}
+    out = {"signal": _pair_mean(geo.dist2), "dimension": _pair_mean(geo.Da),
+           "signal_pairs": geo.dist2, "dimension_pairs": geo.Da}  # (layer, a, b), diagonal NaN
     if m >= 1:
         out["fewshot_error"] = _pair_mean(dgeo.gaussian_tail(dgeo.snr_from_geometry(geo, m)))
     caps = [dgeo.kernel_capacity(K_l, labels, n_t=CAPACITY_SAMPLES) for K_l in np.asarray(K)]
@@ -1022,11 +1023,11 @@ def _md_drift(report: dict) -> list[str]:
     if "note" in d:
         return ["## Drift", "", d["note"] + ".", ""]
     lags = np.asarray(d["lag_prior_time"])
-    i = int(np.argmin(np.abs(lags - 1.0))) if lags[-1] >= 1.0 else len(lags) - 1
-    return ["## Drift", "",
-            f"Feature layer, lag {lags[i]:.3g} prior relaxation times: rho_u = {d['rho_u'][i]:.3f} "
-            f"(random {d['baseline_u']:.3f}), rho_v = {d['rho_v'][i]:.3f} (random {d['baseline_v']:.3f}); "
-            f"rho_(u,Y) = {d['rho_uY']:.3f}.", ""]
+    first = int(np.argmax(lags >= 1.0)) if lags[-1] >= 1.0 else len(lags) - 1  # first lag >= 1 tau_prior
+    rows = [f"- lag {lags[i]:.3g} prior relaxation times: rho_u = {d['rho_u'][i]:.3f}, rho_v = {d['rho_v'][i]:.3f}"
+            for i in sorted({first, len(lags) - 1})]
+    return ["## Drift", "", f"Feature layer (random-vector baselines: rho_u {d['baseline_u']:.3f}, rho_v "
+            f"{d['baseline_v']:.3f}); rho_(u,Y) = {d['rho_uY']:.3f}.", *rows, ""]
 
 
 def _md_convergence(report: dict) -> list[str]:
