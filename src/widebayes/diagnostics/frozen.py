@@ -327,8 +327,8 @@ def report_data(res: FrozenReadout, mode: str, freeze_draw: int) -> dict:
             "summary": summary(res)}
 
 
-def markdown(data: dict) -> str:
-    """frozen_readout.md: what was run, and the table of :func:`summary`."""
+def markdown(data: dict, figure: bool = True) -> str:
+    """frozen_readout.md: what was run, and the table of :func:`summary` (and the figure's link)."""
     what = ("the hidden weights keep their full Langevin dynamics (likelihood included)" if data["mode"] ==
             "langevin" else "the hidden weights follow the prior-only Ornstein-Uhlenbeck process (THEORY.md 6.3)")
     lines = ["# Frozen-readout experiment", "",
@@ -340,8 +340,8 @@ def markdown(data: dict) -> str:
              "rho_v frozen |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['tau_over_prior']:.3g} | {r['err_full']:.4g} | {r['err_frozen']:.4g} | {r['rho_u_full']:.3f} | "
               f"{r['rho_u_frozen']:.3f} | {r['rho_v_full']:.3f} | {r['rho_v_frozen']:.3f} |" for r in data["summary"]]
-    lines += ["", f"Random-vector baselines: rho_u {data['baseline_u']:.3f}, rho_v {data['baseline_v']:.3f}.", "",
-              "![frozen readout](frozen_readout.png)", ""]
+    lines += ["", f"Random-vector baselines: rho_u {data['baseline_u']:.3f}, rho_v {data['baseline_v']:.3f}.", ""]
+    lines += ["![frozen readout](frozen_readout.png)", ""] if figure else []
     return "\n".join(lines)
 
 
