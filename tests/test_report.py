@@ -180,6 +180,27 @@ def test_lazy_report_uses_the_real_theory(lazy_linear):
     assert any(q.startswith("<a_0^2>") for q in quantities)
     assert data["figures"]["preactivations"]["data"]["codes"]  # linear: z = phi
     assert "## Theory against samples" in (lazy_linear / "report" / "report.md").read_text()
+    adaptation = data["kernels"]["kernel_adaptation"]  # linear: the closed-form saddle
+    assert adaptation["method"] == "saddle"
+    assert set(adaptation["alignment_with_targets"]) == {"nngp", "samples", "theory", "kernel adaptation"}
+    assert len(adaptation["samples_vs_kernel_adaptation_relative_difference"]) == 2  # layers 0, 1
+    assert adaptation["samples_vs_kernel_adaptation_relative_difference"][0] < 1e-5  # input kernel
+    assert (lazy_linear / "report" / "kernel_adaptation.png").exists()
+
+
+def test_lazy_nonlinear_report_has_the_perturbative_kernel_adaptation(tmp_path):
+    """ReLU, lazy: the theory adds the O(1/N) kernel-adaptation kernels; the report compares them."""
+    sample_experiment(tiny({"activation": "relu", "readout": "lazy", "temperature": 0.01},
+                           num_steps=200, step_size=0.002), out_dir=tmp_path)
+    report.write_report(tmp_path)
+    data = read_json(tmp_path)
+    adaptation = data["kernels"]["kernel_adaptation"]
+    assert adaptation["method"] == "O(1/N)"
+    learned = adaptation["learned_part_relative_norm"]["kernel adaptation"]
+    assert learned[0] == 0.0 and 0 < learned[1] < 1  # a correction to the NNGP, small at N = 16
+    fig = data["figures"]["kernel_adaptation"]["data"]
+    assert set(fig["learned"]) == {"samples", "kernel adaptation", "theory"}
+    assert (tmp_path / "report" / "kernel_adaptation.png").exists()
 
 
 def test_usable_draws_drop_stopped_chains():

@@ -338,6 +338,39 @@ def kernel_alignment(data: dict) -> Figure:
     return fig
 
 
+def kernel_adaptation(data: dict) -> Figure:
+    """Alignment per layer (NNGP, theory, kernel adaptation, samples) and the learned corrections
+    K_l - K_l^NNGP side by side, one symmetric colour scale per layer."""
+    learned = {name: np.asarray(v, dtype=float) for name, v in data["learned"].items()}
+    hidden = data["hidden_layers"]
+    fig = new_figure(3.6 + 2.5 * len(learned), 2.3 * len(hidden) + 0.6)
+    grid = fig.add_gridspec(len(hidden), 1 + len(learned))
+    ax = fig.add_subplot(grid[:, 0])
+    styles = {"nngp": dict(marker="^", color="black", linestyle=":", label="NNGP (prior)"),
+              "theory": dict(marker="o", mfc="none", label="theory (mean)", **THEORY_STYLE),
+              "kernel adaptation": dict(marker="s", color="C2", linestyle="-.",
+                                        label=f"kernel adaptation ({data['method']})"),
+              "samples": dict(marker="o", color=SAMPLE_COLOR, label="samples")}
+    for name, values in data["alignment"].items():
+        ax.plot(data["layers"], values, **styles[name])
+    ax.set_xlabel("layer $l$ (0 = input kernel)")
+    ax.set_ylabel(r"CKA$(K_l, YY^\top)$")
+    ax.set_xticks(data["layers"])
+    ax.legend(fontsize=7)
+    for i, layer in enumerate(hidden):
+        lim = max(float(np.percentile(np.abs(v[i]), 99)) for v in learned.values()) or 1.0
+        for j, (name, stack) in enumerate(learned.items()):
+            axk = fig.add_subplot(grid[i, 1 + j])
+            im = axk.imshow(stack[i], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+            _class_lines(axk, data["class_bounds"])
+            _class_lines(axk, data["class_bounds"], axis="y")
+            axk.set_xticks([]), axk.set_yticks([])
+            axk.set_title(f"learned, {name}, layer {layer}", fontsize=8)
+        fig.colorbar(im, ax=axk, shrink=0.8)
+    fig.suptitle("Kernel adaptation: alignment and learned correction", fontsize=10)
+    return fig
+
+
 # ---------------------------------------------------------------------------------- predictor
 def predictor_test(data: dict) -> Figure:
     """Mean predictor on test inputs: samples (gray), theory (dashed), GP (dotted) (paper Fig. 6c)."""
@@ -498,6 +531,7 @@ FIGURES = {
     "kernels": kernels,
     "kernels_test": kernels,
     "kernel_alignment": kernel_alignment,
+    "kernel_adaptation": kernel_adaptation,
     "predictor_test": predictor_test,
     "gen_error": gen_error,
 }

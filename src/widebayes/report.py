@@ -533,6 +533,38 @@ def kernel_section(run: Run, nngp, nngp_test, theory) -> tuple[dict, dict, dict 
     return section, train_fig, test_fig, align_fig
 
 
+ADAPTATION_KEYS = {"kernel_train_saddle": "saddle", "kernel_train_perturbative": "O(1/N)"}
+
+
+def kernel_adaptation_section(run: Run, nngp, theory) -> tuple[dict | None, dict | None]:
+    """Kernel adaptation (lazy experiments; ``theory/kernel_adaptation.py``): per layer the
+    alignment of the kernels with the targets (NNGP, theory mean, kernel adaptation, samples) and
+    the learned correction ``K_l - K_l^NNGP`` of each, on one colour scale per layer."""
+    key = next((k for k in ADAPTATION_KEYS if theory is not None and theory.get(k) is not None), None)
+    if key is None:
+        return None, None
+    K, K0, K_ad = run.kernel, nngp.train, np.asarray(theory[key], dtype=np.float64)
+    if K_ad.shape != K.shape:
+        return None, None
+    K_th = _theory_array(theory, "kernel_train")
+    kernels = {"samples": K, "kernel adaptation": K_ad, "theory": K_th if K_th is not None and
+               K_th.shape == K.shape else None}
+    layers = list(range(run.depth + 1))
+    align = {"nngp": dkern.target_alignment(K0, run.Y_train),
+             **{name: dkern.target_alignment(v, run.Y_train) for name, v in kernels.items() if v is not None}}
+    section = {"method": ADAPTATION_KEYS[key], "alignment_with_targets": align,
+               "learned_part_relative_norm": {name: [rel_diff(v[l], K0[l]) for l in layers]
+                                              for name, v in kernels.items() if v is not None},
+               "samples_vs_kernel_adaptation_relative_difference": [rel_diff(K[l], K_ad[l]) for l in layers]}
+    order = dkern.class_order(run.labels_train, MAX_SHOWN_INPUTS)
+    ix = np.ix_(range(1, run.depth + 1), order, order)
+    figure = {"layers": layers, "method": ADAPTATION_KEYS[key], "alignment": align,
+              "learned": {name: (v - K0)[ix] for name, v in kernels.items() if v is not None},
+              "hidden_layers": list(range(1, run.depth + 1)),
+              "class_bounds": class_bounds(run.labels_train[order])[0]}
+    return section, figure
+
+
 # ---------------------------------------------------------------------------------- predictor
 def gp_prediction(run: Run, theory):
     """GP mean/var on the test inputs: the theory's, else ``lazy_gp_prediction`` at T_eff."""
@@ -695,6 +727,9 @@ CAPTIONS = {
     "kernels": "Layer kernels on training inputs: samples, NNGP, learned part, theory (perspective Fig. 6; coding Fig. 3).",
     "kernels_test": "Layer kernels on test inputs: samples, NNGP, learned part (coding Fig. 6b).",
     "kernel_alignment": "Centred kernel alignment of each layer kernel with the targets.",
+    "kernel_adaptation": "Kernel adaptation (lazy): alignment with the targets per layer for the NNGP, the theory's "
+                         "mean kernel, the kernel-adaptation kernel (saddle, or O(1/N) for nonlinear networks) and "
+                         "the samples; the learned correction K_l - K_l^NNGP of each, one colour scale per layer.",
     "predictor_test": "Mean predictor on test inputs: samples, theory (dashed), GP (dotted) (Fig. 6c).",
     "gen_error": "Generalization error per class: sampling (bars, bias + variance), theory (circles), GP (triangles) (Fig. 6d).",
 }
@@ -841,6 +876,9 @@ def build_report(idata, theory, theory_note: str) -> dict:
     predictor, pred_fig, err_fig = predictor_section(run, theory)
     geometry, geo_fig = geometry_section(run, nngp, theory)
     drift, drift_fig = drift_section(run)
+    adaptation, adaptation_fig = kernel_adaptation_section(run, nngp, theory)
+    if adaptation is not None:
+        kernels["kernel_adaptation"] = adaptation
     sections = {"coding": coding, "readout": readout, "symmetry": symmetry, "kernels": kernels,
                 "predictor": predictor, "geometry": geometry, "drift": drift}
     view = sample_view(run, ids, scheme.scheme, outliers)
@@ -863,6 +901,7 @@ def build_report(idata, theory, theory_note: str) -> dict:
         "gen_error": err_fig,
         "geometry": geo_fig,
         "drift": drift_fig,
+        "kernel_adaptation": adaptation_fig,
     }
     notes = list(run.notes)
     notes += [f"{name}: skipped (no test set)" for name in ("kernels_test", "predictor_test", "gen_error")

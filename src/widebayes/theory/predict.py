@@ -4,8 +4,10 @@ Keys (DESIGN.md), where the theory for the experiment provides them: ``readout_s
 (m x m, per neuron: <a a^T>), ``kernel_train`` (layer x train x train, layer 0 the input kernel,
 the posterior mean where the theory gives it), ``kernel_train_nngp``, ``f_test_mean`` and
 ``f_test_var`` (test x output), ``gen_error`` and ``gen_error_gp`` (per output, with ``bias`` and
-``variance``), ``codes``, ``num_outliers``, ``outlier_mass``; plus ``inputs`` (what it used) and
-``regime``/``method`` (which theory made them).
+``variance``), ``codes``, ``num_outliers``, ``outlier_mass``; for lazy networks the kernel-adaptation
+kernels ``kernel_train_saddle`` (linear: the rate function's mode, closed form) or
+``kernel_train_perturbative`` (nonlinear: the O(1/N) correction at fixed P); plus ``inputs`` (what it
+used) and ``regime``/``method`` (which theory made them).
 
 Lazy networks (gamma = 1/2): NNGP + GP at T, and back-propagating kernel renormalisation (exact for
 deep linear networks, the heuristic NNGP-kernel extension otherwise).  Non-lazy networks (gamma = 1):
@@ -48,16 +50,17 @@ def per_output(var, m: int) -> np.ndarray:
     return np.repeat(var[:, None], m, axis=1) if var.ndim == 1 else var
 
 
-def saddle_kernels(exp: Experiment) -> np.ndarray:
-    """Layer kernels at the forward/backward saddle (``theory/kernel_adaptation.py``): the MAP of
-    the kernels' rate function, which misses the posterior mean's learned spike by O(alpha)."""
+def adapted_kernels(exp: Experiment, method: str) -> np.ndarray:
+    """Layer kernels on the training inputs from ``theory/kernel_adaptation.py`` by ``method``:
+    'saddle' (the MAP of the kernels' rate function, which misses the posterior mean's learned
+    spike by O(alpha)) or 'perturbative' (the O(1/N) correction to the NNGP at fixed P)."""
     from widebayes.theory.kernel_adaptation import solve_kernels
     from widebayes.theory.nngp import input_kernel
 
     s = exp.spec
     g = [*s.layer_variances, s.sigma_a2]
     res = solve_kernels(input_kernel(exp.data.X_train), exp.data.Y_train, s.activation, g, s.width,
-                        exp.T_eff, method="saddle")
+                        exp.T_eff, method=method)
     return np.asarray(res.layer_kernels)
 
 
@@ -73,7 +76,9 @@ def lazy_predictions(exp: Experiment) -> dict:
            "readout_second_moment": res.readout_second_moment,
            "kernel_train": res.mean_kernels.train, "kernel_train_nngp": res.nngp.train}
     if s.activation == "linear":  # the rate-function mode (Fischer et al.); closed form, cheap
-        out["kernel_train_saddle"] = saddle_kernels(exp)
+        out["kernel_train_saddle"] = adapted_kernels(exp, "saddle")
+    else:  # the saddle needs a damped Monte Carlo iteration (minutes); the O(1/N) step, seconds
+        out["kernel_train_perturbative"] = adapted_kernels(exp, "perturbative")
     if has_test:
         m = d.Y_train.shape[1]
         out.update({"f_test_mean": res.prediction.mean, "f_test_var": per_output(res.prediction.var, m),
