@@ -43,6 +43,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import softmax
 
 from widebayes.activations import Activation, kernel_matrix
@@ -333,8 +334,13 @@ def centred_kernel_alignment(K, Y) -> np.ndarray:
     return target_alignment(K, Y)
 
 
+@lru_cache(maxsize=1)
+def _gh_nodes():
+    return np.polynomial.hermite_e.hermegauss(_GH_NODES)
+
+
 def _gauss_1d(act: Activation, q, fn):
-    x, w = np.polynomial.hermite_e.hermegauss(_GH_NODES)
+    x, w = _gh_nodes()
     return float(np.sum(w * fn(act, np.sqrt(q) * x)) / w.sum())
 
 
@@ -353,15 +359,51 @@ def response_chi(activation, g, q) -> float:
     return float(g) * _gauss_1d(as_activation(activation), float(q), _dphi_sq)
 
 
-def nngp_fixed_point(activation, g, q0=1.0, tol=1e-13, max_iter=10000) -> float:
-    """Fixed point ``q* = g E[phi(h)^2]``, ``h ~ N(0, q*)``, of the NNGP variance map by iteration."""
+def nngp_fixed_point(activation, g, q0=1.0, tol=1e-13, max_iter=1000) -> float:
+    """Fixed point ``q* = g E[phi(h)^2]``, ``h ~ N(0, q*)``, of the NNGP variance map.
+
+    Iterates the map from ``q0``; where the iteration has not settled after ``max_iter`` steps
+    (at the edge of chaos of an odd phi, e.g. tanh at g = 1, it reaches q* = 0 only algebraically,
+    q_n ~ 1/n), the fixed point it approaches is found as a root of ``g E[phi^2](q) - q`` on the
+    side the iterate moves to (0 when the map stays below the diagonal down to ``tol``).
+    ``E[phi^2]`` is the activation's closed form, else 1-d Gauss-Hermite quadrature.
+    """
     act, q = as_activation(activation), float(q0)
     for _ in range(max_iter):
-        q_new = float(g) * float(act.kernel(q, q, q))
+        q_new = _variance_map(act, g, q)
+        if not q_new <= 1.0 / tol:
+            raise RuntimeError(f"no NNGP fixed point reached for g = {g} (the variance grows past {q:.3g})")
         if abs(q_new - q) < tol * max(1.0, q):
             return q_new
         q = q_new
-    raise RuntimeError(f"no NNGP fixed point reached for g = {g} (last q = {q})")
+    return _fixed_point_root(act, float(g), q, tol)
+
+
+def _phi_sq(act: Activation, h):
+    return act.phi_np(h) ** 2
+
+
+def _variance_map(act: Activation, g, q) -> float:
+    """``g E[phi(h)^2]``, ``h ~ N(0, q)``."""
+    second = float(act.kernel(q, q, q)) if act.closed_form else _gauss_1d(act, q, _phi_sq)
+    return float(g) * second
+
+
+def _fixed_point_root(act: Activation, g, q, tol) -> float:
+    """Root of ``h(x) = g E[phi^2](x) - x`` next to ``q`` in the direction the iteration moves."""
+    def h(x):
+        return _variance_map(act, g, x) - x
+
+    step = 0.5 if h(q) < 0 else 2.0
+    x = q
+    while tol <= x <= 1.0 / tol and np.sign(h(x * step)) == np.sign(h(q)):
+        x *= step
+    if x < tol:
+        return 0.0
+    if x > 1.0 / tol:
+        raise RuntimeError(f"no NNGP fixed point reached for g = {g} (the variance grows past {x:.3g})")
+    lo, hi = sorted((x, x * step))
+    return float(brentq(h, lo, hi, xtol=tol * max(1.0, q)))
 
 
 class GradientSignal(NamedTuple):
