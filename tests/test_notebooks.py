@@ -17,7 +17,8 @@ jupyter_manager = pytest.importorskip("jupyter_client.manager")
 NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 FAMILIES = {"coding_schemes_depth1", "deep_layerwise_codes", "mnist_generalization",
-            "lazy_kernel_renormalization", "geometry_across_layers", "representational_drift"}
+            "lazy_kernel_renormalization", "geometry_across_layers", "representational_drift",
+            "kernel_adaptation_criticality"}
 
 
 def test_there_is_a_notebook_per_figure_family():

@@ -79,16 +79,16 @@ def sample_kernels(resolved: dict) -> SampledKernels:
     return SampledKernels(out.experiment, np.asarray(out.result.kernels["train"], np.float64))
 
 
-def cached_sampler(folder) -> Callable[[dict], SampledKernels]:
+def cached_sampler(folder, prefix: str = "") -> Callable[[dict], SampledKernels]:
     """A ``sample`` function that keeps each run's ``posterior.nc`` under ``folder``.
 
-    The subfolder is named by a hash of the resolved config, so a changed config samples anew
-    (:func:`widebayes.report.cached_posterior` checks the stored config as well).
+    Each run goes to ``folder/<prefix><hash>``, the hash of the resolved config, so a changed
+    config samples anew (:func:`widebayes.report.cached_posterior` checks the stored config too).
     """
     from widebayes.report import cached_posterior
 
     def sample(resolved: dict) -> SampledKernels:
-        name = hashlib.sha1(to_toml(resolved).encode()).hexdigest()[:12]
+        name = prefix + hashlib.sha1(to_toml(resolved).encode()).hexdigest()[:12]
         idata = cached_posterior(resolved, Path(folder) / name)
         kernels = np.asarray(idata.representations["kernel"].values, np.float64)
         return SampledKernels(build_experiment(resolved), kernels)
