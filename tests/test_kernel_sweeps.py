@@ -362,8 +362,8 @@ def test_criticality_saddle_agrees_with_perturbative_at_N_200():
     K0, Y = xor_kernel()
     pert = ks.criticality_theory("tanh", [1.0, 2.0], [3, 4], K0, Y, 200, 0.1)
     saddle = ks.criticality_theory("tanh", [1.0, 2.0], [3, 4], K0, Y, 200, 0.1, method="saddle")
-    assert np.isfinite(saddle.correction[0]).all()
-    ok = np.isfinite(saddle.correction)
+    ok = np.isfinite(pert.correction)                       # NaN pads layers beyond L = 3
+    assert np.isfinite(saddle.correction[ok]).all()          # the saddle converged everywhere
     np.testing.assert_allclose(saddle.correction[ok], pert.correction[ok], rtol=0.1)
     failed = ks.criticality_theory("tanh", [2.0], [3], K0, Y, 50, 0.1, method="saddle")
     assert np.isnan(failed.correction).all()
