@@ -233,15 +233,30 @@ def test_prior_kernels_of_tied_and_untied_networks_are_the_nngp():
         assert np.all(ks.relative_correction(mean, r.nngp)[1:] < 0.02)
 
 
+def check_tied(r, cap_tol):
+    """Tied vs untied: Frobenius difference below 3x the chain noise, captured fractions equal
+    within 4 MCSE of their difference + ``cap_tol``, and both near the theory's correction.
+
+    The Frobenius difference is dominated by a few slow directions, so with no real difference
+    its ratio to the noise scatters like sqrt(chi^2_k / k) with small k: measured 0.9-2.0 over
+    seeds and sizes (N = 50: 1.66 / 0.90, 2.03 / 1.73, 0.94 / 1.16; N = 100: 0.99 / 1.54 / 1.0),
+    hence 3.  The captured fraction (a projection on the theory's correction) is the sharper
+    test: tied and untied differ by 0.03-0.05 with 8 chains, sign changing with the seed.
+    """
+    assert np.all(r.difference[1:] < 3.0 * r.noise[1:])
+    cap_u, cap_t = r.untied.captured[:, 1:], r.tied.captured[:, 1:]
+    err = np.hypot(ks.chain_mcse(cap_u), ks.chain_mcse(cap_t))
+    assert np.all(np.abs(cap_t.mean(0) - cap_u.mean(0)) < 4 * err + cap_tol)
+    for cap in (cap_u, cap_t):
+        assert np.all(np.abs(cap.mean(0) - 1) < 4 * ks.chain_mcse(cap) + 0.25)
+
+
 def test_tied_and_untied_posteriors_agree_within_chain_noise(tanh_run):
-    """XOR_TOY (N = 50, L = 2) with tied hidden weights: the posterior-mean kernels differ from
-    the untied ones by no more than the chains' noise (measured ratio difference / noise ~ 1;
-    the bound asserted is 2), and both carry the theory's learned correction."""
+    """XOR_TOY (N = 50, L = 2) with tied hidden weights: no difference from the untied network
+    beyond the chains' noise (see :func:`check_tied`); both carry the theory's correction."""
     r = ks.tied_vs_untied(ks.XOR_TOY, sample=cached)
-    assert np.all(r.difference[1:] < 2.0 * r.noise[1:])
     assert np.all(r.noise[1:] < 0.5 * r.untied.correction_samples[1:])   # the test can see a difference
-    for comp in (r.untied, r.tied):
-        assert np.all(np.abs(comp.captured[:, 1:].mean(0) - 1) < 4 * ks.chain_mcse(comp.captured[:, 1:]) + 0.25)
+    check_tied(r, cap_tol=0.1)
     with pytest.raises(ValueError, match="depth"):
         ks.tied_vs_untied(ks.with_network(ks.XOR_TOY, depth=1))
 
@@ -400,12 +415,10 @@ def test_readout_sweep_correction_grows_monotonically_with_gamma():
 def test_tied_and_untied_posteriors_agree_at_N_100_depth_3():
     """L = 3, N = 100 (100k steps): measured difference / chain noise 0.99, 1.55, 0.99 per hidden
     layer; tied and untied corrections (0.031 / 0.049 / 0.061 and 0.027 / 0.049 / 0.065) both
-    match the tying-blind theory (0.029 / 0.049 / 0.062).  Asserted: difference below twice
+    match the tying-blind theory (0.029 / 0.049 / 0.062).  Asserted: difference below 3x
     the noise, and the noise below 35% of the learned correction (so a difference of the size
-    of the correction would show)."""
+    of the correction would show); captured fractions (1.08 / 0.97 / 0.98 untied, 0.95 / 1.00 /
+    1.05 tied) equal within 4 MCSE + 0.05 (:func:`check_tied`)."""
     r = ks.tied_vs_untied(long_run(ks.XOR_TOY, depth=3, width=100), sample=cached)
-    assert np.all(r.difference[1:] < 2.0 * r.noise[1:])
     assert np.all(r.noise[1:] < 0.35 * r.untied.correction_samples[1:])
-    for comp in (r.untied, r.tied):
-        cap = comp.captured[:, 1:]
-        assert np.all(np.abs(cap.mean(0) - 1) < 0.25 + 4 * ks.chain_mcse(cap))
+    check_tied(r, cap_tol=0.05)
