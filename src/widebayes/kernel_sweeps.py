@@ -268,7 +268,8 @@ def criticality_theory(activation, g_values, depths, K0, Y, N, T, method="pertur
     ``'saddle'`` iterates the forward/backward equations with Monte Carlo tilts; for deep tanh
     networks at small N it can fail (measured: XOR P = 16, N = 50, T = 0.1, L >= 3 at g >= 1:
     the score-function backward pass through near-singular layer covariances blows up); such
-    entries are NaN.  At N = 200 it converges and agrees with 'perturbative' within ~5%.
+    entries are NaN.  At N = 200 it converges and agrees with 'perturbative' within 6%.  (It
+    also fails for three ReLU layers on XOR with P = 32, N = 200, T = 0.01-0.1.)
     Keep T large enough (or N wide enough) that the tilt stays perturbative: at T = 0.01,
     N = 100 the XOR task's output conjugate kernel for tanh is O(50).
     """
