@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from widebayes.config import resolve
+from widebayes.kernel_sweeps import chain_mcse
 from widebayes.sampling import sample_experiment
 from widebayes.theory.predict import predictions
-
-
-def chain_mcse(per_chain):
-    """Standard error of the mean over independent chains (axis 0)."""
-    per_chain = np.asarray(per_chain)
-    return per_chain.std(axis=0, ddof=1) / np.sqrt(per_chain.shape[0])
 
 
 def wide_lazy(width=1000, steps=30000, step_size=0.002, activation="relu"):

@@ -95,7 +95,7 @@ def test_spike_bulk_and_alignment():
     K = 0.9 * np.eye(P) + 0.3 * Y @ Y.T
     np.testing.assert_allclose(ks.spike_bulk(K, Y), [0.9 + 0.3 * 5, 0.9])
     np.testing.assert_allclose(ks.spike_bulk(np.stack([K, np.eye(P)]), Y), [[2.4, 0.9], [1.0, 1.0]])
-    assert ks.layer_alignment(np.stack([Y @ Y.T, np.eye(P)]), Y)[0] == pytest.approx(1.0)
+    assert ks.centred_kernel_alignment(np.stack([Y @ Y.T, np.eye(P)]), Y)[0] == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------- criticality, theory
@@ -279,7 +279,7 @@ def deep_linear(width, num_train, steps, step_size, seed=2):
 def spike_bulk_runs(run):
     """Sampled (chain, layer, 2) and theory ('linear_mean', 'saddle') (layer, 2) spike/bulk of K_1, K_2."""
     exp, Y = run.experiment, run.experiment.data.Y_train
-    theory = {m: ks.spike_bulk(ks.theory_layer_kernels(exp, m)[1:], Y) for m in ("linear_mean", "saddle")}
+    theory = {m: ks.spike_bulk(ks.adapted_kernels(exp, m)[1:], Y) for m in ("linear_mean", "saddle")}
     return ks.spike_bulk(run.kernels[:, 1:], Y), theory
 
 

@@ -117,13 +117,12 @@ def _theory(args) -> int:
 
 
 def _drift(args) -> int:
+    from widebayes.config import num_draws
     from widebayes.diagnostics import frozen
 
     resolved = _resolved(args.experiment, args.set)
     smp = resolved["sampler"]
-    num_draws = (smp["num_steps"] - smp["burn_in"]) // smp["thin"]
-    freeze_draw = num_draws // 3 if args.freeze_draw is None else args.freeze_draw
-    frozen.freeze_step(smp, freeze_draw)  # range check before any sampling
+    freeze_draw = num_draws(smp) // 3 if args.freeze_draw is None else args.freeze_draw
     res = frozen.run_frozen_readout(resolved, freeze_draw, mode=args.mode, center=True,
                                     progress=not args.no_progress and smp["progress"], out_dir=args.out)
     print(f"wrote {Path(args.out) / 'posterior.nc'} (the full run; `widebayes compare` reports its drift)")

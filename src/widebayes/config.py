@@ -59,6 +59,11 @@ SAMPLER_DEFAULTS = {
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
 
 
+def num_draws(sampler_cfg: dict) -> int:
+    """Draws stored per chain: ``(num_steps - burn_in) // thin`` (leftover steps join the burn-in)."""
+    return (sampler_cfg["num_steps"] - sampler_cfg["burn_in"]) // sampler_cfg["thin"]
+
+
 def load_toml(path) -> dict:
     """Read an experiment file; unreadable or malformed TOML is an InputError."""
     try:

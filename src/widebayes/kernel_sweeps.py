@@ -35,7 +35,8 @@ from widebayes.config import resolve, to_toml
 from widebayes.experiment import Experiment, build_experiment
 from widebayes.theory.kernel_adaptation import (centred_kernel_alignment, gradient_signal,
                                                 nngp_fixed_point, response_chi, solve_kernels)
-from widebayes.theory.nngp import input_kernel, nngp_kernels
+from widebayes.theory.nngp import nngp_kernels
+from widebayes.theory.predict import adapted_kernels
 
 XOR_TOY = {
     "task": {"kind": "xor", "num_train": 16, "seed": 0},
@@ -133,13 +134,6 @@ def captured_fraction(K_chains, K_ref, K_theory) -> np.ndarray:
     return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
 
 
-def layer_alignment(K, Y) -> np.ndarray:
-    """CKA of each layer kernel with ``Y Y^T`` over the leading axes (e.g. (layer,) or (chain, layer))."""
-    K = np.asarray(K)
-    flat = K.reshape(-1, *K.shape[-2:])
-    return np.array([centred_kernel_alignment(k, Y) for k in flat]).reshape(K.shape[:-2])
-
-
 def spike_bulk(K, Y) -> np.ndarray:
     """Mean eigenvalue of ``K`` in span(Y) (spike) and orthogonal to it (bulk), last axis (2,)."""
     Q, _ = np.linalg.qr(np.asarray(Y, dtype=np.float64))
@@ -163,22 +157,6 @@ def nngp_layer_kernels(exp: Experiment) -> np.ndarray:
     """NNGP kernels ``K_0 .. K_L`` of an experiment's training inputs (tying plays no part)."""
     s = exp.spec
     return nngp_kernels(exp.data.X_train, s.activation, s.layer_variances).train
-
-
-def theory_layer_kernels(exp: Experiment, method: str, **solver) -> np.ndarray:
-    """Kernel-adaptation layer kernels ``K_0 .. K_L`` of a lazy experiment (``solve_kernels``).
-
-    ``g = [sigma_1^2 .. sigma_L^2, sigma_a^2]``, ``T = T_eff``; ``solver`` goes to
-    :func:`~widebayes.theory.kernel_adaptation.solve_kernels` (``num_samples``, ``seed``, ...).
-    The theory is for gamma = 1/2 only: a ValueError otherwise.
-    """
-    s = exp.spec
-    if not s.lazy:
-        raise ValueError(f"kernel-adaptation theory is for lazy readout (gamma = 1/2), got {s.gamma}")
-    g = [*s.layer_variances, s.sigma_a2]
-    res = solve_kernels(input_kernel(exp.data.X_train), exp.data.Y_train, s.activation, g, s.width,
-                        exp.T_eff, method, **solver)
-    return np.asarray(res.layer_kernels)
 
 
 class LayerComparison(NamedTuple):
@@ -213,14 +191,14 @@ def compare_layers(run: SampledKernels, method: str | None = "perturbative", **s
     exp, K = run.experiment, run.kernels
     Y = exp.data.Y_train
     nngp = nngp_layer_kernels(exp)
-    theory = None if method is None else theory_layer_kernels(exp, method, **solver)
+    theory = None if method is None else adapted_kernels(exp, method, **solver)
     nan = np.full(nngp.shape[0], np.nan)
     return LayerComparison(
         K, nngp, theory, debiased_correction(K, nngp),
         nan if theory is None else relative_correction(theory, nngp),
         np.full(K.shape[:2], np.nan) if theory is None else captured_fraction(K, nngp, theory),
-        layer_alignment(K, Y), layer_alignment(nngp, Y),
-        nan if theory is None else layer_alignment(theory, Y))
+        centred_kernel_alignment(K, Y), centred_kernel_alignment(nngp, Y),
+        nan if theory is None else centred_kernel_alignment(theory, Y))
 
 
 # ----------------------------------------------------------------------------- criticality
@@ -281,11 +259,11 @@ def criticality_theory(activation, g_values, depths, K0, Y, N, T, method="pertur
             gl = [g] * L + [g if sigma_a2 is None else sigma_a2]
             nngp = solve_kernels(K0, Y, activation, gl, N, T, "nngp").layer_kernels[1:]
             signal[i, j, :L] = gradient_signal(activation, gl, K0).cumulative
-            cka_n[i, j, :L] = layer_alignment(nngp, Y)
+            cka_n[i, j, :L] = centred_kernel_alignment(nngp, Y)
             theory = _solve_or_none(K0, Y, activation, gl, N, T, method, solver)
             if theory is not None:
                 corr[i, j, :L] = relative_correction(theory, nngp)
-                cka_t[i, j, :L] = layer_alignment(theory, Y)
+                cka_t[i, j, :L] = centred_kernel_alignment(theory, Y)
     chi = np.array([fixed_point_chi(activation, g) for g in g_values])
     return CriticalityTheory(g_values, chi, depths, corr, cka_n, cka_t, signal)
 
@@ -378,8 +356,8 @@ def readout_sweep(base_cfg: dict, gammas, sample: Callable[[dict], SampledKernel
     return ReadoutSweep(np.asarray(gammas, float),
                         np.stack([debiased_correction(r.kernels, nngp) for r in runs]),
                         np.stack([relative_correction(r.kernels, nngp[None]) for r in runs]),
-                        np.stack([layer_alignment(r.kernels, Y) for r in runs]),
-                        layer_alignment(nngp, Y))
+                        np.stack([centred_kernel_alignment(r.kernels, Y) for r in runs]),
+                        centred_kernel_alignment(nngp, Y))
 
 
 def _readout(gamma) -> str | float:

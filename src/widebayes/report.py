@@ -247,6 +247,12 @@ def _theory_array(theory, key):
     return np.asarray(theory[key], dtype=np.float64)
 
 
+def _theory_kernels(theory, key, like):
+    """The theory's layer kernels under ``key`` when they match the sampled kernels' shape."""
+    K = _theory_array(theory, key)
+    return K if K is not None and K.shape == np.shape(like) else None
+
+
 def _agreement(quantity: str, theory_value, sample_value) -> dict:
     t = np.asarray(theory_value, dtype=np.float64)
     s = np.asarray(sample_value, dtype=np.float64)
@@ -499,9 +505,7 @@ def symmetry_section(run: Run, ids) -> tuple[dict, dict]:
 def kernel_section(run: Run, nngp, nngp_test, theory) -> tuple[dict, dict, dict | None, dict]:
     L = run.depth
     K, K0 = run.kernel, nngp.train
-    K_th = _theory_array(theory, "kernel_train")
-    if K_th is not None and K_th.shape != K.shape:
-        K_th = None
+    K_th = _theory_kernels(theory, "kernel_train", K)
     align = {"samples": dkern.target_alignment(K, run.Y_train), "nngp": dkern.target_alignment(K0, run.Y_train),
              "theory": None if K_th is None else dkern.target_alignment(K_th, run.Y_train)}
     layers = list(range(L + 1))
@@ -536,22 +540,22 @@ def kernel_section(run: Run, nngp, nngp_test, theory) -> tuple[dict, dict, dict 
 ADAPTATION_KEYS = {"kernel_train_saddle": "saddle", "kernel_train_perturbative": "O(1/N)"}
 
 
-def kernel_adaptation_section(run: Run, nngp, theory) -> tuple[dict | None, dict | None]:
+def kernel_adaptation_section(run: Run, nngp, theory, alignment: dict) -> tuple[dict | None, dict | None]:
     """Kernel adaptation (lazy experiments; ``theory/kernel_adaptation.py``): per layer the
     alignment of the kernels with the targets (NNGP, theory mean, kernel adaptation, samples) and
-    the learned correction ``K_l - K_l^NNGP`` of each, on one colour scale per layer."""
-    key = next((k for k in ADAPTATION_KEYS if theory is not None and theory.get(k) is not None), None)
+    the learned correction ``K_l - K_l^NNGP`` of each, on one colour scale per layer.
+    ``alignment`` is the kernel section's (samples, NNGP, theory); the kernel adaptation's is added."""
+    K, K0 = run.kernel, nngp.train
+    key = next((k for k in ADAPTATION_KEYS if _theory_kernels(theory, k, K) is not None), None)
     if key is None:
         return None, None
-    K, K0, K_ad = run.kernel, nngp.train, np.asarray(theory[key], dtype=np.float64)
-    if K_ad.shape != K.shape:
-        return None, None
-    K_th = _theory_array(theory, "kernel_train")
-    kernels = {"samples": K, "kernel adaptation": K_ad, "theory": K_th if K_th is not None and
-               K_th.shape == K.shape else None}
+    K_ad = _theory_kernels(theory, key, K)
+    kernels = {"samples": K, "kernel adaptation": K_ad, "theory": _theory_kernels(theory, "kernel_train", K)}
     layers = list(range(run.depth + 1))
-    align = {"nngp": dkern.target_alignment(K0, run.Y_train),
-             **{name: dkern.target_alignment(v, run.Y_train) for name, v in kernels.items() if v is not None}}
+    align = {"nngp": alignment["nngp"], "samples": alignment["samples"],
+             "kernel adaptation": dkern.target_alignment(K_ad, run.Y_train)}
+    if alignment["theory"] is not None:
+        align["theory"] = alignment["theory"]
     section = {"method": ADAPTATION_KEYS[key], "alignment_with_targets": align,
                "learned_part_relative_norm": {name: [rel_diff(v[l], K0[l]) for l in layers]
                                               for name, v in kernels.items() if v is not None},
@@ -781,10 +785,9 @@ def representation_geometry(run: Run, m: int, max_chains: int = 2) -> dict:
 
     layers = [0] + sorted(run.phi)
     chains = range(min(max_chains, run.phi[run.depth].shape[0]))
-    points = {0: [run.X_train for _ in chains]}
+    points = {0: [run.X_train]}  # the inputs are the same in every chain
     points.update({l: [run.phi[l][c, -1].T for c in chains] for l in run.phi})
-    classes = dgeo.class_manifolds(np.arange(len(run.labels_train))[:, None], run.labels_train)
-    idx = [c[:, 0] for c in classes]
+    idx = [np.flatnonzero(run.labels_train == c) for c in np.unique(run.labels_train)]
     err, se, cap = [], [], []
     for l in layers:
         if not all(np.all(np.isfinite(x)) for x in points[l]):
@@ -876,7 +879,7 @@ def build_report(idata, theory, theory_note: str) -> dict:
     predictor, pred_fig, err_fig = predictor_section(run, theory)
     geometry, geo_fig = geometry_section(run, nngp, theory)
     drift, drift_fig = drift_section(run)
-    adaptation, adaptation_fig = kernel_adaptation_section(run, nngp, theory)
+    adaptation, adaptation_fig = kernel_adaptation_section(run, nngp, theory, kernels["alignment_with_targets"])
     if adaptation is not None:
         kernels["kernel_adaptation"] = adaptation
     sections = {"coding": coding, "readout": readout, "symmetry": symmetry, "kernels": kernels,

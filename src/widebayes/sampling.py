@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from widebayes import __version__, checkpoint
-from widebayes.config import to_toml
+from widebayes.config import num_draws, to_toml
 from widebayes.experiment import Experiment, build_experiment, check_finite, device_data
 from widebayes.inference import (RunResult, RunSetup, Schedule, auto_draws_per_chunk, init_carry,
                                  initial_positions, model_logdensity, plan_chunks, run_chains,
@@ -79,8 +79,7 @@ def _run_mcmc(exp, setup, params, data, schedule, key_init, key_chains, dtype, o
     chain_keys = jax.random.split(key_chains, cfg["num_chains"])
     positions = initial_positions(key_init, exp.spec, cfg["num_chains"], dtype)
     carry = init_carry(setup, positions, params, data, cfg["num_chains"], schedule.T_start_eff)
-    num_draws = (cfg["num_steps"] - cfg["burn_in"]) // cfg["thin"]
-    per_chunk = cfg["chunk_draws"] or auto_draws_per_chunk(cfg["thin"], num_draws)
+    per_chunk = cfg["chunk_draws"] or auto_draws_per_chunk(cfg["thin"], num_draws(cfg))
     chunks = plan_chunks(cfg["num_steps"], cfg["burn_in"], cfg["thin"], per_chunk)
     if setup.sampler.warmup is not None:  # the adaptation replaces the burn-in chunks
         burn = sum(ch.num_steps for ch in chunks if ch.num_draws == 0)

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from widebayes.config import num_draws
 from widebayes.diagnostics import drift
 from widebayes.errors import InputError
 
@@ -62,15 +63,14 @@ class FrozenReadout(NamedTuple):
 
 def burn_in_steps(sampler_cfg: dict) -> int:
     """Steps the driver runs before the first draw (leftover steps join the burn-in)."""
-    num_draws = (sampler_cfg["num_steps"] - sampler_cfg["burn_in"]) // sampler_cfg["thin"]
-    return sampler_cfg["num_steps"] - num_draws * sampler_cfg["thin"]
+    return sampler_cfg["num_steps"] - num_draws(sampler_cfg) * sampler_cfg["thin"]
 
 
 def freeze_step(sampler_cfg: dict, freeze_draw: int) -> int:
     """``freeze_readout_at`` that holds ``a`` fixed right after stored draw ``freeze_draw``."""
-    num_draws = (sampler_cfg["num_steps"] - sampler_cfg["burn_in"]) // sampler_cfg["thin"]
-    if not 0 <= freeze_draw < num_draws - 1:
-        raise InputError(f"must lie in [0, {num_draws - 1}) for {num_draws} draws, got {freeze_draw}",
+    draws = num_draws(sampler_cfg)
+    if not 0 <= freeze_draw < draws - 1:
+        raise InputError(f"must lie in [0, {draws - 1}) for {draws} draws, got {freeze_draw}",
                          key="freeze_draw")
     return burn_in_steps(sampler_cfg) + (freeze_draw + 1) * sampler_cfg["thin"]
 
@@ -205,9 +205,9 @@ def run_frozen_readout(resolved: dict, freeze_draw: int, mode: str = "langevin",
         raise InputError("the frozen-readout experiment needs a test set (num_test > 0)", key="task.num_test")
     if mode not in MODES:
         raise InputError(f"must be one of {list(MODES)}, not {mode!r}", key="mode")
-    if mode == "prior" and resolved["network"]["depth"] != 1:
-        raise InputError("the prior-only frozen readout is implemented for one hidden layer",
-                         key="network.depth")
+    freeze_step(resolved["sampler"], freeze_draw)  # every input checked before any sampling
+    if mode == "prior":
+        check_prior_only(resolved)
     frozen_cfg = frozen_config(resolved, freeze_draw) if mode == "langevin" else None
     plain = copy.deepcopy(resolved)
     plain["sampler"]["freeze_readout_at"] = -1
@@ -256,6 +256,13 @@ def state_at_draw(resolved: dict, freeze_draw: int):
     return exp, {k: np.asarray(v, dtype=np.float64) for k, v in theta.items()}, result.draws
 
 
+def check_prior_only(resolved: dict) -> None:
+    """The prior-only variant samples one hidden layer's OU process: refuse deeper networks."""
+    if resolved["network"]["depth"] != 1:
+        raise InputError("the prior-only frozen readout is implemented for one hidden layer",
+                         key="network.depth")
+
+
 def prior_only_draws(resolved: dict, freeze_draw: int, num_draws: int, seed: int = 0) -> dict:
     """Draws of the frozen run in which ``W`` follows the prior alone after ``t0`` (THEORY 6.3).
 
@@ -269,10 +276,8 @@ def prior_only_draws(resolved: dict, freeze_draw: int, num_draws: int, seed: int
 
     from widebayes.observables import draw_observables
 
+    check_prior_only(resolved)
     exp, theta, before = state_at_draw(resolved, freeze_draw)
-    if exp.spec.depth != 1:
-        raise InputError("the prior-only frozen readout is implemented for one hidden layer",
-                         key="network.depth")
     dt = resolved["sampler"]["thin"] * paper_time_per_step(exp)
     times = dt * np.arange(num_draws - freeze_draw)
     sigma2 = exp.spec.layer_variances[0]

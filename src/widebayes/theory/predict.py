@@ -50,17 +50,22 @@ def per_output(var, m: int) -> np.ndarray:
     return np.repeat(var[:, None], m, axis=1) if var.ndim == 1 else var
 
 
-def adapted_kernels(exp: Experiment, method: str) -> np.ndarray:
-    """Layer kernels on the training inputs from ``theory/kernel_adaptation.py`` by ``method``:
-    'saddle' (the MAP of the kernels' rate function, which misses the posterior mean's learned
-    spike by O(alpha)) or 'perturbative' (the O(1/N) correction to the NNGP at fixed P)."""
+def adapted_kernels(exp: Experiment, method: str, **solver) -> np.ndarray:
+    """Layer kernels ``K_0 .. K_L`` on the training inputs from ``theory/kernel_adaptation.py`` by
+    ``method``: 'saddle' (the MAP of the kernels' rate function, which misses the posterior mean's
+    learned spike by O(alpha)), 'perturbative' (the O(1/N) correction to the NNGP at fixed P),
+    'linear_mean' or 'nngp'.  ``g = [sigma_1^2 .. sigma_L^2, sigma_a^2]``, ``T = T_eff``; ``solver``
+    goes to ``solve_kernels`` (``num_samples``, ``seed``, ...).  Lazy readout (gamma = 1/2) only:
+    a ValueError otherwise."""
     from widebayes.theory.kernel_adaptation import solve_kernels
     from widebayes.theory.nngp import input_kernel
 
     s = exp.spec
+    if not s.lazy:
+        raise ValueError(f"kernel-adaptation theory is for lazy readout (gamma = 1/2), got {s.gamma}")
     g = [*s.layer_variances, s.sigma_a2]
     res = solve_kernels(input_kernel(exp.data.X_train), exp.data.Y_train, s.activation, g, s.width,
-                        exp.T_eff, method=method)
+                        exp.T_eff, method, **solver)
     return np.asarray(res.layer_kernels)
 
 
