@@ -25,6 +25,7 @@ from widebayes.theory.gp import lazy_gp_prediction, generalization_error
 from widebayes.theory.nngp import input_kernel
 from widebayes.theory.nonlazy import classes as cl
 from widebayes.theory.nonlazy import classpredict as cp
+from widebayes.theory.nonlazy.conditional_mode import conditional_mode_test, solve_conditional_mode
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
@@ -148,6 +149,50 @@ def general_predictions(exp) -> dict:
     te = mean_field_test(sol, act, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], s.sigma_a2,
                          D.T0, D.N)
     return _with_test(out, exp, te.mean, te.var)
+
+
+def conditional_mode_predictions(exp) -> dict:
+    """Bounded activation, depth 1, any task: preactivations at their mode given the readout
+    (the paper's MNIST theory; module ``conditional_mode``)."""
+    D, s = _Data(exp), exp.spec
+    act = get_activation(s.activation)
+    if np.linalg.cond(D.K0) > 1e10:
+        raise InputError("the conditional-mode theory needs an invertible input kernel (P <= N0, "
+                         "independent inputs)", key="task")
+    sol = solve_conditional_mode(s.layer_variances[0] * D.K0, exp.data.Y_train, act.phi_np, s.sigma_a2, D.T0)
+    if sol.residual > 1e-6:
+        raise InputError(f"the conditional-mode equations did not converge (residual {sol.residual:.1e})",
+                         key="network.activation")
+    out = {"regime": "nonlazy", "method": "conditional-mode",
+           "readout_second_moment": sol.readout_second_moment, "readout_mean": sol.readout_mean,
+           "kernel_train": np.stack([D.K0, sol.K_phi]), "residual": sol.residual,
+           "codes": _mode_records(sol, exp, act), "fields": sol.Lambda,
+           "note": "preactivation fluctuations given the readout neglected (the paper's MNIST theory); "
+                   "codes are the local maxima of q(a) with their Laplace masses",
+           **_no_outliers(D.num_classes)}
+    if not D.has_test:
+        return out
+    te = conditional_mode_test(sol, act, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], D.T0, D.N)
+    if len(exp.data.X_test) <= MAX_TEST_KERNEL:
+        out["kernel_train_test"] = te.k_phi
+    return _with_test(out, exp, te.mean, te.var)
+
+
+def _mode_records(sol, exp, act) -> list:
+    """One record per local maximum of q(a): its code (classes whose mean activation at the mode
+    exceeds the threshold), Laplace mass, readout vector and class means of ``phi(z*)``."""
+    from widebayes.diagnostics.codes import default_threshold
+
+    labels = exp.data.labels_train
+    k = int(labels.max()) + 1
+    thr = default_threshold(act.name, exp.spec.layer_variances[0])
+    records = []
+    for a, w in sorted(zip(sol.modes, sol.mode_weights), key=lambda x: -x[1]):
+        i = int(np.argmin(np.sum((sol.a - a) ** 2, axis=1)))  # the node at the mode (GH centre)
+        means = np.array([sol.phi[i, labels == c].mean() for c in range(k)])
+        records.append({"code": cl.code_string(means, thr), "fraction": float(w), "readout": a,
+                        "class_means": means})
+    return records
 
 
 def _general_solution(act, C0, Y, sigma_a2, T0):
@@ -334,6 +379,8 @@ def nonlazy_predictions(exp) -> dict:
                          "not covered", key="network.activation")
     if len(exp.data.X_train) <= MAX_GENERAL_P:
         return general_predictions(exp)
+    if get_activation(s.activation).bounded:
+        return conditional_mode_predictions(exp)
     raise InputError(f"non-lazy {s.activation} theory: the task is not class-structured "
                      "(orthogonal inputs, one target per class) and P = "
                      f"{len(exp.data.X_train)} > {MAX_GENERAL_P} is too large for the general "
