@@ -102,33 +102,63 @@ def test_sigmoid_readout_second_moment_matches_the_code_mixture(sigmoid_toy):
     assert np.linalg.norm(aa - U) / np.linalg.norm(U) < 0.10
 
 
-def mnist_linear(depth=1, steps=80000):
+def mnist(activation="linear", steps=80000, step_size=0.002, burn_in=None, thin=200, **sampler):
     cfg = {"task": {"kind": "mnist", "num_classes": 3, "num_train": 100, "num_test": 100, "seed": 0,
                     "y_minus": 0.0},
-           "network": {"depth": depth, "width": 100, "activation": "linear", "readout": "nonlazy",
+           "network": {"depth": 1, "width": 100, "activation": activation, "readout": "nonlazy",
                        "temperature": 0.01},
-           "sampler": {"step_size": 0.002, "num_steps": steps, "burn_in": steps // 2, "thin": 200,
-                       "num_chains": 2, "seed": 1, "progress": False}}
+           "sampler": {"step_size": step_size, "num_steps": steps,
+                       "burn_in": steps // 2 if burn_in is None else burn_in, "thin": thin,
+                       "num_chains": 2, "seed": 1, "progress": False, **sampler}}
     out = sample_experiment(resolve(cfg))
     return out, predictions(out.experiment)
 
 
-@pytest.mark.slow
-def test_mnist_linear_mean_predictor_and_generalization_per_class():
-    """First three MNIST digits, P = 100, N = 100, linear: the sampled mean predictor on test
-    inputs vs theory (identical to the GP mean; correlation > 0.98, max error 10% of its range)
-    and the generalization error per class: theory below the GP (whose variance term is O(1)),
-    sampling within 15%.  Measured at 80k steps: sampled errors 0.0421/0.0336/0.0598 against
-    theory 0.0389/0.0347/0.0663; at 160k steps the test bias still moves between the halves of
-    the run (class 2: 0.076, then 0.065 vs theory 0.066): slow equilibration of the small-kernel-
-    eigenvalue directions (README, "Open disagreements"), hence 15% rather than a finite-size bound."""
-    out, th = mnist_linear()
+def sampled_generalization(out):
     f = out.result.draws["f_test"]
     mean = f.mean(axis=(0, 1))
+    return mean, np.mean((mean - out.experiment.data.Y_test) ** 2 + f.var(axis=(0, 1)), axis=0)
+
+
+def test_mnist_sigmoid_mean_predictor_and_generalization_per_class():
+    """First three MNIST digits, P = 100, N = 100, sigmoid, T = 0.01 (sigma_a2 = 1/P): the theory
+    neglects the preactivations' fluctuations given the readout (the paper's approximation,
+    ``conditional_mode``).  Mean predictor on test inputs: correlation > 0.99 and max error below
+    10% of its range (measured 0.9996 and 5%); generalization error per class within 10% (measured
+    0.0324/0.0137/0.0418 sampled against 0.0341/0.0145/0.0429, 2-6%: bias dominated, so finite N
+    enters through the mean predictor only) and below the GP's in total (theory 0.091, GP 0.112).
+    The code fractions are not compared: the sampled codes freeze during burn-in (README, "Open
+    disagreements")."""
+    out, th = mnist("sigmoid", steps=40000, step_size=0.01, burn_in=20000)
+    assert th["method"] == "conditional-mode"
+    mean, gen = sampled_generalization(out)
     mean_th = np.asarray(th["f_test_mean"])
-    assert np.corrcoef(mean.ravel(), mean_th.ravel())[0, 1] > 0.98
+    assert np.corrcoef(mean.ravel(), mean_th.ravel())[0, 1] > 0.99
     assert np.abs(mean - mean_th).max() < 0.1 * np.ptp(mean_th)
-    y = out.experiment.data.Y_test
-    gen = np.mean((mean - y) ** 2 + f.var(axis=(0, 1)), axis=0)
-    np.testing.assert_allclose(gen, th["gen_error"]["total"], rtol=0.15)
+    np.testing.assert_allclose(gen, th["gen_error"]["total"], rtol=0.10)
+    assert th["gen_error"]["total_sum"] < th["gen_error_gp"]["total_sum"]
+
+
+def test_mnist_linear_mean_predictor_and_generalization_per_class():
+    """First three MNIST digits, P = 100, N = 100, linear, T = 0.01, sampled by HMC (2 chains x 2000
+    transitions of 50 leapfrog steps after 400 of adaptation, about 55 s): the mean predictor on
+    test inputs equals the theory's (identical to the GP mean; correlation > 0.999, max error 2% of
+    its range; measured 0.999997 and 0.3%), the generalization error per class within 3% (measured
+    0.0389/0.0346/0.0663 against 0.0389/0.0347/0.0663), its O(1/N) variance part within 25%
+    (measured 0.0004/0.0004/0.0006 against 0.00038/0.00037/0.00059; a 1/N quantity estimated from
+    400 draws), <a a^T> within 3% of U (measured 0.9%), and the theory below the GP.  Langevin at
+    step 0.002 needed 160k steps and still drifted in the small-eigenvalue directions of the input
+    kernel (README)."""
+    out, th = mnist(steps=2400, burn_in=400, kind="hmc", step_size=0.005, num_integration_steps=50, thin=10)
+    mean, gen = sampled_generalization(out)
+    mean_th = np.asarray(th["f_test_mean"])
+    assert np.corrcoef(mean.ravel(), mean_th.ravel())[0, 1] > 0.999
+    assert np.abs(mean - mean_th).max() < 0.02 * np.ptp(mean_th)
+    np.testing.assert_allclose(gen, th["gen_error"]["total"], rtol=0.03)
+    var = out.result.draws["f_test"].var(axis=(0, 1)).mean(axis=0)
+    np.testing.assert_allclose(var, th["gen_error"]["variance"], rtol=0.25)
+    a = out.result.draws["a"]
+    aa = np.einsum("cdnr,cdns->rs", a, a) / (a.shape[0] * a.shape[1] * a.shape[2])
+    U = np.asarray(th["readout_second_moment"])
+    assert np.linalg.norm(aa - U) / np.linalg.norm(U) < 0.03
     assert np.all(np.asarray(th["gen_error"]["total"]) < np.asarray(th["gen_error_gp"]["total"]))
