@@ -335,7 +335,8 @@ def solve_conditional_mode(C0, Y, phi: Callable, sigma_a2: float, T0: float, num
     phi : NumPy activation.
     sigma_a2, T0 : readout prior variance; rescaled temperature (``T = T0 / N``).
     num_nodes : Gauss-Hermite nodes per readout axis around each mode.
-    Lambda0 : starting field (default: the linear network's, ``(C0 + T0)^{-1} Y`` scaled by 4).
+    Lambda0 : starting field (default zero: q(a) is the prior, one mode at the origin, and the
+        codes appear as the field grows).
     """
     C0, Y = np.asarray(C0, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
