@@ -137,6 +137,19 @@ def test_not_covered_raises_input_error(exp_args, key):
     assert info.value.key == key
 
 
-def test_large_unstructured_task_raises_input_error():
+def test_large_unstructured_task_with_unbounded_activation_raises_input_error():
+    """Bounded activations go to the conditional-mode theory; ReLU on such a task is not covered."""
     with pytest.raises(InputError, match="not class-structured"):
-        nonlazy_predictions(_scrambled(_experiment("sigmoid")))
+        nonlazy_predictions(_scrambled(_experiment("relu")))
+
+
+def test_large_unstructured_task_with_sigmoid_uses_the_conditional_mode_theory():
+    exp = _scrambled(_experiment("sigmoid"))
+    out = nonlazy_predictions(exp)
+    assert out["method"] == "conditional-mode" and out["residual"] < 1e-8
+    assert out["codes"] and abs(sum(c["fraction"] for c in out["codes"]) - 1.0) < 1e-9
+    assert np.asarray(out["f_test_mean"]).shape == exp.data.Y_test.shape
+    assert np.all(np.asarray(out["f_test_var"]) >= 0)
+    K = np.asarray(out["kernel_train"])
+    assert K.shape == (2, len(exp.data.X_train), len(exp.data.X_train))
+    np.testing.assert_allclose(K[1], K[1].T)

@@ -9,6 +9,8 @@ Coverage:
 - relu, depth 1, class-structured task: sparse codes (``relu``);
 - any other depth-1 case with few training inputs (P <= ``MAX_GENERAL_P``): the single-neuron
   tilted measure by quadrature (``meanfield``); ReLU-like activations only below condensation;
+- bounded activations, depth 1, any other task (MNIST): preactivations at their mode given the
+  readout (``conditional_mode``, the paper's MNIST approximation);
 - everything else raises :class:`widebayes.errors.InputError` naming what is not covered.
 
 The GP comparison (``gen_error_gp``) is the NNGP of the same prior (kernel ``sigma_a^2 K_L``)
