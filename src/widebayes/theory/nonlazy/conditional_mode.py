@@ -49,6 +49,7 @@ MODE_TOL = 1e-9
 MODE_MAX_ITER = 200
 MAX_FIELD_CHANGE = 5.0  # largest change of a neuron's field |b| = |Lambda a| in one outer step
 MIN_MODE_WEIGHT = 1e-10
+MAX_OUTPUTS = 4  # the code search starts from all 3^m - 1 sign directions
 DIFF_STEP = 1e-4
 MERGE_DISTANCE = 1e-3  # starts closer than this (in prior widths) are one
 
@@ -96,7 +97,8 @@ def conditional_modes(C0, C0_inv, B, phi: Callable, z0=None):
     """``z*`` for each row ``b`` of ``B (n, P)``: the maximiser of ``s(z) = -1/2 z^T C0^{-1} z + b^T phi(z)``.
 
     Damped Newton ascent, ``z <- z + t (I - C0 E)^{-1} (C0 (phi' * b) - z)``, ``E = diag(phi'' * b)``
-    (:func:`_newton_direction`), ``t`` halved per node until ``s`` rises.  Returns ``(z, s(z), max residual |C0 (phi' * b) - z|)``.
+    (:func:`_newton_direction`), ``t`` halved per node until ``s`` rises.
+    Returns ``(z, s(z), max residual |C0 (phi' * b) - z|)``.
     """
     z = np.zeros_like(B) if z0 is None else np.array(z0, dtype=np.float64)
     s = _objective(C0_inv, z, phi(z), B)
@@ -104,11 +106,10 @@ def conditional_modes(C0, C0_inv, B, phi: Callable, z0=None):
     for _ in range(INNER_MAX_ITER):
         d1, d2 = derivatives(phi, z[active])
         grad = (d1 * B[active]) @ C0 - z[active]
-        active = active[np.max(np.abs(grad), axis=1) >= INNER_TOL]
+        moving = np.max(np.abs(grad), axis=1) >= INNER_TOL
+        active, grad, d2 = active[moving], grad[moving], d2[moving]
         if active.size == 0:
             break
-        d1, d2 = derivatives(phi, z[active])
-        grad = (d1 * B[active]) @ C0 - z[active]
         step = _newton_direction(C0, C0_inv, d2 * B[active], grad)
         t = np.ones(active.size)
         todo = np.ones(active.size, dtype=bool)
@@ -158,8 +159,8 @@ class _Readout(NamedTuple):
 
 
 def readout_density(C0, C0_inv, Lam, sigma_a2: float, phi: Callable, a, z0=None) -> _Readout:
-    """``log q(a) = -|a|^2 / (2 sigma_a^2) + s(z*(a))`` with its gradient ``-a / sigma_a^2 + Lambda^T phi(z*)``
-    and Hessian ``-I / sigma_a^2 + Lambda^T D (I - C0 E)^{-1} C0 D Lambda`` (implicit function theorem
+    """``log q(a) = -|a|^2 / (2 sigma_a^2) + s(z*(a))`` with its gradient
+    ``-a / sigma_a^2 + Lambda^T phi(z*)`` and Hessian ``-I / sigma_a^2 + Lambda^T D (I - C0 E)^{-1} C0 D Lambda`` (implicit function theorem
     on ``z* = C0 (phi'(z*) * Lambda a)``, ``D = diag phi'``, ``E = diag(phi'' * Lambda a)``)."""
     B = a @ Lam.T
     z, s, inner = conditional_modes(C0, C0_inv, B, phi, z0)
@@ -340,6 +341,8 @@ def solve_conditional_mode(C0, Y, phi: Callable, sigma_a2: float, T0: float, num
     """
     C0, Y = np.asarray(C0, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
+    if Y.shape[1] > MAX_OUTPUTS:
+        raise ValueError(f"the code search starts from 3^m - 1 directions; m = {Y.shape[1]} > {MAX_OUTPUTS}")
     C0_inv = np.linalg.inv(C0)
     C0_inv = 0.5 * (C0_inv + C0_inv.T)
     Lam = np.zeros_like(Y) if Lambda0 is None else np.asarray(Lambda0, dtype=np.float64)
@@ -403,4 +406,5 @@ def conditional_mode_test(sol: ConditionalModeSolution, act, K0, k0, K0_test_dia
         means.append(mean)
         variances.append((noise + np.maximum(S_gg - explained, 0.0)) / width)
         kernels.append(sol.phi.T @ (g * w[:, None]))
-    return ConditionalModeTest(np.concatenate(means), np.concatenate(variances), np.concatenate(kernels, axis=1))
+    return ConditionalModeTest(np.concatenate(means), np.concatenate(variances),
+                               np.concatenate(kernels, axis=1))

@@ -27,7 +27,8 @@ from widebayes.theory.gp import lazy_gp_prediction, generalization_error
 from widebayes.theory.nngp import input_kernel
 from widebayes.theory.nonlazy import classes as cl
 from widebayes.theory.nonlazy import classpredict as cp
-from widebayes.theory.nonlazy.conditional_mode import conditional_mode_test, solve_conditional_mode
+from widebayes.theory.nonlazy.conditional_mode import (MAX_OUTPUTS, conditional_mode_test,
+                                                       solve_conditional_mode)
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
@@ -158,6 +159,9 @@ def conditional_mode_predictions(exp) -> dict:
     (the paper's MNIST theory; module ``conditional_mode``)."""
     D, s = _Data(exp), exp.spec
     act = get_activation(s.activation)
+    if exp.data.Y_train.shape[1] > MAX_OUTPUTS:
+        raise InputError(f"the conditional-mode theory covers up to {MAX_OUTPUTS} outputs (its code search "
+                         f"starts from 3^m - 1 directions), got m = {exp.data.Y_train.shape[1]}", key="task")
     if np.linalg.cond(D.K0) > 1e10:
         raise InputError("the conditional-mode theory needs an invertible input kernel (P <= N0, "
                          "independent inputs)", key="task")
