@@ -102,8 +102,9 @@ def test_sigmoid_readout_second_moment_matches_the_code_mixture(sigmoid_toy):
     assert np.linalg.norm(aa - U) / np.linalg.norm(U) < 0.10
 
 
-def mnist(activation="linear", steps=80000, step_size=0.002, burn_in=None, thin=200, **sampler):
-    cfg = {"task": {"kind": "mnist", "num_classes": 3, "num_train": 100, "num_test": 100, "seed": 0,
+def mnist(activation="linear", steps=80000, step_size=0.002, burn_in=None, thin=200, num_train=100,
+          **sampler):
+    cfg = {"task": {"kind": "mnist", "num_classes": 3, "num_train": num_train, "num_test": 100, "seed": 0,
                     "y_minus": 0.0},
            "network": {"depth": 1, "width": 100, "activation": activation, "readout": "nonlazy",
                        "temperature": 0.01},
@@ -137,6 +138,21 @@ def test_mnist_sigmoid_mean_predictor_and_generalization_per_class():
     assert np.abs(mean - mean_th).max() < 0.1 * np.ptp(mean_th)
     np.testing.assert_allclose(gen, th["gen_error"]["total"], rtol=0.10)
     assert th["gen_error"]["total_sum"] < th["gen_error_gp"]["total_sum"]
+
+
+@pytest.mark.slow
+def test_mnist_sigmoid_at_P_200_needs_a_smaller_step():
+    """As above at P = 200 (sigma_a2 = 1/200), Langevin at step 0.003 (120k steps, about 2 min):
+    generalization error per class within 10% (measured 0.0287/0.0105/0.0376 against
+    0.0300/0.0104/0.0372), mean predictor correlation > 0.99 and max error below 10% of its range
+    (measured 0.9998 and 4.5%).  At step 0.01 the samples sat 10-100% above the theory (0.0356/
+    0.0211/0.0556 at N = 100): the step bias grows with P (README)."""
+    out, th = mnist("sigmoid", steps=120000, step_size=0.003, burn_in=60000, thin=600, num_train=200)
+    mean, gen = sampled_generalization(out)
+    mean_th = np.asarray(th["f_test_mean"])
+    assert np.corrcoef(mean.ravel(), mean_th.ravel())[0, 1] > 0.99
+    assert np.abs(mean - mean_th).max() < 0.1 * np.ptp(mean_th)
+    np.testing.assert_allclose(gen, th["gen_error"]["total"], rtol=0.10)
 
 
 def test_mnist_linear_mean_predictor_and_generalization_per_class():
