@@ -13,6 +13,7 @@ import pytest
 
 from widebayes.config import resolve
 from widebayes.diagnostics.codes import class_means, code_id_of, code_ids, default_threshold, readout_outliers
+from widebayes.diagnostics.readout import readout_second_moment
 from widebayes.models.presets import preset
 from widebayes.sampling import sample_experiment
 from widebayes.theory.predict import predictions
@@ -84,7 +85,7 @@ def test_linear_readout_covariance_and_kernel_match_the_analog_scheme():
     of 100 neurons about 2%, finite T0 and N about 1%)."""
     out, th = toy("coding-linear", 40000, 20000)
     a = out.result.draws["a"]
-    aa = np.einsum("cdnr,cdns->rs", a, a) / (a.shape[0] * a.shape[1] * a.shape[2])
+    aa = readout_second_moment(a)
     U = np.asarray(th["readout_second_moment"])
     assert np.linalg.norm(aa - U) / np.linalg.norm(U) < 0.05
     K = out.result.kernels["train"].mean(axis=0)
@@ -97,7 +98,7 @@ def test_sigmoid_readout_second_moment_matches_the_code_mixture(sigmoid_toy):
     vs the theory mixture of code vectors with their finite-P width: within 10% (Frobenius)."""
     out, th = sigmoid_toy
     a = out.result.draws["a"]
-    aa = np.einsum("cdnr,cdns->rs", a, a) / (a.shape[0] * a.shape[1] * a.shape[2])
+    aa = readout_second_moment(a)
     U = np.asarray(th["readout_second_moment"])
     assert np.linalg.norm(aa - U) / np.linalg.norm(U) < 0.10
 
@@ -174,7 +175,7 @@ def test_mnist_linear_mean_predictor_and_generalization_per_class():
     var = out.result.draws["f_test"].var(axis=(0, 1)).mean(axis=0)
     np.testing.assert_allclose(var, th["gen_error"]["variance"], rtol=0.25)
     a = out.result.draws["a"]
-    aa = np.einsum("cdnr,cdns->rs", a, a) / (a.shape[0] * a.shape[1] * a.shape[2])
+    aa = readout_second_moment(a)
     U = np.asarray(th["readout_second_moment"])
     assert np.linalg.norm(aa - U) / np.linalg.norm(U) < 0.03
     assert np.all(np.asarray(th["gen_error"]["total"]) < np.asarray(th["gen_error_gp"]["total"]))

@@ -47,6 +47,7 @@ import numpy as np
 import pytest
 
 from widebayes.config import resolve
+from widebayes.diagnostics.readout import readout_second_moment
 from widebayes.models.presets import preset
 from widebayes.sampling import sample_experiment
 from widebayes.theory.predict import predictions
@@ -77,7 +78,7 @@ def measured(out, th) -> dict:
     """Sampled ``<a a^T>``, the posterior-mean kernels K^1..K^L and their task blocks, with the
     theory's, as {name: (sampled, theory)}."""
     a = out.result.draws["a"]
-    aa = np.einsum("cdnr,cdns->rs", a, a) / (a.shape[0] * a.shape[1] * a.shape[2])
+    aa = readout_second_moment(a)
     K = out.result.kernels["train"].mean(axis=0)
     K_th = np.asarray(th["kernel_train"])
     Q = np.linalg.qr(out.experiment.data.Y_train)[0]

@@ -546,10 +546,10 @@ def kernel_adaptation_section(run: Run, nngp, theory, alignment: dict) -> tuple[
     the learned correction ``K_l - K_l^NNGP`` of each, on one colour scale per layer.
     ``alignment`` is the kernel section's (samples, NNGP, theory); the kernel adaptation's is added."""
     K, K0 = run.kernel, nngp.train
-    key = next((k for k in ADAPTATION_KEYS if _theory_kernels(theory, k, K) is not None), None)
+    found = ((k, _theory_kernels(theory, k, K)) for k in ADAPTATION_KEYS)
+    key, K_ad = next(((k, v) for k, v in found if v is not None), (None, None))
     if key is None:
         return None, None
-    K_ad = _theory_kernels(theory, key, K)
     kernels = {"samples": K, "kernel adaptation": K_ad, "theory": _theory_kernels(theory, "kernel_train", K)}
     layers = list(range(run.depth + 1))
     align = {"nngp": alignment["nngp"], "samples": alignment["samples"],

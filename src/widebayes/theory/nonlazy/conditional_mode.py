@@ -62,7 +62,8 @@ class ConditionalModeSolution(NamedTuple):
     Lambda : (P, m) conjugate field.
     a : (n, m) quadrature nodes of q(a); ``w`` (n,) their normalised weights.
     z : (n, P) preactivations at the mode given each node's readout; ``phi`` = phi(z).
-    modes : (k, m) local maxima of q(a) (the codes); ``mode_weights`` (k,) their Laplace masses.
+    modes : (k, m) local maxima of q(a) (the codes); ``mode_weights`` (k,) their Laplace masses;
+        ``mode_phi`` (k, P) phi(z*) at each of them.
     K_phi : (P, P) posterior-averaged feature kernel ``E_q[phi phi^T]``.
     F_train : (P, m) mean network output on the training inputs.
     readout_second_moment : (m, m) ``E_q[a a^T]``; ``readout_mean`` (m,).
@@ -76,6 +77,7 @@ class ConditionalModeSolution(NamedTuple):
     phi: np.ndarray
     modes: np.ndarray
     mode_weights: np.ndarray
+    mode_phi: np.ndarray
     K_phi: np.ndarray
     F_train: np.ndarray
     readout_second_moment: np.ndarray
@@ -367,7 +369,7 @@ def solve_conditional_mode(C0, Y, phi: Callable, sigma_a2: float, T0: float, num
         Lam, q, R, norm = Lam + t * step, trial_q, trial_R, float(np.linalg.norm(trial_R))
     K_phi = q.phi.T @ (q.w[:, None] * q.phi)
     second = (q.a * q.w[:, None]).T @ q.a
-    return ConditionalModeSolution(Lam, q.a, q.w, q.z, q.phi, q.modes.a, q.mode_weights,
+    return ConditionalModeSolution(Lam, q.a, q.w, q.z, q.phi, q.modes.a, q.mode_weights, phi(q.modes.z),
                                    0.5 * (K_phi + K_phi.T), q.phi.T @ (q.w[:, None] * q.a),
                                    0.5 * (second + second.T), q.w @ q.a, float(np.max(np.abs(R))), q.inner)
 

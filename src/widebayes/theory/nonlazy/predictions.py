@@ -187,18 +187,13 @@ def conditional_mode_predictions(exp) -> dict:
 def _mode_records(sol, exp, act) -> list:
     """One record per local maximum of q(a): its code (classes whose mean activation at the mode
     exceeds the threshold), Laplace mass, readout vector and class means of ``phi(z*)``."""
-    from widebayes.diagnostics.codes import default_threshold
+    from widebayes.diagnostics.codes import class_means, default_threshold
 
-    labels = exp.data.labels_train
-    k = int(labels.max()) + 1
     thr = default_threshold(act.name, exp.spec.layer_variances[0])
-    records = []
-    for a, w in sorted(zip(sol.modes, sol.mode_weights), key=lambda x: -x[1]):
-        i = int(np.argmin(np.sum((sol.a - a) ** 2, axis=1)))  # the node at the mode (GH centre)
-        means = np.array([sol.phi[i, labels == c].mean() for c in range(k)])
-        records.append({"code": cl.code_string(means, thr), "fraction": float(w), "readout": a,
-                        "class_means": means})
-    return records
+    means = class_means(sol.mode_phi, exp.data.labels_train)  # (mode, class)
+    order = np.argsort(-sol.mode_weights)
+    return [{"code": cl.code_string(means[i], thr), "fraction": float(sol.mode_weights[i]),
+             "readout": sol.modes[i], "class_means": means[i]} for i in order]
 
 
 def _general_solution(act, C0, Y, sigma_a2, T0):
