@@ -5,7 +5,12 @@
 
 with L = 1/2 sum (y - f)^2 and T_eff = T (lazy) or T/N (non-lazy), DESIGN.md.  The model is
 declarative: what is random, with which prior, what is observed.  ``T_eff`` is an argument so
-that a temperature sweep or an annealing schedule reuses one compiled log density.
+that a temperature sweep or an annealing schedule reuses one compiled log density; ``spec`` is a
+pytree whose numbers (prior variances, readout exponent) are traced too.
+
+The layer activations are ``numpyro.deterministic`` sites ``phi_1 ... phi_L`` (P x N) and the
+output is ``f`` (P x m): the observables (kernels, codes, predictor) read them
+(``widebayes.models.model_forward``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from widebayes.networks import NetworkSpec, apply, param_prior_variances, param_shapes
+from widebayes.activations import get_activation
+from widebayes.networks import NetworkSpec, hidden_layers, param_prior_variances, param_shapes, readout
 
 
 def network_prior(X, Y=None, *, spec: NetworkSpec, T_eff=1.0):
@@ -24,6 +30,9 @@ def network_prior(X, Y=None, *, spec: NetworkSpec, T_eff=1.0):
         name: numpyro.sample(name, dist.Normal(0.0, jnp.sqrt(variances[name])).expand(shape).to_event(2))
         for name, shape in param_shapes(spec).items()
     }
-    _, f = apply(params, X, spec)
+    phi = get_activation(spec.activation).phi
+    features = [numpyro.deterministic(f"phi_{l}", phi(z))
+                for l, z in enumerate(hidden_layers(params, X, spec), start=1)]
+    f = numpyro.deterministic("f", readout(params, features[-1], spec))
     numpyro.sample("Y", dist.Normal(f, jnp.sqrt(T_eff)).to_event(2), obs=Y)
     return f

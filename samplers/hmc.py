@@ -24,7 +24,7 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.adaptation.window_adaptation import build_schedule
 from jax.flatten_util import ravel_pytree
 
-from widebayes.samplers.base import Sampler, StepInfo
+from widebayes.base import Sampler, StepInfo
 
 init = blackjax.hmc.init
 
@@ -42,13 +42,14 @@ def step_size_only_schedule(num_steps: int) -> jnp.ndarray:
 
 
 def make_warmup(algorithm, target_accept: float, adapt_mass_matrix: bool, **kernel_args):
-    """``warmup(rng_key, position, logdensity_fn, params, num_steps) -> (state, params)``, one chain.
+    """``warmup(rng_key, state, logdensity_fn, params, num_steps) -> (state, params)``, one chain.
 
     Starts the dual averaging at ``params["step_size"]``; pure JAX, so it vmaps over chains.
     """
     schedule_fn = build_schedule if adapt_mass_matrix else step_size_only_schedule
 
-    def warmup(rng_key, position, logdensity_fn, params, num_steps: int):
+    def warmup(rng_key, state, logdensity_fn, params, num_steps: int):
+        position = state.position
         if num_steps == 0:
             return init(position, logdensity_fn), {"step_size": params["step_size"],
                                                     "inverse_mass_matrix": inverse_mass_of({}, position)}

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from widebayes.samplers.base import Sampler, StepInfo
+from widebayes.base import Sampler, StepInfo
 from widebayes.samplers.noise import gaussian_like
 
 
@@ -58,7 +58,7 @@ def _step(rng_key, state: LangevinState, logdensity_fn, params, generator):
         for name, x in state.position.items()
     }
     new_state = init(position, logdensity_fn)
-    return new_state, StepInfo(jnp.ones(()), ~jnp.isfinite(new_state.logdensity))
+    return new_state, StepInfo(jnp.ones((), new_state.logdensity.dtype), ~jnp.isfinite(new_state.logdensity))
 
 
 step = build_kernel()

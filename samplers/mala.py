@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from blackjax.mcmc import mala as bj_mala
 
-from widebayes.samplers.base import Sampler, StepInfo
+from widebayes.base import Sampler, StepInfo
 
 init = bj_mala.init
 _kernel = bj_mala.build_kernel()

@@ -141,14 +141,19 @@ def run_smc(rng_key, logprior_fn, loglikelihood_fn, initial_particles, num_mcmc_
     smc_kernel = adaptive_tempered.build_kernel(logprior_fn, loglikelihood_fn, mcmc_step, mcmc_init,
                                                 resampling.systematic, target_ess)
     dtype = ravel_pytree(jax.tree.map(lambda x: x[0], initial_particles))[0].dtype
+    # the tempering bookkeeping (weights, lambda, evidence) in the widest float enabled: BlackJAX's
+    # bisection for the next lambda mixes it with Python floats, which are float64 under x64
+    wide = jnp.result_type(float)
 
     def advance(carry: _Carry) -> _Carry:
         key, sub = jax.random.split(carry.rng_key)
-        params = params_of(particle_variance(carry.state.particles, carry.state.weights), carry.step_size)
+        params = params_of(particle_variance(carry.state.particles, carry.state.weights).astype(dtype),
+                           carry.step_size)
         state, info = smc_kernel(sub, carry.state, num_mcmc_steps, params)
         accept = jnp.mean(info.update_info.acceptance_rate)
         step_size = carry.step_size * jnp.exp(jnp.nan_to_num(accept) - target_accept)
-        return _Carry(key, state, step_size.astype(dtype), carry.log_evidence + info.log_likelihood_increment,
+        return _Carry(key, state, step_size.astype(dtype),
+                      carry.log_evidence + info.log_likelihood_increment.astype(wide),
                       carry.index + 1, carry.lambdas.at[carry.index].set(state.tempering_param),
                       carry.accept.at[carry.index].set(accept))
 
@@ -156,9 +161,9 @@ def run_smc(rng_key, logprior_fn, loglikelihood_fn, initial_particles, num_mcmc_
         return (carry.state.tempering_param < 1.0) & (carry.index < max_steps)
 
     num = jax.tree.leaves(initial_particles)[0].shape[0]
-    state = TemperedSMCState(initial_particles, jnp.full(num, 1.0 / num, dtype), jnp.zeros((), dtype))
-    nan = jnp.full(max_steps + 1, jnp.nan, dtype)
-    carry = _Carry(rng_key, state, jnp.asarray(step_size, dtype), jnp.zeros((), dtype),
+    state = TemperedSMCState(initial_particles, jnp.full(num, 1.0 / num, wide), jnp.zeros((), wide))
+    nan = jnp.full(max_steps + 1, jnp.nan, wide)
+    carry = _Carry(rng_key, state, jnp.asarray(step_size, dtype), jnp.zeros((), wide),
                    jnp.zeros((), jnp.int32), nan, nan)
     carry = jax.lax.while_loop(not_done, advance, carry)
     num_steps = carry.index

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from widebayes.activations import get_activation
-from widebayes.inference import model_logdensity, whiten
+from widebayes.inference import whiten
+from widebayes.models import model_logdensity, network_prior
 from widebayes.networks import NetworkSpec, apply, effective_temperature, param_shapes
 
 
@@ -52,7 +53,7 @@ def test_bridge_equals_hand_formula(depth, gamma, activation):
     data = {"X_train": X, "Y_train": Y}
     T_eff = effective_temperature(0.05, spec.width, gamma)
     params = random_params(kp, spec)
-    got = model_logdensity(spec)(params, data, T_eff)
+    got = model_logdensity(network_prior)(params, data, {"spec": spec}, T_eff)
     want = hand_log_posterior(params, X, Y, spec, T_eff)
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
@@ -68,8 +69,9 @@ def test_whitened_density_is_the_same_density():
     data = {"X_train": jnp.ones((3, 4)), "Y_train": jnp.zeros((3, 1))}
     scales = {"W1": 2.0, "W2": 0.5, "a": 0.25}
     white = {n: v / np.sqrt(scales[n]) for n, v in params.items()}
-    ld = model_logdensity(spec)
-    np.testing.assert_allclose(whiten(ld, scales)(white, data, 0.1), ld(params, data, 0.1), rtol=1e-12)
+    ld = model_logdensity(network_prior)
+    kw = {"spec": spec}
+    np.testing.assert_allclose(whiten(ld, scales)(white, data, kw, 0.1), ld(params, data, kw, 0.1), rtol=1e-12)
 
 
 def test_tied_weights_share_one_matrix():

@@ -24,7 +24,7 @@ from widebayes.config import resolve
 from widebayes.errors import InputError
 from widebayes.inference import whiten
 from widebayes.networks import NetworkSpec, apply
-from widebayes.samplers import build_sampler
+from widebayes.experiment import build_sampler
 from widebayes.samplers.smc import prior_particles, run_smc, split_gaussian_prior
 from widebayes.sampling import sample_experiment
 
@@ -45,7 +45,8 @@ def run(sampler, logdensity, x0: dict, params: dict, num_steps: int, seed: int, 
     num_chains = jax.tree.leaves(x0)[0].shape[0]
     keys = jax.random.split(jax.random.PRNGKey(seed), num_chains)
     if warmup_steps:
-        warm = jax.vmap(lambda k, x, p: sampler.warmup(k, x, logdensity, p, warmup_steps))
+        warm = jax.vmap(lambda k, x, p: sampler.warmup(k, sampler.init(x, logdensity), logdensity, p,
+                                                       warmup_steps))
         state, params = jax.jit(warm)(jax.random.split(jax.random.PRNGKey(seed + 1), num_chains), x0, params)
     else:
         state = jax.vmap(lambda x: sampler.init(x, logdensity))(x0)

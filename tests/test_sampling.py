@@ -2,6 +2,7 @@
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,9 +10,8 @@ import pytest
 from widebayes import checkpoint
 from widebayes.cli import main
 from widebayes.config import resolve, to_toml
-from widebayes.experiment import build_experiment, device_data
-from widebayes.inference import (RunSetup, Schedule, init_carry, initial_positions, model_logdensity,
-                                 plan_chunks, run_chains, whiten)
+from widebayes.experiment import prepare_run
+from widebayes.inference import init_carry, plan_chunks, run_chains
 from widebayes.sampling import sample_experiment
 from widebayes.samplers.langevin import langevin
 
@@ -119,17 +119,12 @@ def blowup_after(step):
 
 
 def test_diverged_chain_is_stopped_and_its_earlier_draws_kept():
-    exp = build_experiment(small())
-    data = device_data(exp.data, jnp.float32)
-    import jax
-
-    setup = RunSetup(blowup_after(350), whiten(model_logdensity(exp.spec), exp.preconditioner),
-                     {n: float(np.sqrt(m)) for n, m in exp.preconditioner.items()}, exp.spec, False, True)
-    params = {"step_size": jnp.full(2, 0.005), "boom": jnp.array([False, True])}
-    positions = initial_positions(jax.random.PRNGKey(0), exp.spec, 2, jnp.float32)
-    carry = init_carry(setup, positions, params, data, 2, exp.T_eff)
-    keys = jax.random.split(jax.random.PRNGKey(1), 2)
-    result = run_chains(setup, carry, keys, data, Schedule(exp.T_eff, exp.T_eff, 0),
+    run = prepare_run(small())
+    setup = run.setup._replace(sampler=blowup_after(350), key=("blowup", 350))
+    params = {"step_size": jnp.full(2, 0.005, jnp.float32), "boom": jnp.array([False, True])}
+    positions = jax.tree.map(lambda x: x, run.carry.state.position)
+    carry = init_carry(setup, positions, params, run.data, run.hyper, 2, run.schedule.T_eff)
+    result = run_chains(setup, carry, run.chain_keys, run.data, run.hyper, run.schedule,
                         plan_chunks(600, 200, 40, 3))
     assert result.dead_at[0] == -1 and 350 <= result.dead_at[1] <= 360
     loss = result.draws["loss"]

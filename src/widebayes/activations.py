@@ -23,7 +23,7 @@ import scipy.special as sps
 
 ArrayFn = Callable[..., object]
 
-SIGMOID_SLOPE = np.sqrt(np.pi) / 2.0  # phi(z) = (1 + erf(sqrt(pi) z / 2)) / 2, slope 1/2 at 0
+SIGMOID_SLOPE = float(np.sqrt(np.pi) / 2.0)  # phi(z) = (1 + erf(sqrt(pi) z / 2)) / 2, slope 1/2 at 0
 QUADRATURE_NODES = 64
 _PAIRS_PER_BLOCK = 2048
 

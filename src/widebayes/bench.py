@@ -73,25 +73,17 @@ def _timed(fn) -> float:
 
 def chunk_runner(resolved: dict, num_steps: int):
     """A zero-argument function running ``num_steps`` burn-in steps of the real driver chunk."""
-    from widebayes.experiment import build_experiment, device_data
-    from widebayes.inference import Schedule, init_carry, initial_positions, make_chunk_fn
-    from widebayes.sampling import run_setup
+    from widebayes.experiment import prepare_run
+    from widebayes.inference import make_chunk_fn
 
-    exp = build_experiment(resolved)
-    data = device_data(exp.data, jnp.float32)
-    setup, params = run_setup(exp, jnp.float32)
-    chains = resolved["sampler"]["num_chains"]
-    carry = init_carry(setup, initial_positions(jax.random.PRNGKey(0), exp.spec, chains, jnp.float32),
-                       params, data, chains, exp.T_eff)
-    keys = jax.random.split(jax.random.PRNGKey(1), chains)
-    chunk = make_chunk_fn(setup)
-    schedule = Schedule(exp.T_eff, exp.T_eff, 0)
+    run = prepare_run(resolved)
+    chunk = make_chunk_fn(run.setup)
 
-    def run():
-        out, _ = chunk(carry, keys, data, schedule, 0, 0, num_steps)
+    def go():
+        out, _ = chunk(run.carry, run.chain_keys, run.data, run.hyper, run.schedule, 0, 0, num_steps)
         jax.block_until_ready(out)
 
-    return run, exp
+    return go, run.experiment
 
 
 def products_runner(P: int, N0: int, N: int, chains: int):

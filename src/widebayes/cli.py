@@ -61,7 +61,20 @@ def main(argv=None) -> int:
 def _resolved(path, overrides):
     from widebayes.config import apply_overrides, load_toml, resolve
 
-    return resolve(apply_overrides(load_toml(path), overrides))
+    resolved = resolve(apply_overrides(load_toml(path), overrides))
+    set_precision(resolved)
+    return resolved
+
+
+def set_precision(resolved: dict) -> None:
+    """JAX's 64-bit mode, set once per process from the experiment, before any JAX array is made.
+
+    Only ``precision = "float64"`` runs need it; float32 runs keep it off (BlackJAX's kernels mix
+    their own float64 constants into float32 chains when it is on).
+    """
+    import jax
+
+    jax.config.update("jax_enable_x64", resolved["sampler"]["precision"] == "float64")
 
 
 def _sample(args) -> int:

@@ -26,6 +26,7 @@ NETWORK_DEFAULTS = {
     "sigma_a2": "auto",
     "temperature": 0.01,
     "tied_weights": False,
+    "model": "network_prior",
 }
 
 SAMPLER_KINDS = ("langevin", "mala", "hmc", "nuts", "smc")
@@ -54,9 +55,13 @@ SAMPLER_DEFAULTS = {
     "smc_particles": 0,
     "smc_mcmc_steps": 10,
     "smc_target_ess": 0.5,
+    "readout": "joint",
+    "replica_exchange": {},
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
+REPLICA_DEFAULTS = {"num_replicas": 4, "T_max": 0.0, "swap_every": 10, "temperatures": []}
+READOUT_MODES = ("joint", "collapsed")
 
 
 def num_draws(sampler_cfg: dict) -> int:
@@ -102,12 +107,28 @@ def resolve(cfg: dict) -> dict:
     _check_known(cfg, {"task", "network", "sampler"}, "")
     resolved = {
         "task": _resolve_task(cfg.get("task", {})),
-        "network": _resolve_table(cfg.get("network", {}), NETWORK_DEFAULTS, "network"),
+        "network": _resolve_table(cfg.get("network", {}), network_defaults(cfg.get("network", {})),
+                                  "network"),
         "sampler": _resolve_table(cfg.get("sampler", {}), SAMPLER_DEFAULTS, "sampler"),
     }
     _check_network(resolved["network"])
     _check_sampler(resolved["sampler"])
+    if resolved["sampler"]["replica_exchange"]:
+        replica = resolved["sampler"]["replica_exchange"]
+        replica_ratios(replica, resolved["network"]["temperature"])
+        if replica["swap_every"] <= 0:
+            raise InputError("must be positive", key="sampler.replica_exchange.swap_every")
     return resolved
+
+
+def network_defaults(table) -> dict:
+    """``[network]`` defaults: the common keys and the extra keys of the chosen model."""
+    from widebayes.models import load_model
+
+    name = table.get("model", NETWORK_DEFAULTS["model"]) if isinstance(table, dict) else NETWORK_DEFAULTS["model"]
+    if not isinstance(name, str):
+        raise InputError(f"must be a model name, got {name!r}", key="network.model")
+    return {**NETWORK_DEFAULTS, **load_model(name).network_keys}
 
 
 def _check_known(table: dict, allowed, section: str):
@@ -136,7 +157,7 @@ def _check_type(value, default, key):
             raise InputError(f"must be an integer, got {value!r}", key=key)
     if isinstance(default, float) and not _is_number(value) and not isinstance(value, (str, list)):
         raise InputError(f"must be a number, got {value!r}", key=key)
-    if isinstance(default, dict) and not isinstance(value, dict):
+    if isinstance(default, dict) and not isinstance(value, dict) and key != "sampler.preconditioner":
         raise InputError("must be a table", key=key)
 
 
@@ -221,14 +242,61 @@ def _check_sampler(smp: dict):
         raise InputError('must be "hash32" or "threefry"', key="sampler.noise")
     if smp["precision"] not in ("float32", "float64"):
         raise InputError('must be "float32" or "float64"', key="sampler.precision")
-    for name, scale in smp["preconditioner"].items():
-        _check_positive(scale, f"sampler.preconditioner.{name}")
+    _check_preconditioner(smp["preconditioner"])
+    if smp["readout"] not in READOUT_MODES:
+        raise InputError(f"must be one of {list(READOUT_MODES)}, got {smp['readout']!r}", key="sampler.readout")
+    if smp["readout"] == "collapsed" and smp["kind"] not in ("langevin", "mala", "hmc", "nuts"):
+        raise InputError(f"the collapsed readout is for langevin, mala, hmc and nuts, not {smp['kind']!r}",
+                         key="sampler.readout")
+    if smp["replica_exchange"]:
+        if smp["kind"] == "smc":
+            raise InputError("replica exchange runs (init, step) samplers, not smc", key="sampler.replica_exchange")
+        smp["replica_exchange"] = _resolve_table(smp["replica_exchange"], REPLICA_DEFAULTS,
+                                                 "sampler.replica_exchange")
     if smp["anneal"] and smp["kind"] in ("hmc", "nuts", "smc"):
         raise InputError(f"{smp['kind']} uses the burn-in for its own adaptation or tempering; "
                          "annealing is for langevin and mala", key="sampler.anneal")
     if smp["anneal"]:
         smp["anneal"] = _resolve_table(smp["anneal"], ANNEAL_DEFAULTS, "sampler.anneal")
         _check_anneal(smp["anneal"], smp)
+
+
+def _check_preconditioner(value):
+    """A table of per-block scales, or ``"isotropic"`` (M = 1 for every block: the papers' dynamics)."""
+    if isinstance(value, str):
+        if value != "isotropic":
+            raise InputError(f'must be "isotropic" or a table of per-block scales, got {value!r}',
+                             key="sampler.preconditioner")
+        return
+    if not isinstance(value, dict):
+        raise InputError('must be "isotropic" or a table of per-block scales', key="sampler.preconditioner")
+    for name, scale in value.items():
+        _check_positive(scale, f"sampler.preconditioner.{name}")
+
+
+def replica_ratios(replica: dict, temperature: float) -> tuple:
+    """Temperature ladder of ``[sampler.replica_exchange]`` as ratios T_k / T (the first is 1).
+
+    ``temperatures`` (same units as ``network.temperature``, starting at it) if given, else
+    ``num_replicas`` temperatures geometric between ``network.temperature`` and ``T_max``.
+    """
+    temps = replica["temperatures"]
+    if temps:
+        if not all(_is_number(t) and t > 0 for t in temps) or len(temps) < 2:
+            raise InputError("needs at least two positive numbers", key="sampler.replica_exchange.temperatures")
+        if not math.isclose(temps[0], temperature, rel_tol=1e-9):
+            raise InputError(f"must start at network.temperature = {temperature}",
+                             key="sampler.replica_exchange.temperatures")
+        if any(b <= a for a, b in zip(temps, temps[1:])):
+            raise InputError("must increase", key="sampler.replica_exchange.temperatures")
+        return tuple(float(t) / temperature for t in temps)
+    K, T_max = replica["num_replicas"], replica["T_max"]
+    if K < 2:
+        raise InputError("must be at least 2", key="sampler.replica_exchange.num_replicas")
+    if not _is_number(T_max) or T_max <= temperature:
+        raise InputError(f"must exceed network.temperature = {temperature} (or give temperatures)",
+                         key="sampler.replica_exchange.T_max")
+    return tuple(float((T_max / temperature) ** (k / (K - 1))) for k in range(K))
 
 
 def _check_anneal(anneal: dict, smp: dict):

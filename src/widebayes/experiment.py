@@ -1,28 +1,68 @@
-"""From a resolved config to what the samplers need: data, network spec, temperature, scales."""
+"""From a resolved config to typed fields and to a prepared run: nothing below reads config dicts.
+
+:func:`build_experiment` makes the data, the network and the model's parameter blocks and turns
+the ``[network]`` and ``[sampler]`` numbers into typed fields (``T``, ``T_eff``, ``gamma``, the
+preconditioner, the annealing schedule in ``T_eff`` units).  :func:`prepare_run` is the one run
+preparation (sampling, the frozen-readout study, the benchmark and the tests use it): the sampler,
+the compiled-chunk setup, the traced numbers, the keys, the initial states and the chunk plan.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from widebayes.config import layer_variances, readout_gamma
+from widebayes.config import layer_variances, num_draws, readout_gamma, replica_ratios
 from widebayes.errors import InputError
-from widebayes.networks import (NetworkSpec, auto_readout_variance, effective_temperature,
-                                param_prior_variances)
+from widebayes.inference import (ChainCarry, Chunk, RunSetup, Schedule, auto_draws_per_chunk, init_carry,
+                                 initial_positions, plan_chunks)
+from widebayes.models import load_model, model_blocks, model_forward, model_logdensity
+from widebayes.networks import NetworkSpec, auto_readout_variance, effective_temperature
 from widebayes.tasks import Dataset, make_task
 
 
+class Anneal(NamedTuple):
+    """Annealing during burn-in, in T_eff units: T_start_eff -> T_eff over ``num_steps`` steps."""
+
+    geometric: bool
+    T_start_eff: float
+    num_steps: int
+
+
 class Experiment(NamedTuple):
-    config: dict  # resolved, with sigma_a2 as a number
+    config: dict  # resolved, with sigma_a2 as a number (written back as config.toml; read by no one below)
     data: Dataset
     spec: NetworkSpec
-    T_eff: float
-    preconditioner: dict  # per parameter block M (the step scale)
+    model: str  # the NumPyro model's name (models/NAME.py)
+    model_kwargs: dict  # the model's extra [network] keys (numbers, traced)
+    T: float  # network.temperature, the rescaled O(1) temperature
+    T_eff: float  # T N^(1 - 2 gamma)
+    gamma: float  # readout exponent
+    blocks: dict  # parameter block -> models.Block (shape, prior variance)
+    preconditioner: dict  # parameter block -> M (the step scale)
+    anneal: Optional[Anneal]  # None: no annealing
+    step_size: float
+    thin: int
+
+    def paper_time_per_step(self, block: str = "W1") -> float:
+        """Paper Langevin time of one step for ``block``: ``step_size * M_block / T_eff``.
+
+        The step ``Theta <- Theta - eps M grad U + sqrt(2 eps M) xi`` with ``U = L/T_eff - log P0``
+        is the Euler step of the paper's ``dTheta = -grad L dt + T_eff grad log P0 dt +
+        sqrt(2 T_eff) dB`` with ``dt = eps M / T_eff`` (DESIGN.md).
+        """
+        return self.step_size * self.preconditioner[block] / self.T_eff
+
+    def tau_prior(self, block: str = "W1") -> float:
+        """Prior relaxation time of a block, ``sigma^2 / T_eff`` in paper time (THEORY.md 6.3)."""
+        return self.blocks[block].prior_variance / self.T_eff
 
 
 def build_experiment(resolved: dict) -> Experiment:
-    """Make the data and the network of a resolved experiment."""
+    """Make the data, the network and the model's blocks of a resolved experiment."""
     data = make_task(resolved["task"])
     net = dict(resolved["network"])
     gamma = readout_gamma(net["readout"])
@@ -32,15 +72,28 @@ def build_experiment(resolved: dict) -> Experiment:
                        num_outputs=data.Y_train.shape[1], activation=net["activation"], gamma=gamma,
                        tied_weights=net["tied_weights"], sigma_w2=layer_variances(net),
                        sigma_a2=float(net["sigma_a2"]))
-    config = {**resolved, "network": net}
+    model = load_model(net["model"])
+    model_kwargs = {key: float(net[key]) for key in model.network_keys}
+    blocks = model_blocks(model.fn, data.X_train, data.Y_train, {"spec": spec, **model_kwargs})
+    smp = resolved["sampler"]
     T_eff = effective_temperature(net["temperature"], spec.width, gamma)
-    return Experiment(config, data, spec, T_eff, preconditioner_of(spec, resolved["sampler"]))
+    return Experiment({**resolved, "network": net}, data, spec, model.name, model_kwargs,
+                      float(net["temperature"]), T_eff, gamma, blocks,
+                      preconditioner_of(blocks, smp["preconditioner"]),
+                      anneal_of(smp["anneal"], T_eff / net["temperature"]), float(smp["step_size"]),
+                      int(smp["thin"]))
 
 
-def preconditioner_of(spec: NetworkSpec, sampler_cfg: dict) -> dict:
-    """Per-block step scales M: the prior variances, overridden by ``[sampler.preconditioner]``."""
-    scales = param_prior_variances(spec)
-    for name, value in sampler_cfg.get("preconditioner", {}).items():
+def preconditioner_of(blocks: dict, table) -> dict:
+    """Per-block step scales M: the prior variances, overridden by ``[sampler.preconditioner]``.
+
+    ``"isotropic"`` is M = 1 for every block: the papers' plain Langevin dynamics (perspective
+    Eq. 14), in which one step is ``step_size / T_eff`` of paper time for every block.
+    """
+    if table == "isotropic":
+        return {name: 1.0 for name in blocks}
+    scales = {name: b.prior_variance for name, b in blocks.items()}
+    for name, value in table.items():
         if name not in scales:
             raise InputError(f"no parameter block {name!r}; blocks are {sorted(scales)}",
                              key=f"sampler.preconditioner.{name}")
@@ -48,10 +101,20 @@ def preconditioner_of(spec: NetworkSpec, sampler_cfg: dict) -> dict:
     return scales
 
 
+def anneal_of(table: dict, T_eff_per_T: float) -> Optional[Anneal]:
+    if not table:
+        return None
+    return Anneal(table["schedule"] == "geometric", table["T_start"] * T_eff_per_T, int(table["num_steps"]))
+
+
+def schedule_of(exp: Experiment) -> Schedule:
+    if exp.anneal is None:
+        return Schedule(exp.T_eff, exp.T_eff, 0)
+    return Schedule(exp.T_eff, exp.anneal.T_start_eff, exp.anneal.num_steps)
+
+
 def device_data(data: Dataset, dtype) -> dict:
     """The arrays the log density and the observables read, as JAX arrays of one dtype."""
-    import jax.numpy as jnp
-
     out = {"X_train": jnp.asarray(data.X_train, dtype), "Y_train": jnp.asarray(data.Y_train, dtype)}
     if len(data.X_test):
         out["X_test"] = jnp.asarray(data.X_test, dtype)
@@ -62,3 +125,143 @@ def check_finite(data: Dataset):
     for name in ("X_train", "Y_train", "X_test", "Y_test"):
         if not np.all(np.isfinite(getattr(data, name))):
             raise InputError(f"{name} contains NaN or inf", key="task")
+
+
+# ----------------------------------------------------------------------------------- samplers
+def build_sampler(cfg: dict, ladder: tuple = ()):
+    """The sampler of a resolved ``[sampler]`` table (BlackJAX-shaped kernels of widebayes.samplers).
+
+    A ``ladder`` of temperature ratios (first 1) wraps it in replica exchange.
+    """
+    from widebayes import samplers
+    from widebayes.config import SAMPLER_DEFAULTS
+
+    cfg = {**SAMPLER_DEFAULTS, **cfg}
+    kind = cfg["kind"]
+    if cfg["freeze_readout_at"] >= 0 and kind != "langevin":
+        raise InputError(f"only kind = \"langevin\" can freeze the readout, not {kind!r}",
+                         key="sampler.freeze_readout_at")
+    if cfg["freeze_readout_at"] >= 0 and cfg["readout"] == "collapsed":
+        raise InputError("a collapsed readout is drawn afresh at every draw; it cannot be frozen",
+                         key="sampler.freeze_readout_at")
+    if kind == "langevin":
+        base = samplers.langevin(cfg["freeze_readout_at"], cfg["noise"])
+    elif kind == "mala":
+        base = samplers.mala()
+    elif kind == "hmc":
+        base = samplers.hmc(cfg["num_integration_steps"], cfg["target_accept"], cfg["adapt_mass_matrix"])
+    elif kind == "nuts":
+        base = samplers.nuts(cfg["max_num_doublings"], cfg["target_accept"], cfg["adapt_mass_matrix"])
+    else:
+        raise InputError(f"unknown sampler {kind!r}", key="sampler.kind")
+    if ladder:
+        return samplers.replica_exchange(base, ladder, cfg["replica_exchange"]["swap_every"])
+    return base
+
+
+def sampler_key(cfg: dict, ladder: tuple) -> tuple:
+    """What of ``[sampler]`` is fixed at build time (the rest is traced)."""
+    static = ("kind", "noise", "num_integration_steps", "target_accept", "adapt_mass_matrix",
+              "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers")
+    swap_every = cfg["replica_exchange"]["swap_every"] if ladder else 0
+    return tuple(cfg[k] for k in static) + (ladder, swap_every)
+
+
+def ladder_of(cfg: dict, T: float) -> tuple:
+    """Replica temperatures as ratios T_k / T, or () without replica exchange."""
+    return replica_ratios(cfg["replica_exchange"], T) if cfg["replica_exchange"] else ()
+
+
+# ----------------------------------------------------------------------------------- prepare_run
+class PreparedRun(NamedTuple):
+    """Everything the driver needs for one run, in the order it uses it."""
+
+    experiment: Experiment
+    setup: RunSetup
+    data: dict  # device arrays
+    hyper: dict  # traced numbers: {"model": the model's keyword arguments, "roots": sqrt(M) per block}
+    schedule: Schedule
+    key_init: jax.Array  # what the warmup (HMC/NUTS) is keyed by
+    chain_keys: jax.Array
+    carry: ChainCarry  # initial states and empty accumulators
+    chunks: list[Chunk]
+    dtype: object
+
+
+def run_dtype(resolved: dict):
+    return jnp.float64 if resolved["sampler"]["precision"] == "float64" else jnp.float32
+
+
+def prepare_run(resolved: dict, exp: Experiment | None = None) -> PreparedRun:
+    """The one run preparation: the same keys, starting points and plan for every caller."""
+    cfg = resolved["sampler"]
+    exp = build_experiment(resolved) if exp is None else exp
+    ladder = ladder_of(cfg, exp.T)
+    dtype = run_dtype(resolved)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise InputError('"float64" needs JAX\'s 64-bit mode, which is set once per process: the widebayes '
+                         'command sets it from the experiment; from Python call '
+                         'jax.config.update("jax_enable_x64", True) before anything else',
+                         key="sampler.precision")
+    check_finite(exp.data)
+    data = device_data(exp.data, dtype)
+    sampler = build_sampler(cfg, ladder)
+    setup = run_setup_of(exp, cfg, sampler, ladder)
+    moved = moved_blocks(exp, cfg)
+    hyper = {"model": {"spec": _cast_spec(exp.spec, dtype), **{k: jnp.asarray(v, dtype) for k, v in
+                                                              exp.model_kwargs.items()}},
+             "roots": {name: jnp.asarray(np.sqrt(exp.preconditioner[name]), dtype) for name in moved}}
+    schedule = Schedule(*(jnp.asarray(x, dtype) for x in schedule_of(exp)[:2]), schedule_of(exp).num_anneal)
+    key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
+    chains = cfg["num_chains"]
+    chain_keys = jax.random.split(key_chains, chains)
+    params = sampler_params(cfg["step_size"], ladder, chains, dtype)
+    positions = starting_points(key_init, exp, moved, chains, sampler.num_replicas, dtype)
+    carry = init_carry(setup, positions, params, data, hyper, chains, schedule.T_start_eff)
+    per_chunk = cfg["chunk_draws"] or auto_draws_per_chunk(cfg["thin"], num_draws(cfg))
+    chunks = plan_chunks(cfg["num_steps"], cfg["burn_in"], cfg["thin"], per_chunk)
+    return PreparedRun(exp, setup, data, hyper, schedule, key_init, chain_keys, carry, chunks, dtype)
+
+
+def _cast_spec(spec: NetworkSpec, dtype) -> NetworkSpec:
+    return spec._replace(gamma=jnp.asarray(spec.gamma, dtype), sigma_a2=jnp.asarray(spec.sigma_a2, dtype),
+                         sigma_w2=tuple(jnp.asarray(v, dtype) for v in spec.sigma_w2))
+
+
+def moved_blocks(exp: Experiment, cfg: dict) -> list[str]:
+    """The blocks the sampler moves: all, or all but the readout when it is collapsed."""
+    return [b for b in exp.blocks if not (cfg["readout"] == "collapsed" and b == "a")]
+
+
+def sampler_params(step_size: float, ladder: tuple, num_chains: int, dtype) -> dict:
+    """Each chain's sampler numbers (traced): the step size, one per replica with replica exchange."""
+    return {"step_size": jnp.full((num_chains, len(ladder)) if ladder else num_chains, step_size, dtype)}
+
+
+def starting_points(key, exp: Experiment, moved: list[str], num_chains: int, num_replicas: int, dtype) -> dict:
+    """Prior draws of the moved blocks in whitened coordinates, (chain[, replica], ...) per block."""
+    shapes = {b: exp.blocks[b].shape for b in moved}
+    factors = {b: float(np.sqrt(exp.blocks[b].prior_variance / exp.preconditioner[b])) for b in moved}
+    factors = {b: 1.0 if np.isclose(f, 1.0, rtol=1e-12) else f for b, f in factors.items()}
+    copies = num_chains * max(num_replicas, 1)
+    positions = initial_positions(key, shapes, factors, copies, dtype)
+    if num_replicas:
+        positions = {b: x.reshape(num_chains, num_replicas, *x.shape[1:]) for b, x in positions.items()}
+    return positions
+
+
+def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> RunSetup:
+    """The compiled chunk's closure: the model's log density and forward map, or the collapsed ones."""
+    model = load_model(exp.model).fn
+    key = (exp.model, exp.spec._replace(gamma=0.0, sigma_w2=(0.0,) * exp.spec.depth, sigma_a2=0.0),
+           sampler_key(cfg, ladder), cfg["anneal"].get("schedule", "geometric") if cfg["anneal"] else None)
+    logdensity, complete = model_logdensity(model), None
+    if cfg["readout"] == "collapsed":
+        from widebayes.collapsed import collapsed_logdensity, complete_readout
+
+        if exp.model != "network_prior":
+            raise InputError("the collapsed readout integrates out the readout of network_prior; "
+                             f"model {exp.model!r} is not covered", key="sampler.readout")
+        logdensity, complete = collapsed_logdensity(), complete_readout
+    return RunSetup(key, sampler, logdensity, model_forward(model), cfg["store_all_layers"],
+                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric", complete)

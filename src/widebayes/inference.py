@@ -1,9 +1,15 @@
-"""From a model to draws: the log-density bridge, the one driver ``run_chains``, and ArviZ output.
+"""The one driver ``run_chains``: any (init, step) sampler on any log density, as jitted chunks.
 
-The driver runs any sampler of ``widebayes.samplers`` as jitted chunks: inside a chunk a
-``lax.scan`` over draws, each an inner ``lax.scan`` over ``thin`` steps, ``vmap`` over chains.
-Observables (the per-draw arrays and the running sums of the layer kernels) are computed on
-device; the host sees the chain only between chunks (progress bar, checkpoint).
+Inside a chunk a ``lax.scan`` over draws, each an inner ``lax.scan`` over ``thin`` steps, ``vmap``
+over chains.  Observables (the per-draw arrays and the running sums of the layer kernels) are
+computed on device; the host sees the chains only between chunks (progress bar, checkpoint).
+
+The driver knows no model and no sampler package: it takes a :class:`RunSetup` (a sampler in the
+shape of :mod:`widebayes.base`, a log density ``f(params, data, kwargs, T_eff)``, a forward map
+``f(params, X, kwargs) -> (features, f)`` and optionally a completion that draws the blocks a
+sampler does not move, e.g. the collapsed readout) and traced numbers ``hyper`` (the model's
+keyword arguments, the whitening roots), so runs that differ only in numbers reuse one compiled
+chunk (:func:`make_chunk_fn` caches by ``RunSetup.key``).
 
 The random key of step ``s`` of chain ``c`` is ``fold_in(key_c, s)``, so draws do not depend on
 how the run is cut into chunks, and a resumed run repeats an uninterrupted one bit for bit.
@@ -13,46 +19,33 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer.util import log_density
 
-from widebayes.models.network_prior import network_prior
-from widebayes.networks import NetworkSpec, param_shapes
+from widebayes.base import Sampler
 from widebayes.observables import draw_observables
-from widebayes.samplers.base import Sampler
 
 
-# ----------------------------------------------------------------------------------- bridge
-def model_logdensity(spec: NetworkSpec, model=network_prior) -> Callable:
-    """log p(Theta, Y | X) of the NumPyro model, as ``f(params, data, T_eff)`` (exact, via numpyro)."""
-
-    def logdensity(params, data, T_eff):
-        value, _ = log_density(model, (data["X_train"], data["Y_train"]),
-                               {"spec": spec, "T_eff": T_eff}, params)
-        return value
-
-    return logdensity
-
-
-def whiten(logdensity: Callable, scales: dict) -> Callable:
-    """The same density on whitened coordinates Theta' = Theta / sqrt(M) (per-block scales M).
+# ----------------------------------------------------------------------------------- whitening
+def unwhiten(theta_white: dict, roots: dict) -> dict:
+    """Theta = Theta' sqrt(M) per block: the sampler moves Theta' = Theta / sqrt(M).
 
     A plain kernel on Theta' is the M-preconditioned kernel on Theta (the Jacobian is constant).
     """
+    return {name: x * roots[name] for name, x in theta_white.items()}
+
+
+def whiten(logdensity: Callable, scales: dict) -> Callable:
+    """``logdensity(Theta, *args)`` as a function of whitened Theta' (per-block scales M)."""
     roots = {name: float(np.sqrt(m)) for name, m in scales.items()}
 
     def whitened(theta_white, *args):
         return logdensity(unwhiten(theta_white, roots), *args)
 
     return whitened
-
-
-def unwhiten(theta_white: dict, roots: dict) -> dict:
-    return {name: x * roots[name] for name, x in theta_white.items()}
 
 
 # ----------------------------------------------------------------------------------- plan
@@ -96,7 +89,8 @@ class Schedule(NamedTuple):
 
 def temperature_at(schedule: Schedule, step_index, geometric: bool):
     """T_eff at a step: geometric T_start (T/T_start)^s or linear interpolation during annealing."""
-    frac = jnp.clip(step_index / jnp.maximum(schedule.num_anneal, 1), 0.0, 1.0)
+    dtype = jnp.result_type(schedule.T_eff)
+    frac = jnp.clip(step_index / jnp.maximum(schedule.num_anneal, 1), 0.0, 1.0).astype(dtype)
     if geometric:
         T = schedule.T_start_eff * (schedule.T_eff / schedule.T_start_eff) ** frac
     else:
@@ -116,100 +110,162 @@ class ChainCarry(NamedTuple):
 
 
 class RunSetup(NamedTuple):
+    """What a compiled chunk closes over; ``key`` says when two setups compile to the same chunk."""
+
+    key: tuple  # hashable: equal keys mean equal functions below (the chunk cache's key)
     sampler: Sampler
-    logdensity: Callable  # whitened, f(theta_white, data, T_eff)
-    roots: dict  # sqrt of the per-block scales
-    spec: NetworkSpec
+    logdensity: Callable  # f(params, data, kwargs, T_eff), params unwhitened
+    forward: Callable  # f(params, X, kwargs) -> (features bottom to top, output)
     store_all_layers: bool
     schedule_geometric: bool
+    complete: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, extra draws)
 
 
-def _advance(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, schedule):
+def _logdensity_at(setup: RunSetup, data, hyper, T):
+    """The whitened log density at temperature ``T``: a function of the sampler's position."""
+    def logdensity(theta_white):
+        return setup.logdensity(unwhiten(theta_white, hyper["roots"]), data, hyper["model"], T)
+
+    return logdensity
+
+
+def _target(setup: RunSetup, data, hyper, T):
+    """What the sampler's step receives: the log density at T, or the tempered family around T."""
+    if setup.sampler.tempered:
+        return lambda ratio: _logdensity_at(setup, data, hyper, T * ratio)
+    return _logdensity_at(setup, data, hyper, T)
+
+
+def _advance(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper, schedule):
     """One sampler step of one chain; a chain whose log density stops being finite is frozen."""
     T = temperature_at(schedule, step_index, setup.schedule_geometric)
-    logdensity = partial(_bound, setup.logdensity, data=data, T=T)
     params = setup.sampler.params_at(carry.params, step_index) if setup.sampler.params_at else carry.params
     new_state, info = setup.sampler.step(jax.random.fold_in(chain_key, step_index), carry.state,
-                                         logdensity, params)
+                                         _target(setup, data, hyper, T), params)
     ok = jnp.isfinite(new_state.logdensity) & ~carry.dead
     state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.state)
     newly_dead = ~carry.dead & ~ok
     carry = carry._replace(state=state, dead=carry.dead | newly_dead,
                            dead_at=jnp.where(newly_dead, step_index, carry.dead_at))
-    return carry, (jnp.where(ok, info.accept_prob, 0.0), info.diverging | newly_dead)
+    extra = info.extra if info.extra is not None else {}
+    return carry, (jnp.where(ok, info.accept_prob, 0.0), info.diverging | newly_dead, extra)
 
 
-def _bound(logdensity, theta, data, T):
-    return logdensity(theta, data, T)
-
-
-def _run_steps(setup, carry, chain_key, start, num_steps, data, schedule):
+def _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule):
     def body(c, i):
-        return _advance(setup, c, chain_key, start + i, data, schedule)
+        return _advance(setup, c, chain_key, start + i, data, hyper, schedule)
 
-    carry, (accept, diverging) = jax.lax.scan(body, carry, jnp.arange(num_steps))
-    return carry, jnp.mean(accept), jnp.any(diverging)
+    carry, (accept, diverging, extra) = jax.lax.scan(body, carry, jnp.arange(num_steps))
+    extra = jax.tree.map(lambda x: jnp.nanmean(x, axis=0), extra)
+    return carry, jnp.mean(accept), jnp.any(diverging), extra
 
 
-def _observe(setup: RunSetup, carry: ChainCarry, data):
-    params = unwhiten(carry.state.position, setup.roots)
-    draw, kernels = draw_observables(params, data, setup.spec, setup.store_all_layers)
+def observation_key(chain_key, step_index):
+    """Key of what is drawn at a recorded draw (collapsed readout), disjoint from the step keys."""
+    return jax.random.fold_in(jax.random.fold_in(chain_key, step_index), 1)
+
+
+def _observe(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper, schedule):
+    params = unwhiten(carry.state.position, hyper["roots"])
+    extra = {}
+    if setup.complete is not None:
+        T = temperature_at(schedule, step_index, setup.schedule_geometric)
+        params, extra = setup.complete(observation_key(chain_key, step_index), params, data, hyper["model"], T)
+    forward = partial(setup.forward, kwargs=hyper["model"])
+    draw, kernels = draw_observables(forward, params, data, setup.store_all_layers)
+    draw = {**draw, **extra}
     alive = ~carry.dead
     draw = jax.tree.map(lambda x: jnp.where(alive, x, jnp.nan), draw)
     kernel_sum = jax.tree.map(lambda s, k: s + jnp.where(alive, k, 0.0), carry.kernel_sum, kernels)
-    return carry._replace(kernel_sum=kernel_sum, num_observed=carry.num_observed + alive), draw
+    return carry._replace(kernel_sum=kernel_sum, num_observed=carry.num_observed + alive.astype(carry.num_observed.dtype)), draw
 
 
-def run_chunk_one_chain(setup, carry, chain_key, data, schedule, start, num_draws, num_steps):
+def run_chunk_one_chain(setup, carry, chain_key, data, hyper, schedule, start, num_draws, num_steps):
     """A chunk of one chain: burn-in steps, or ``num_draws`` x (``thin`` steps, then observe)."""
     if num_draws == 0:
-        carry, _, _ = _run_steps(setup, carry, chain_key, start, num_steps, data, schedule)
+        carry, _, _, _ = _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule)
         return carry, {}
     thin = num_steps // num_draws
 
     def one_draw(c, d):
-        c, accept, diverging = _run_steps(setup, c, chain_key, start + d * thin, thin, data, schedule)
-        c, draw = _observe(setup, c, data)
-        return c, {**draw, "accept_prob": accept, "diverging": diverging | c.dead}
+        first = start + d * thin
+        c, accept, diverging, extra = _run_steps(setup, c, chain_key, first, thin, data, hyper, schedule)
+        c, draw = _observe(setup, c, chain_key, first + thin - 1, data, hyper, schedule)
+        return c, {**draw, **extra, "accept_prob": accept, "diverging": diverging | c.dead}
 
     return jax.lax.scan(one_draw, carry, jnp.arange(num_draws))
 
 
+_CHUNK_CACHE: dict = {}
+
+
 def make_chunk_fn(setup: RunSetup):
-    """The jitted chunk over all chains: ``(carry, keys, data, schedule, start, ...) -> (carry, draws)``."""
+    """The jitted chunk over all chains: ``(carry, keys, data, hyper, schedule, start, ...) -> (carry, draws)``.
+
+    Cached by ``setup.key``: a sweep whose points differ only in traced numbers (temperature,
+    step size, prior variances, readout exponent, data of equal shapes) compiles once per shape.
+    """
+    if setup.key in _CHUNK_CACHE:
+        return _CHUNK_CACHE[setup.key]
     one = partial(run_chunk_one_chain, setup)
 
     @partial(jax.jit, static_argnames=("num_draws", "num_steps"))
-    def chunk(carry, chain_keys, data, schedule, start, num_draws, num_steps):
-        fn = partial(one, data=data, schedule=schedule, start=start, num_draws=num_draws,
+    def chunk(carry, chain_keys, data, hyper, schedule, start, num_draws, num_steps):
+        fn = partial(one, data=data, hyper=hyper, schedule=schedule, start=start, num_draws=num_draws,
                      num_steps=num_steps)
         return jax.vmap(lambda c, k: fn(c, k))(carry, chain_keys)
 
+    _CHUNK_CACHE[setup.key] = chunk
     return chunk
 
 
-def initial_positions(rng_key, spec: NetworkSpec, num_chains: int, dtype) -> dict:
-    """Prior draws in whitened coordinates: standard normal in every block, (chain, ...)."""
-    shapes = param_shapes(spec)
+def initial_positions(rng_key, shapes: dict, factors: dict, num_chains: int, dtype) -> dict:
+    """Starting points in whitened coordinates, (chain, ...) per block: ``factor_b * xi``, xi ~ N(0, 1).
+
+    With ``factor_b = sqrt(prior variance / M_b)`` this is a prior draw of a Gaussian block (the
+    factor is exactly 1 for the default preconditioner M = prior variance).
+    """
     keys = jax.random.split(rng_key, len(shapes))
-    return {name: jax.random.normal(k, (num_chains, *shape), dtype)
-            for (name, shape), k in zip(sorted(shapes.items()), keys)}
+    out = {}
+    for (name, shape), k in zip(sorted(shapes.items()), keys):
+        xi = jax.random.normal(k, (num_chains, *shape), dtype)
+        out[name] = xi if factors[name] == 1.0 else xi * jnp.asarray(factors[name], dtype)
+    return out
 
 
-def init_carry(setup: RunSetup, positions, params, data, num_chains: int, T_init) -> ChainCarry:
+def _init_state(setup: RunSetup, positions, data, hyper, T_init):
+    return jax.vmap(lambda p: setup.sampler.init(p, _target(setup, data, hyper, T_init)))(positions)
+
+
+def init_carry(setup: RunSetup, positions, params, data, hyper, num_chains: int, T_init) -> ChainCarry:
     """Initial sampler states and empty accumulators for every chain (one compiled call)."""
 
     @jax.jit
-    def build(positions, params, data, T_init):
-        logdensity = partial(_bound, setup.logdensity, data=data, T=T_init)
-        state = jax.vmap(lambda p: setup.sampler.init(p, logdensity))(positions)
-        first = unwhiten(jax.tree.map(lambda x: x[0], positions), setup.roots)
-        kernels = jax.eval_shape(lambda: draw_observables(first, data, setup.spec)[1])
+    def build(positions, params, data, hyper, T_init):
+        state = _init_state(setup, positions, data, hyper, T_init)
+        kernels = jax.eval_shape(lambda: _first_kernels(setup, state, data, hyper, T_init))
         zeros = jax.tree.map(lambda k: jnp.zeros((num_chains, *k.shape), k.dtype), kernels)
         return ChainCarry(state, params, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1),
                           zeros, jnp.zeros(num_chains, jnp.int32))
 
-    return build(positions, params, data, T_init)
+    return build(positions, params, data, hyper, T_init)
+
+
+def _first_kernels(setup, state, data, hyper, T):
+    first = jax.tree.map(lambda x: x[0], state).position  # chain 0
+    params = unwhiten(first, hyper["roots"])
+    if setup.complete is not None:
+        params, _ = setup.complete(jax.random.PRNGKey(0), params, data, hyper["model"], T)
+    return draw_observables(partial(setup.forward, kwargs=hyper["model"]), params, data)[1]
+
+
+def warmup(setup: RunSetup, carry: ChainCarry, rng_key, data, hyper, T_eff, num_steps: int) -> ChainCarry:
+    """Tune the sampler (HMC/NUTS adaptation) for ``num_steps`` steps in place of the burn-in."""
+    target = _target(setup, data, hyper, T_eff)
+    keys = jax.random.split(jax.random.fold_in(rng_key, 1), carry.dead.shape[0])
+    warm = jax.jit(jax.vmap(lambda k, st, p: setup.sampler.warmup(k, st, target, p, num_steps)))
+    state, params = warm(keys, carry.state, carry.params)
+    return carry._replace(state=state, params=params)
 
 
 # ----------------------------------------------------------------------------------- host loop
@@ -221,7 +277,7 @@ class RunResult(NamedTuple):
     params: dict  # the sampler's parameters per chain at the end (tuned step sizes)
 
 
-def run_chains(setup: RunSetup, carry: ChainCarry, chain_keys, data, schedule: Schedule,
+def run_chains(setup: RunSetup, carry: ChainCarry, chain_keys, data, hyper, schedule: Schedule,
                chunks: list[Chunk], *, first_chunk: int = 0, host_draws: list | None = None,
                on_chunk: Callable | None = None) -> RunResult:
     """Run ``chunks[first_chunk:]``; ``on_chunk(index, carry, host_draws, chunk_draws)`` after each."""
@@ -230,7 +286,8 @@ def run_chains(setup: RunSetup, carry: ChainCarry, chain_keys, data, schedule: S
     t0 = time.perf_counter()
     for index in range(first_chunk, len(chunks)):
         ch = chunks[index]
-        carry, draws = chunk_fn(carry, chain_keys, data, schedule, ch.start, ch.num_draws, ch.num_steps)
+        carry, draws = chunk_fn(carry, chain_keys, data, hyper, schedule, ch.start, ch.num_draws,
+                                ch.num_steps)
         draws = jax.device_get(draws)
         if ch.num_draws:
             host_draws.append(draws)

@@ -9,15 +9,27 @@ hidden weights are tied), and ``a`` (N, m).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from dataclasses import dataclass, replace
+from functools import partial
 
+import jax
 import jax.numpy as jnp
 
 from widebayes.activations import get_activation
 
 
-class NetworkSpec(NamedTuple):
-    """Everything fixed at build time about a network (closed over, never traced)."""
+@partial(jax.tree_util.register_dataclass,
+         data_fields=["gamma", "sigma_w2", "sigma_a2"],
+         meta_fields=["input_dim", "width", "depth", "num_outputs", "activation", "tied_weights"])
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A network: its structure (fixed at build time) and its numbers (traced).
+
+    As a JAX pytree the structure (sizes, activation, tied weights) is static, part of a compiled
+    function's cache key, and the numbers (readout exponent ``gamma``, prior variances) are leaves,
+    so a sweep over them reuses one compiled chunk (ARCHITECTURE.md, "Sweeps compile once").
+    """
 
     input_dim: int
     width: int
@@ -29,13 +41,21 @@ class NetworkSpec(NamedTuple):
     sigma_w2: tuple = ()  # per hidden layer; empty -> all 1
     sigma_a2: float = 1.0
 
+    def __post_init__(self):
+        if not self.sigma_w2:
+            object.__setattr__(self, "sigma_w2", (1.0,) * self.depth)
+        object.__setattr__(self, "sigma_w2", tuple(self.sigma_w2))
+
     @property
     def layer_variances(self) -> tuple:
-        return tuple(self.sigma_w2) if self.sigma_w2 else (1.0,) * self.depth
+        return self.sigma_w2
 
     @property
     def lazy(self) -> bool:
         return self.gamma == 0.5
+
+    def _replace(self, **changes) -> "NetworkSpec":
+        return replace(self, **changes)
 
 
 def weight_names(spec: NetworkSpec) -> list[str]:
@@ -70,10 +90,10 @@ def param_prior_variances(spec: NetworkSpec) -> dict[str, float]:
 def hidden_layers(params: dict, X, spec: NetworkSpec) -> list:
     """Preactivations ``[z_1, ..., z_L]`` of every hidden layer, each (P, N)."""
     phi = get_activation(spec.activation).phi
-    z = X @ params["W1"].T / jnp.sqrt(spec.input_dim)
+    z = X @ params["W1"].T / math.sqrt(spec.input_dim)
     zs = [z]
     for layer in range(2, spec.depth + 1):
-        z = phi(z) @ params[layer_weight_name(spec, layer)].T / jnp.sqrt(spec.width)
+        z = phi(z) @ params[layer_weight_name(spec, layer)].T / math.sqrt(spec.width)
         zs.append(z)
     return zs
 

@@ -29,23 +29,39 @@ def mse_loss(f, Y):
     return 0.5 * jnp.sum((Y - f) ** 2)
 
 
-def draw_observables(params, data: dict, spec: NetworkSpec, store_all_layers: bool = False):
+def network_forward(spec: NetworkSpec):
+    """The built-in network as a forward map ``f(params, X) -> (features, f)``."""
+
+    def forward(params, X):
+        feats = layer_features(params, X, spec)
+        return feats, readout(params, feats[-1], spec)
+
+    return forward
+
+
+def stored_blocks(params: dict) -> dict:
+    """The parameter blocks a draw stores: all but the hidden weight matrices (``W...``)."""
+    return {name: x for name, x in params.items() if not name.startswith("W")}
+
+
+def draw_observables(forward, params, data: dict, store_all_layers: bool = False):
     """Per-draw quantities and this draw's layer kernels.
 
-    Returns ``(draw, kernels)``: ``draw`` holds ``a``, ``f_train``, ``loss``, ``phi_L`` (neuron,
-    train) and, with a test set, ``f_test`` and ``phi_L_test``; with ``store_all_layers`` also
-    ``phi_1 ... phi_{L-1}`` (and ``phi_1_test ...``).  ``kernels`` holds ``train`` (and ``test``) Gram stacks.
+    ``forward(params, X) -> (features, f)`` is the model's forward map (the ``phi_l`` and ``f``
+    sites of a NumPyro model, or :func:`network_forward`).  Returns ``(draw, kernels)``: ``draw``
+    holds the stored parameter blocks (``a``, biases...), ``f_train``, ``loss``, ``phi_L``
+    (neuron, train) and, with a test set, ``f_test`` and ``phi_L_test``; with
+    ``store_all_layers`` also ``phi_1 ... phi_{L-1}`` (and ``phi_1_test ...``).  ``kernels``
+    holds ``train`` (and ``test``) Gram stacks.
     """
-    feats = layer_features(params, data["X_train"], spec)
-    f_train = readout(params, feats[-1], spec)
-    draw = {"a": params["a"], "f_train": f_train, "loss": mse_loss(f_train, data["Y_train"]),
+    feats, f_train = forward(params, data["X_train"])
+    draw = {**stored_blocks(params), "f_train": f_train, "loss": mse_loss(f_train, data["Y_train"]),
             "phi_L": feats[-1].T}
     if store_all_layers:
         draw.update({f"phi_{l}": h.T for l, h in enumerate(feats[:-1], start=1)})
     kernels = {"train": gram_stack(data["X_train"], feats)}
     if "X_test" in data:
-        feats_test = layer_features(params, data["X_test"], spec)
-        draw["f_test"] = readout(params, feats_test[-1], spec)
+        feats_test, draw["f_test"] = forward(params, data["X_test"])
         draw["phi_L_test"] = feats_test[-1].T
         if store_all_layers:
             draw.update({f"phi_{l}_test": h.T for l, h in enumerate(feats_test[:-1], start=1)})

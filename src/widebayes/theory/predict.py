@@ -23,16 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from widebayes.checkpoint import atomic_write
+from widebayes.errors import InputError
 from widebayes.experiment import Experiment, build_experiment
 from widebayes.theory.bpkr import bpkr_prediction
-from widebayes.theory.gp import GenError
 from widebayes.theory.nngp import nngp_kernels
 
 
-def gen_error_dict(err: GenError) -> dict:
-    return {"bias": err.bias, "variance": err.variance, "total": err.total,
-            "bias_total": err.bias_total, "variance_total": err.variance_total,
-            "total_sum": err.total_sum}
+COVERED_MODELS = ("network_prior",)  # the models whose posterior these theories describe
 
 
 def experiment_inputs(exp: Experiment) -> dict:
@@ -40,7 +37,7 @@ def experiment_inputs(exp: Experiment) -> dict:
     return {"num_train": len(exp.data.X_train), "num_test": len(exp.data.X_test),
             "input_dim": s.input_dim, "width": s.width, "depth": s.depth, "num_outputs": s.num_outputs,
             "activation": s.activation, "gamma": s.gamma, "sigma_w2": list(s.layer_variances),
-            "sigma_a2": s.sigma_a2, "temperature": exp.config["network"]["temperature"],
+            "sigma_a2": s.sigma_a2, "temperature": exp.T,
             "T_eff": exp.T_eff}
 
 
@@ -88,8 +85,8 @@ def lazy_predictions(exp: Experiment) -> dict:
         m = d.Y_train.shape[1]
         out.update({"f_test_mean": res.prediction.mean, "f_test_var": per_output(res.prediction.var, m),
                     "f_test_mean_gp": res.gp.mean, "f_test_var_gp": per_output(res.gp.var, m),
-                    "gen_error": gen_error_dict(res.gen_error),
-                    "gen_error_gp": gen_error_dict(res.gen_error_gp)})
+                    "gen_error": res.gen_error._asdict(),
+                    "gen_error_gp": res.gen_error_gp._asdict()})
     return out
 
 
@@ -100,7 +97,13 @@ def nngp_only(exp: Experiment, note: str) -> dict:
 
 
 def predictions(exp: Experiment) -> dict:
-    """Every prediction the theory modules make for this experiment, plus the inputs used."""
+    """Every prediction the theory modules make for this experiment, plus the inputs used.
+
+    Only the models in ``COVERED_MODELS`` have a theory: any other model is an InputError.
+    """
+    if exp.model not in COVERED_MODELS:
+        raise InputError(f"no theory covers model {exp.model!r}; the theories cover {list(COVERED_MODELS)}",
+                         key="network.model")
     if exp.spec.gamma == 0.5:
         out = lazy_predictions(exp)
     elif exp.spec.gamma == 1.0:

@@ -34,7 +34,6 @@ from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
 from widebayes.theory.nonlazy.relu import critical_temperatures, solve_sparse
 from widebayes.theory.nonlazy.sigmoid import code_schemes, solve_redundant, solve_redundant_finite_P
-from widebayes.theory.predict import gen_error_dict
 
 MAX_GENERAL_P = 5
 CLASS_TOL = 1e-8
@@ -59,7 +58,7 @@ class _Data:
         if self.has_test:
             self.k0 = input_kernel(d.X_train, d.X_test)
             self.K0_test = input_kernel(d.X_test)
-        self.T0 = float(exp.config["network"]["temperature"])
+        self.T0 = exp.T
         self.N = exp.spec.width
         self.num_classes = int(max(d.labels_train.max(), d.labels_test.max() if len(d.labels_test) else 0)) + 1
 
@@ -85,7 +84,7 @@ def class_task(exp, activation: str | None = None) -> cl.ClassTask | None:
     P = len(labels)
     rho = np.bincount(labels) / P
     return cl.ClassTask(rho, targets, P, s.sigma_a2 * P, s.layer_variances[0] * c,
-                        float(exp.config["network"]["temperature"]), activation or s.activation)
+                        exp.T, activation or s.activation)
 
 
 def _gp(exp):
@@ -101,7 +100,7 @@ def _with_test(out: dict, exp, mean, var) -> dict:
     gp_mean, gp_err = _gp(exp)
     err = generalization_error(mean, var, d.Y_test)
     out.update({"f_test_mean": mean, "f_test_var": var, "f_test_mean_gp": gp_mean,
-                "gen_error": gen_error_dict(err), "gen_error_gp": gen_error_dict(gp_err)})
+                "gen_error": err._asdict(), "gen_error_gp": gp_err._asdict()})
     return out
 
 
