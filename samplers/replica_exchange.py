@@ -23,6 +23,7 @@ run repeats an uninterrupted one bit for bit.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -88,7 +89,7 @@ def replica_exchange(base: Sampler, ratios: tuple, swap_every: int) -> Sampler:
         own = replicas.logdensity
         return cross_lo + cross_hi - own[:-1] - own[1:]
 
-    def swap(rng_key, state: ReplicaState, logdensity_at, parity):
+    def swap(rng_key, state: ReplicaState, parity, logdensity_at):
         la = jnp.nan_to_num(log_alpha(state.replicas, logdensity_at), nan=-jnp.inf)
         attempted = (jnp.arange(K - 1) % 2) == parity
         u = jax.random.uniform(rng_key, (K - 1,), la.dtype)
@@ -98,7 +99,7 @@ def replica_exchange(base: Sampler, ratios: tuple, swap_every: int) -> Sampler:
         prob = jnp.where(attempted, jnp.exp(jnp.minimum(la, 0.0)), jnp.nan)
         return ReplicaState(init_all(positions, logdensity_at)), prob
 
-    def no_swap(rng_key, state, logdensity_at, parity):
+    def no_swap(rng_key, state, parity, logdensity_at):
         return state, jnp.full(K - 1, jnp.nan, state.replicas.logdensity.dtype)
 
     def step(rng_key, state: ReplicaState, logdensity_at, params):
@@ -112,7 +113,8 @@ def replica_exchange(base: Sampler, ratios: tuple, swap_every: int) -> Sampler:
 
         moved, info = jax.vmap(one)(keys, state.replicas, rk, per)
         state = ReplicaState(moved)
-        state, prob = jax.lax.cond(shared["swap_now"], swap, no_swap, k_swap, state, logdensity_at,
+        state, prob = jax.lax.cond(shared["swap_now"], partial(swap, logdensity_at=logdensity_at),
+                                   partial(no_swap, logdensity_at=logdensity_at), k_swap, state,
                                    shared["swap_parity"])
         extra = {**(info.extra or {}), "swap_accept": prob}
         return state, StepInfo(info.accept_prob[0], jnp.any(info.diverging), extra)

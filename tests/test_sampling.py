@@ -192,3 +192,27 @@ def test_smc_through_the_command_path_stores_particles_and_evidence(tmp_path):
 def test_annealing_is_refused_where_burn_in_is_adaptation():
     with pytest.raises(ValueError, match="sampler.anneal"):
         small(kind="nuts", anneal={"T_start": 1.0, "num_steps": 100})
+
+
+def test_runs_that_differ_in_numbers_only_compile_once():
+    """Temperature, step size, prior variances and the readout exponent are traced: a second run
+    of the same shapes compiles nothing (ARCHITECTURE.md, "Sweeps compile once")."""
+    from jax import monitoring
+
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+    base = {"task": {"kind": "orthogonal", "num_train": 8, "input_dim": 12, "num_test": 3,
+                     "class_ratios": [0.5, 0.5]},
+            "network": {"depth": 2, "width": 16, "activation": "relu", "readout": 0.75, "temperature": 0.05,
+                        "sigma_w2": 1.0, "sigma_a2": 1.0},
+            "sampler": {"step_size": 0.002, "num_steps": 400, "burn_in": 200, "thin": 50, "num_chains": 2,
+                        "seed": 4, "progress": False}}
+    sample_experiment(resolve(base))
+    first = len(compiles)
+    other = {**base, "network": {**base["network"], "temperature": 0.02, "sigma_w2": [0.5, 1.5],
+                                 "sigma_a2": 0.7, "readout": 0.9},
+             "sampler": {**base["sampler"], "step_size": 0.001, "seed": 5}}
+    out = sample_experiment(resolve(other))
+    assert first > 0 and len(compiles) == first, compiles[first:]
+    assert np.all(np.isfinite(out.result.draws["loss"]))

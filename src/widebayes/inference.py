@@ -238,17 +238,26 @@ def _init_state(setup: RunSetup, positions, data, hyper, T_init):
 
 
 def init_carry(setup: RunSetup, positions, params, data, hyper, num_chains: int, T_init) -> ChainCarry:
-    """Initial sampler states and empty accumulators for every chain (one compiled call)."""
+    """Initial sampler states and empty accumulators for every chain (one compiled call, cached)."""
+    return _init_fn(setup, num_chains)(positions, params, data, hyper, T_init)
 
-    @jax.jit
-    def build(positions, params, data, hyper, T_init):
-        state = _init_state(setup, positions, data, hyper, T_init)
-        kernels = jax.eval_shape(lambda: _first_kernels(setup, state, data, hyper, T_init))
-        zeros = jax.tree.map(lambda k: jnp.zeros((num_chains, *k.shape), k.dtype), kernels)
-        return ChainCarry(state, params, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1),
-                          zeros, jnp.zeros(num_chains, jnp.int32))
 
-    return build(positions, params, data, hyper, T_init)
+_INIT_CACHE: dict = {}
+
+
+def _init_fn(setup: RunSetup, num_chains: int):
+    key = (setup.key, num_chains)
+    if key not in _INIT_CACHE:
+        @jax.jit
+        def build(positions, params, data, hyper, T_init):
+            state = _init_state(setup, positions, data, hyper, T_init)
+            kernels = jax.eval_shape(lambda: _first_kernels(setup, state, data, hyper, T_init))
+            zeros = jax.tree.map(lambda k: jnp.zeros((num_chains, *k.shape), k.dtype), kernels)
+            return ChainCarry(state, params, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1),
+                              zeros, jnp.zeros(num_chains, jnp.int32))
+
+        _INIT_CACHE[key] = build
+    return _INIT_CACHE[key]
 
 
 def _first_kernels(setup, state, data, hyper, T):
@@ -314,9 +323,20 @@ _DRAW_DIMS = {
     "diverging": (),
     "phi_L": ("neuron", "train"),
     "phi_L_test": ("neuron", "test"),
+    "swap_accept": ("pair",),
 }
 _GROUP_OF = {"a": "posterior", "f_train": "posterior", "f_test": "posterior", "loss": "sample_stats",
-             "accept_prob": "sample_stats", "diverging": "sample_stats"}
+             "accept_prob": "sample_stats", "diverging": "sample_stats", "swap_accept": "sample_stats"}
+
+
+def _dims_and_group(name: str, ndim: int) -> tuple[tuple, str]:
+    """Dimension names and group of a per-draw array: the schema's, ``phi_*`` representations, and
+    any other parameter block of a model (posterior, dimensions ``NAME_dim_i``)."""
+    if name in _DRAW_DIMS:
+        return _DRAW_DIMS[name], _GROUP_OF.get(name, "representations")
+    if name.startswith("phi_"):
+        return ("neuron", "test") if name.endswith("_test") else ("neuron", "train"), "representations"
+    return tuple(f"{name}_dim_{i}" for i in range(ndim)), "posterior"
 
 
 def to_inferencedata(result: RunResult, data, attrs: dict, has_accept: bool = True):
@@ -332,8 +352,8 @@ def to_inferencedata(result: RunResult, data, attrs: dict, has_accept: bool = Tr
     for name, value in result.draws.items():
         if name == "accept_prob" and not has_accept:
             continue
-        dims = _DRAW_DIMS.get(name, ("neuron", "test") if name.endswith("_test") else ("neuron", "train"))
-        groups[_GROUP_OF.get(name, "representations")][name] = (("chain", "draw", *dims), value)
+        dims, group = _dims_and_group(name, np.ndim(value) - 2)
+        groups[group][name] = (("chain", "draw", *dims), value)
     groups["representations"]["kernel"] = (("chain", "layer", "train_row", "train_col"),
                                            result.kernels["train"])
     if "test" in result.kernels:
