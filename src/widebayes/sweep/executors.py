@@ -17,6 +17,7 @@ refresh its progress bar).  A failed point is retried once and never stops the o
 from __future__ import annotations
 
 import os
+import warnings
 from typing import NamedTuple
 
 from widebayes.errors import InputError
@@ -127,16 +128,28 @@ class RayExecutor:
         """Join the cluster at ``address``, or start a local instance; True when this call started Ray."""
         if ray.is_initialized():
             return False
+        init_ray(ray, self.address)
+        return True
+
+
+def init_ray(ray, address: str | None = None, num_cpus: int | None = None) -> None:
+    """``ray.init``: a new local instance (``num_cpus``, default all cores) or the cluster at ``address``.
+
+    Ray starts its processes by fork and exec, which JAX (imported already) warns about as if it
+    were a bare fork; that warning is silenced here.  Worker logs stay on the workers (a point's
+    error comes back in its status).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         try:
-            if self.address is None:
-                ray.init(address="local", include_dashboard=False, log_to_driver=False,
+            if address is None:
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                          logging_level="warning", object_store_memory=LOCAL_OBJECT_STORE)
             else:
-                ray.init(address=self.address, log_to_driver=False, logging_level="warning")
+                ray.init(address=address, log_to_driver=False, logging_level="warning")
         except (ConnectionError, ValueError) as err:
-            raise InputError(f"cannot join the Ray cluster at {self.address!r}: {error_line(err)}",
+            raise InputError(f"cannot join the Ray cluster at {address!r}: {error_line(err)}",
                              key="--address") from None
-        return True
 
 
 def import_ray():

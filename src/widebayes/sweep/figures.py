@@ -52,10 +52,15 @@ def figure_of(spec, rows: list[dict], quantity: str, folder: Path) -> Path:
     ax.set_title(f"{quantity} (error bars: {ERRORBAR_SIGMAS:g} MCSE)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = folder / f"{_UNSAFE.sub('_', quantity)}.png"
+    path = folder / f"{figure_name(quantity)}.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return path
+
+
+def figure_name(quantity: str) -> str:
+    """``gen_error[0]`` -> ``gen_error_0`` (a safe file name)."""
+    return _UNSAFE.sub("_", quantity.replace("[", "_").replace("]", ""))
 
 
 def lines(rows: list[dict], others: list[str]) -> dict:
