@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--executor", choices=["ray", "serial"], default="ray",
                    help="Ray tasks (default) or this process")
     w.add_argument("--address", default=None, help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
-    w.add_argument("--cpus-per-point", type=float, default=1.0, help="CPUs each point asks Ray for (default 1)")
-    w.add_argument("--gpus-per-point", type=float, default=0.0, help="GPUs each point asks Ray for (default 0)")
+    w.add_argument("--cpus-per-point", type=float, default=1.0, help="CPUs a point asks Ray for (default 1)")
+    w.add_argument("--gpus-per-point", type=float, default=0.0, help="GPUs a point asks Ray for (default 0)")
     w.add_argument("--dry-run", action="store_true", help="list the points and exit")
     w.add_argument("--no-progress", action="store_true")
     return p

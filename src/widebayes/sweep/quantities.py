@@ -128,23 +128,24 @@ def kernel_alignment(report: dict, idata) -> list[Quantity]:
     """``kernel_alignment[l]`` for the hidden layers l = 1..L."""
     kernels = report["kernels"]
     align = kernels["alignment_with_targets"]
-    adapted = (kernels.get("kernel_adaptation") or {}).get("alignment_with_targets", {}).get("kernel adaptation")
+    adaptation = kernels.get("kernel_adaptation") or {}
+    adapted = adaptation.get("alignment_with_targets", {}).get("kernel adaptation")
     reps = idata.representations
     depth = int(report["experiment"]["depth"])
     K_mean = reps["kernel"].values.astype(np.float64).mean(axis=0)  # layer, train, train
     Y = idata.observed_data["y_train"].values.astype(np.float64)
     out = []
-    for l in range(1, depth + 1):
-        name = "phi_L" if l == depth else f"phi_{l}"
-        series = alignment_series(reps[name].values, K_mean[l], Y) if name in reps else None
-        sources = {"theory": _layer(align.get("theory"), l), "nngp": _layer(align.get("nngp"), l),
-                   "kernel_adaptation": _layer(adapted, l)}
-        out.append(Quantity(f"kernel_alignment[{l}]", align["samples"][l], series, sources))
+    for layer in range(1, depth + 1):
+        name = "phi_L" if layer == depth else f"phi_{layer}"
+        series = alignment_series(reps[name].values, K_mean[layer], Y) if name in reps else None
+        sources = {"theory": _layer(align.get("theory"), layer), "nngp": _layer(align.get("nngp"), layer),
+                   "kernel_adaptation": _layer(adapted, layer)}
+        out.append(Quantity(f"kernel_alignment[{layer}]", align["samples"][layer], series, sources))
     return out
 
 
-def _layer(values, l):
-    return None if values is None else values[l]
+def _layer(values, layer: int):
+    return None if values is None else values[layer]
 
 
 def alignment_series(phi, K_mean, Y) -> np.ndarray:

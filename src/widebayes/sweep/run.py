@@ -33,7 +33,7 @@ class PointJob(NamedTuple):
     run_id: str
 
 
-class PointFailed(RuntimeError):
+class PointError(RuntimeError):
     """A point that ran but cannot be used (a diverged chain): reported, retried once."""
 
 
@@ -61,7 +61,7 @@ def run_point(job: PointJob) -> dict:
 
     Resumes from the folder's checkpoint when there is one (a killed earlier attempt).  A theory
     that does not cover the experiment (InputError) leaves the theory columns empty; a diverged
-    chain raises :class:`PointFailed`.
+    chain raises :class:`PointError`.
 
     Returns
     -------
@@ -81,7 +81,7 @@ def run_point(job: PointJob) -> dict:
     resumed = checkpoint.exists(folder)
     out = sample_experiment(job.resolved, out_dir=folder, resume=resumed, progress=False)
     if out.divergences:
-        raise PointFailed("; ".join(out.divergences))
+        raise PointError("; ".join(out.divergences))
     try:
         write_theory(job.resolved, folder / "theory.json")
     except InputError:

@@ -67,8 +67,9 @@ def results_dataset(spec, finished: dict):
     coords = {"point": [p.slug for p in points], "quantity": quantities}
     for j, key in enumerate(spec.keys):
         coords[key] = ("point", [cell_value(p.values[j][1]) for p in points])
-    attrs = {"mode": spec.mode, "axes": json.dumps([k for k in spec.keys]), "sweep_file": spec.text}
-    return xr.Dataset({col: (("point", "quantity"), v) for col, v in data.items()}, coords=coords, attrs=attrs)
+    attrs = {"mode": spec.mode, "axes": json.dumps(spec.keys), "sweep_file": spec.text}
+    variables = {col: (("point", "quantity"), v) for col, v in data.items()}
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 def write_netcdf(ds, path) -> Path:
