@@ -153,12 +153,27 @@ def test_dry_run_lists_the_points_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_dry_run_tells_what_a_run_would_do_with_each_point(tmp_path):
+    from widebayes.sweep import dry_run_lines
+    from widebayes.sweep.run import config_fingerprint, write_status
+
+    spec = load_sweep(write_sweep(tmp_path, '[sweep]\n"network.width" = [8, 16, 32, 64]\n'))
+    states = [("done", config_fingerprint(spec.points[0].resolved)),
+              ("running", config_fingerprint(spec.points[1].resolved)),  # killed
+              ("done", "another config")]
+    for point, (state, config) in zip(spec.points, states):
+        (tmp_path / "out" / "points" / point.slug).mkdir(parents=True)
+        write_status(tmp_path / "out" / "points" / point.slug, {"state": state, "config": config, "rows": []})
+    assert [line.split("  ")[-1] for line in dry_run_lines(spec, tmp_path / "out")] == [
+        "[done, skipped]", "[to resume]", "[config changed, to rerun]", "[to run]"]
+
+
 def test_executor_options_are_checked_before_anything_runs(tmp_path, capsys, monkeypatch):
     path = write_sweep(tmp_path, '[sweep]\n"network.width" = [8]\n')
     assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--cpus-per-point", "0"]) == 2
     assert "--cpus-per-point" in capsys.readouterr().err and not (tmp_path / "out").exists()
-    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
-    assert RayExecutor().address == "10.1.2.3:6379" and RayExecutor("auto").address == "auto"
+    monkeypatch.setenv("RAY_ADDRESS", "head-node:6379")
+    assert RayExecutor().address == "head-node:6379" and RayExecutor("auto").address == "auto"
     options = RayExecutor(cpus=2, gpus=0.5).task_options()
     assert options["num_cpus"] == 2 and options["num_gpus"] == 0.5 and options["max_retries"] == 1
     assert options["retry_exceptions"]

@@ -88,6 +88,8 @@ class RayExecutor:
         self.cpus, self.gpus, self.retries = cpus, gpus, retries
 
     def run(self, jobs):
+        if not jobs:
+            return
         ray = import_ray()
         started = self.connect(ray)
         try:

@@ -167,9 +167,7 @@ def resolve_point(cfg: dict, values: tuple) -> dict:
         axis = next((k for k, _ in values if err.key and (err.key == k or err.key.startswith(k + "."))), None)
         reason = str(err)[len(err.key) + 2:] if err.key else str(err)
         if axis is not None:
-            where = f" at point {describe(values)}" if len(values) > 1 else ""
-            raise InputError(f"value {json.dumps(dict(values)[axis])}{where}: {reason}",
-                             key=f"sweep.{axis}") from None
+            raise InputError(f"{reason} (at {describe(values)})", key=f"sweep.{axis}") from None
         raise InputError(f"at point {describe(values)}: {err}") from None
 
 
