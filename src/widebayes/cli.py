@@ -46,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--noise", choices=["hash32", "threefry"], default="hash32",
                    help="Langevin noise generator to time (default: the shipped default)")
+    w = sub.add_parser("sweep", help="an experiment over a grid of config values: DIR/results.csv, figures")
+    w.add_argument("sweep", help="sweep TOML file: a base experiment and [sweep] axes")
+    w.add_argument("--out", required=True, help="output folder (re-running skips finished points)")
+    w.add_argument("--executor", choices=["ray", "serial"], default="ray",
+                   help="Ray tasks (default) or this process")
+    w.add_argument("--address", default=None, help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    w.add_argument("--cpus-per-point", type=float, default=1.0, help="CPUs a point asks Ray for (default 1)")
+    w.add_argument("--gpus-per-point", type=float, default=0.0, help="GPUs a point asks Ray for (default 0)")
+    w.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    w.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -150,8 +160,23 @@ def _bench(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from widebayes.sweep import dry_run_lines, load_sweep, make_executor, run_sweep, summary_lines
+
+    spec = load_sweep(args.sweep)
+    if args.dry_run:
+        print("\n".join(dry_run_lines(spec, args.out)))
+        return 0
+    executor = make_executor(args.executor, args.address, args.cpus_per_point, args.gpus_per_point)
+    result = run_sweep(spec, args.out, executor, progress=not args.no_progress)
+    print("\n".join(summary_lines(spec, result)))
+    return 1 if result.failed else 0
+
+
 _COMMANDS = {"sample": _sample, "compare": _compare, "theory": _theory, "demo": _demo, "bench": _bench,
              "drift": _drift}
+
+_COMMANDS["sweep"] = _sweep
 
 if __name__ == "__main__":
     sys.exit(main())

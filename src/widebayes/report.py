@@ -950,7 +950,7 @@ def jsonable(value):
 def _fmt(x) -> str:
     x = np.asarray(x, dtype=np.float64)
     if x.size == 1:
-        return f"{float(x):.4g}"
+        return f"{x.item():.4g}"
     if x.size <= 4:
         return "(" + ", ".join(f"{v:.3g}" for v in x.ravel()) + ")"
     return f"|.| = {np.linalg.norm(x):.4g}"
