@@ -23,6 +23,7 @@ from numpyro.infer.util import log_density
 from widebayes.models.network_prior import network_prior
 from widebayes.networks import NetworkSpec, param_shapes
 from widebayes.observables import draw_observables
+from widebayes.posterior import to_inferencedata  # noqa: F401 - moved; re-exported for now
 from widebayes.samplers.base import Sampler
 
 
@@ -245,52 +246,3 @@ def collect(carry: ChainCarry, host_draws: list, seconds: float) -> RunResult:
     count = np.maximum(np.asarray(carry.num_observed), 1).reshape(-1, 1, 1, 1)
     kernels = {name: np.asarray(s) / count for name, s in carry.kernel_sum.items()}
     return RunResult(draws, kernels, np.asarray(carry.dead_at), seconds, jax.device_get(carry.params))
-
-
-# ----------------------------------------------------------------------------------- ArviZ
-_DRAW_DIMS = {
-    "a": ("neuron", "output"),
-    "f_train": ("train", "output"),
-    "f_test": ("test", "output"),
-    "loss": (),
-    "accept_prob": (),
-    "diverging": (),
-    "phi_L": ("neuron", "train"),
-    "phi_L_test": ("neuron", "test"),
-}
-_GROUP_OF = {"a": "posterior", "f_train": "posterior", "f_test": "posterior", "loss": "sample_stats",
-             "accept_prob": "sample_stats", "diverging": "sample_stats"}
-
-
-def to_inferencedata(result: RunResult, data, attrs: dict, has_accept: bool = True):
-    """The one conversion to ArviZ: groups and dimension names exactly as DESIGN.md lists them."""
-    import warnings
-
-    import xarray as xr
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
-
-    groups = {"posterior": {}, "sample_stats": {}, "representations": {}}
-    for name, value in result.draws.items():
-        if name == "accept_prob" and not has_accept:
-            continue
-        dims = _DRAW_DIMS.get(name, ("neuron", "test") if name.endswith("_test") else ("neuron", "train"))
-        groups[_GROUP_OF.get(name, "representations")][name] = (("chain", "draw", *dims), value)
-    groups["representations"]["kernel"] = (("chain", "layer", "train_row", "train_col"),
-                                           result.kernels["train"])
-    if "test" in result.kernels:
-        groups["representations"]["kernel_test"] = (("chain", "layer", "test_row", "test_col"),
-                                                    result.kernels["test"])
-    groups["observed_data"] = _observed(data)
-    datasets = {g: xr.Dataset(v, attrs=attrs) for g, v in groups.items()}
-    return az.InferenceData(attrs=attrs, **datasets)
-
-
-def _observed(data) -> dict:
-    out = {"X_train": (("train", "input"), data.X_train), "y_train": (("train", "output"), data.Y_train),
-           "labels_train": (("train",), data.labels_train)}
-    if len(data.X_test):
-        out.update({"X_test": (("test", "input"), data.X_test), "y_test": (("test", "output"), data.Y_test),
-                    "labels_test": (("test",), data.labels_test)})
-    return out
