@@ -357,8 +357,8 @@ def kernel_adaptation(data: dict) -> Figure:
     grid = fig.add_gridspec(len(hidden), 1 + len(learned))
     ax = fig.add_subplot(grid[:, 0])
     styles = {"nngp": dict(marker="^", color="black", linestyle=":", label="NNGP (prior)"),
-              "theory": dict(marker="o", mfc="none", label=_sources_label(data.get("theory_sources"), data["layers"]),
-                             **THEORY_STYLE),
+              "theory": dict(marker="o", mfc="none", **THEORY_STYLE,
+                             label=_sources_label(data.get("theory_sources"), data["layers"])),
               "kernel adaptation": dict(marker="s", color="C2", linestyle="-.",
                                         label=f"kernel adaptation ({data['method']})"),
               "samples": dict(marker="o", color=SAMPLE_COLOR, label="samples")}

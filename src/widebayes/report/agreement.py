@@ -66,8 +66,8 @@ def _kernel_agreements(run: PosteriorView, kernels, theory_kernels) -> list[Agre
     if rel is None:
         return []
     return [AgreementRow(f"kernel K_{l} on training inputs (Frobenius)",
-                         float(np.linalg.norm(theory_kernels.kernels[l])), float(np.linalg.norm(run.kernel[l])),
-                         rel[l], "", theory_kernels.sources[l])
+                         float(np.linalg.norm(theory_kernels.kernels[l])),
+                         float(np.linalg.norm(run.kernel[l])), rel[l], "", theory_kernels.sources[l])
             for l in range(1, run.depth + 1)]
 
 
@@ -94,7 +94,8 @@ def _outlier_agreements(theory, outliers, source) -> list[AgreementRow]:
     rows = []
     if theory.get("num_outliers") is not None:
         note = ZERO_MODE if theory.get("num_outliers") else ""
-        rows.append(row("number of outlier neurons", theory["num_outliers"], outliers.num_outliers, source, note))
+        rows.append(row("number of outlier neurons", theory["num_outliers"], outliers.num_outliers, source,
+                        note))
     mass = theory_array(theory, "outlier_mass")
     if mass is not None:
         for c, value in enumerate(np.atleast_1d(mass)):

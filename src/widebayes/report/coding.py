@@ -14,9 +14,9 @@ from widebayes.diagnostics import symmetry as dsym
 from widebayes.posterior import PosteriorView
 from widebayes.report.common import theory_array
 
-SYMMETRY_DEFINITION = ("a neuron keeps its code when its code (train inputs) is the same in every stored draw "
-                       "of its chain; the change rate is the fraction of consecutive draw pairs in which it "
-                       "changes")
+SYMMETRY_DEFINITION = ("a neuron keeps its code when its code (train inputs) is the same in every stored "
+                       "draw of its chain; the change rate is the fraction of consecutive draw pairs in "
+                       "which it changes")
 
 
 class LayerCodes(NamedTuple):
@@ -146,7 +146,8 @@ def readout_section(run: PosteriorView, ids, coding: Coding) -> tuple[Readout, n
     outliers = dcodes.readout_outliers(run.a, run.width)
     ob = dread.outlier_bulk(run.a, outliers, ids[run.depth], run.num_classes)
     summary = coding.feature_summary()
-    clusters = [Cluster(*row) for row in zip(summary.codes, summary.fraction, summary.readout, summary.readout_sd)]
+    clusters = [Cluster(*row)
+                for row in zip(summary.codes, summary.fraction, summary.readout, summary.readout_sd)]
     return Readout(dread.readout_second_moment(run.a), dread.readout_norm_per_class(run.a).mean(axis=(0, 1)),
                    clusters, ob), outliers
 
@@ -221,7 +222,8 @@ class Symmetry(NamedTuple):
         per_layer = lambda d: {f"layer_{l}": v for l, v in d.items()}  # noqa: E731
         return {"code_kept_fraction": per_layer(self.code_kept_fraction),
                 "mean_code_change_rate": per_layer(self.mean_code_change_rate),
-                "change_rate_per_neuron": per_layer(self.change_rate_per_neuron), "definition": self.definition}
+                "change_rate_per_neuron": per_layer(self.change_rate_per_neuron),
+                "definition": self.definition}
 
 
 def symmetry_section(run: PosteriorView, ids) -> tuple[Symmetry, dict]:

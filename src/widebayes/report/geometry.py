@@ -123,8 +123,8 @@ def representation_geometry(run: PosteriorView, m: int, max_chains: int = 2) -> 
                 for x in points[l] for a, ia in enumerate(idx) for b, ib in enumerate(idx) if a != b]
         err.append(np.mean([r.err for r in runs]))
         se.append(np.sqrt(np.sum([r.se**2 for r in runs])) / len(runs))
-        cap.append(np.mean([dgeo.manifold_capacity(dgeo.class_manifolds(x, run.labels_train), n_t=CAPACITY_SAMPLES,
-                                                    origin=CAPACITY_ORIGIN).alpha_total
+        cap.append(np.mean([dgeo.manifold_capacity(dgeo.class_manifolds(x, run.labels_train),
+                                                    n_t=CAPACITY_SAMPLES, origin=CAPACITY_ORIGIN).alpha_total
                             for x in points[l]]))
     return RepresentationGeometry(layers, np.array(err), np.array(se), np.array(cap), len(chains))
 
@@ -149,7 +149,8 @@ class Geometry(NamedTuple):
         return {**out, "capacity_meaning": self.capacity_meaning}
 
 
-def geometry_section(run: PosteriorView, nngp, theory_kernels: TheoryKernels | None) -> tuple[Geometry, dict | None]:
+def geometry_section(run: PosteriorView, nngp,
+                     theory_kernels: TheoryKernels | None) -> tuple[Geometry, dict | None]:
     """Representational geometry across layers (perspective Fig. 7): from kernels (sampled
     posterior-mean kernels on train and test inputs, NNGP, and the theory's labelled layer kernels
     where it gives them) and from the sampled representations themselves
@@ -191,9 +192,9 @@ def lag_times(lag_draws, steps_per_draw: int, attrs: dict, sigma2: float) -> Lag
     return LagTimes(lag_draws, paper, paper * float(attrs["T_eff"]) / sigma2)
 
 
-DRIFT_DEFINITION = ("rho_u, rho_v, rho_uY: top singular vectors of the centred feature-layer activations (each "
-                    "neuron's mean over the inputs removed); raw: of the raw activations phi(h(X)), the "
-                    "perspective's definition (Fig. 8B, Eq. 16); lags in paper time = lag steps x "
+DRIFT_DEFINITION = ("rho_u, rho_v, rho_uY: top singular vectors of the centred feature-layer activations "
+                    "(each neuron's mean over the inputs removed); raw: of the raw activations phi(h(X)), "
+                    "the perspective's definition (Fig. 8B, Eq. 16); lags in paper time = lag steps x "
                     "paper_time_per_step, in prior relaxation times sigma_1^2 / T_eff")
 
 

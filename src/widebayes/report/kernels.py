@@ -146,7 +146,8 @@ def _heatmaps(title, inputs, K, K0, labels, theory: TheoryKernels | None) -> dic
     return out
 
 
-def kernel_section(run: PosteriorView, nngp, theory, th: TheoryKernels | None) -> tuple[Kernels, KernelFigures]:
+def kernel_section(run: PosteriorView, nngp, theory,
+                   th: TheoryKernels | None) -> tuple[Kernels, KernelFigures]:
     """Layer kernels against the NNGP and the theory's labelled kernels ``th``
     (:func:`theory_layer_kernels`), and their figures (train, test, alignment, kernel adaptation)."""
     K, K0 = run.kernel, nngp.train

@@ -108,8 +108,8 @@ def _md_agreements(report: dict) -> list[str]:
     if not report["agreement"]:
         return lines + ["no theory: nothing to compare." if not report["theory"]["available"] else
                         "The theory gives no quantity that the samples measure.", ""]
-    lines += [f"✓: within {100 * AGREE_WITHIN:.0f}%; [brackets]: the theory that gave the row, where it is not "
-              "the one named above.", "",
+    lines += [f"✓: within {100 * AGREE_WITHIN:.0f}%; [brackets]: the theory that gave the row, where it is "
+              "not the one named above.", "",
               "| quantity | theory | samples | relative difference |", "|---|---|---|---|"]
     for row in report["agreement"]:
         rd = row["relative_difference"]
@@ -118,7 +118,8 @@ def _md_agreements(report: dict) -> list[str]:
         else:
             mark = "" if not np.isfinite(rd) else (" ✓" if rd <= AGREE_WITHIN else " ✗")
         source = row.get("source")
-        quantity = row["quantity"] + (f" [{source}]" if source and source != report["theory"].get("source") else "")
+        other = source and source != report["theory"].get("source")
+        quantity = row["quantity"] + (f" [{source}]" if other else "")
         cells = [quantity, _fmt(row["theory"]), _fmt(row["samples"]), f"{rd:.3g}{mark}"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines + [""]
@@ -149,7 +150,8 @@ def _md_geometry(report: dict) -> list[str]:
              f"on the sampled representations (last draw of each chain). {alpha}: {meaning['note']}; "
              f"{meaning['num_manifolds']} class manifolds, origin at {meaning['origin']}. "
              "Theory rows name the kernel of each layer in brackets.", "",
-             f"| source | layer | signal | dimension D_a | predicted error | {alpha} |", "|---|---|---|---|---|---|"]
+             f"| source | layer | signal | dimension D_a | predicted error | {alpha} |",
+             "|---|---|---|---|---|---|"]
     for name, row in geo.items():
         if not isinstance(row, dict) or "signal" not in row:
             continue
@@ -178,9 +180,9 @@ def _md_drift(report: dict) -> list[str]:
             f"centred rho_u = {d['rho_u'][i]:.3f}, rho_v = {d['rho_v'][i]:.3f}"
             for i in sorted({first, len(lags) - 1})]
     return ["## Drift", "",
-            "Feature layer, top singular vectors of the raw activations (the perspective's definition, Fig. 8) "
-            "and of the centred ones (each neuron's mean over the inputs removed); random-vector baselines: "
-            f"rho_u {d['baseline_u']:.3f}, rho_v {d['baseline_v']:.3f}; rho_(u,Y) = {raw['rho_uY']:.3f} raw, "
+            "Feature layer, top singular vectors of the raw activations (the perspective's definition, "
+            "Fig. 8) and of the centred ones (each neuron's mean over the inputs removed); random-vector "
+            f"baselines: rho_u {d['baseline_u']:.3f}, rho_v {d['baseline_v']:.3f}; rho_(u,Y) = {raw['rho_uY']:.3f} raw, "
             f"{d['rho_uY']:.3f} centred.", *rows, ""]
 
 
