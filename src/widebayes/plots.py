@@ -290,7 +290,13 @@ def _sources_label(sources, layers) -> str:
     """'theory: l=1 NNGP; l=2 ...': what produced the theory's kernel of each layer shown."""
     if not sources:
         return "theory"
-    return "theory: " + "; ".join(f"l={layer} {sources[layer]}" for layer in layers if layer > 0)
+    return "theory:\n" + "\n".join(_wrap(f"l={layer} {sources[layer]}") for layer in layers if layer > 0)
+
+
+def _wrap(text: str, width: int = 36) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width)
 
 
 def kernels(data: dict) -> Figure:
@@ -317,8 +323,8 @@ def kernels(data: dict) -> Figure:
             _class_lines(ax, data["class_bounds"], axis="y")
             ax.set_xticks([]), ax.set_yticks([])
             source = data.get("theory_sources") if name == "theory" else None
-            ax.set_title(f"{name}, layer {layer}" if not source else f"theory: {source[i]}, layer {layer}",
-                         fontsize=8 if not source else 6)
+            title = f"{name}, layer {layer}" if not source else _wrap(f"theory ({source[i]}), layer {layer}")
+            ax.set_title(title, fontsize=8 if not source else 7)
             if j == 0:
                 ax.set_ylabel(f"{data['inputs']} input (by class)", fontsize=8)
             if i == len(layers) - 1:
@@ -378,7 +384,7 @@ def kernel_adaptation(data: dict) -> Figure:
             axk.set_xticks([]), axk.set_yticks([])
             source = data.get("theory_sources") if name == "theory" else None
             axk.set_title(f"learned, {name}, layer {layer}" if not source else
-                          f"learned, theory: {source[layer]}, layer {layer}", fontsize=8 if not source else 6)
+                          _wrap(f"learned, theory ({source[layer]}), layer {layer}", 32), fontsize=7)
         fig.colorbar(im, ax=axk, shrink=0.8)
     fig.suptitle("Kernel adaptation: alignment and learned correction", fontsize=10)
     return fig
