@@ -80,6 +80,36 @@ def test_top_singular_centering_removes_the_dc_mode():
     assert drift.label_alignment(cen.u[None], y - y.mean())[0] > 0.99
 
 
+def _dc_plus_rotation(chains=2, T=50, N=20, P=12, omega=0.07, seed=8):
+    """Phi_t = 5 b 1^T + w u(t)^T: a fixed DC mode (every neuron's mean over the inputs) and a
+    mean-zero pattern u(t) = cos(w t) e1 + sin(w t) e2 rotating in input space (b, w orthogonal
+    unit vectors; e1, e2 orthonormal and orthogonal to 1): an exact two-term SVD."""
+    rng = np.random.default_rng(seed)
+    b, w = np.linalg.qr(rng.standard_normal((N, 2)))[0].T
+    basis = np.linalg.qr(np.column_stack([np.ones(P), rng.standard_normal((P, 2))]))[0]
+    e1, e2 = basis[:, 1], basis[:, 2]
+    t = np.arange(T)[:, None]
+    u = np.cos(omega * t) * e1 + np.sin(omega * t) * e2  # (T, P)
+    Phi = 5.0 * b[:, None] * np.ones(P) + w[None, :, None] * u[:, None, :]  # (T, N, P)
+    return np.stack([Phi] * chains), omega
+
+
+def test_raw_and_centred_drift_measures_differ_as_defined():
+    """Raw (the perspective's definition): the top pair is the fixed DC mode, so rho_u = rho_v = 1 and
+    u is the uniform vector (rho_{u,Y} = 1 for Y = 1).  Centred: the DC mode is gone and u is the
+    rotating pattern, rho_u(tau) = |cos(omega tau)|, v = w fixed, and u is orthogonal to Y = 1."""
+    Phis, omega = _dc_plus_rotation()
+    Y = np.ones(Phis.shape[-1])
+    raw = drift.drift_overlaps(Phis, Y, 20)
+    centred = drift.drift_overlaps(Phis, Y, 20, center=True)
+    np.testing.assert_allclose(raw.rho_u, 1.0, atol=1e-10)
+    np.testing.assert_allclose(raw.rho_v, 1.0, atol=1e-10)
+    assert raw.rho_uY == pytest.approx(1.0, abs=1e-10)
+    np.testing.assert_allclose(centred.rho_u, np.abs(np.cos(omega * np.arange(21))), atol=1e-10)
+    np.testing.assert_allclose(centred.rho_v, 1.0, atol=1e-10)
+    assert centred.rho_uY == pytest.approx(0.0, abs=1e-10)
+
+
 def test_degenerate_top_singular_values_warn():
     Phi = np.zeros((6, 4))
     Phi[0, 0] = Phi[1, 1] = 1.0

@@ -8,6 +8,7 @@ import pytest
 from widebayes import plots, report
 from widebayes.cli import main
 from widebayes.config import resolve
+from widebayes.diagnostics import readout as dread
 from widebayes.errors import InputError
 from widebayes.sampling import sample_experiment
 
@@ -130,7 +131,7 @@ def test_compare_without_posterior_is_one_line_error(tmp_path, capsys):
 
 def planted_theory(run):
     """What theory/nonlazy provides, planted: agreements and dashed curves must appear."""
-    second = report.dread.readout_second_moment(run.a)
+    second = dread.readout_second_moment(run.a)
     return {"regime": "nonlazy", "method": "planted", "readout_second_moment": second * 1.05,
             "kernel_train": run.kernel,
             "codes": [{"code": "110", "fraction": 0.3, "readout": [1.6, 1.4, -0.3]},
@@ -221,3 +222,113 @@ def test_toy_size_keeps_the_physics_and_shrinks_the_run():
     assert cfg["task"]["num_train"] == 12 and cfg["task"]["num_test"] == 0
     assert cfg["sampler"]["num_steps"] == 300
     resolve(cfg)
+
+
+# ---------------------------------------------------------------------------------- honest labels
+@pytest.fixture(scope="module")
+def lazy_relu_deep(tmp_path_factory):
+    """A lazy ReLU network of depth 2: the theory's layer-1 kernel is the NNGP (BPKR heuristic)."""
+    folder = tmp_path_factory.mktemp("lazy_relu_deep")
+    sample_experiment(tiny({"activation": "relu", "readout": "lazy", "temperature": 0.01, "depth": 2},
+                           num_steps=200, step_size=0.002), out_dir=folder)
+    report.write_report(folder)
+    return folder
+
+
+def test_lazy_relu_lower_layer_kernel_is_labelled_by_what_it_is(lazy_relu_deep):
+    """Layer 1 of a lazy nonlinear network: the theory's kernel there is the NNGP, replaced by the
+    O(1/N) kernel-adaptation kernel that the theory also gives; never called plain "theory"."""
+    from widebayes.report.kernels import KERNEL_ADAPTATION
+
+    data = read_json(lazy_relu_deep)
+    sources = data["kernels"]["theory_sources"]
+    assert len(sources) == 3 and sources[0] == "input kernel"
+    assert sources[1] in {"NNGP", KERNEL_ADAPTATION} and "theory" not in sources
+    assert sources[1] == KERNEL_ADAPTATION  # the lazy nonlinear theory gives kernel_train_perturbative
+    assert "heuristic" in sources[2]  # the feature layer: the BPKR heuristic (THEORY.md 2.6)
+    assert data["figures"]["kernels"]["data"]["theory_sources"] == sources[1:]
+    assert data["kernels"]["kernel_adaptation"]["theory_sources"] == sources
+    assert data["geometry"]["theory, train inputs"]["kernel_sources"] == sources
+    row = next(r for r in data["agreement"] if r["quantity"].startswith("kernel K_1"))
+    assert row["source"] == KERNEL_ADAPTATION
+    # the theory's layer-1 kernel is the kernel-adaptation kernel itself: no learned difference
+    adaptation = data["kernels"]["kernel_adaptation"]["learned_part_relative_norm"]
+    assert adaptation["theory"][1] == pytest.approx(adaptation["kernel adaptation"][1], rel=1e-12)
+    md = (lazy_relu_deep / "report" / "report.md").read_text()
+    assert f"| kernel K_1 on training inputs (Frobenius) [{KERNEL_ADAPTATION}] |" in md
+    assert f"| theory, train inputs [{KERNEL_ADAPTATION}] | 1 |" in md
+
+
+def test_theory_kernels_equal_to_the_nngp_are_called_nngp():
+    """Unit: a layer where kernel_train is the theory's own NNGP is "NNGP" (without an O(1/N) kernel),
+    or the O(1/N) kernel where the theory gives one; other layers name the theory's method."""
+    from widebayes.report.kernels import KERNEL_ADAPTATION, NNGP, theory_layer_kernels
+
+    rng = np.random.default_rng(0)
+    nngp = rng.standard_normal((3, 4, 4))
+    mean = nngp.copy()
+    mean[2] += 0.1  # the heuristic's learned correction, feature layer only
+    theory = {"regime": "lazy", "method": "bpkr-heuristic", "kernel_train": mean, "kernel_train_nngp": nngp}
+    th = theory_layer_kernels(theory, mean)
+    assert th.sources[:2] == ["input kernel", NNGP] and "heuristic" in th.sources[2]
+    np.testing.assert_array_equal(th.kernels, mean)
+    adapted = nngp + 0.05
+    th = theory_layer_kernels({**theory, "kernel_train_perturbative": adapted}, mean)
+    assert th.sources[1] == KERNEL_ADAPTATION
+    np.testing.assert_array_equal(th.kernels[1], adapted[1])
+    np.testing.assert_array_equal(th.kernels[[0, 2]], mean[[0, 2]])
+    assert theory_layer_kernels({"method": "x"}, mean) is None
+
+
+def test_capacity_of_few_classes_is_a_per_manifold_descriptor(deep_sigmoid):
+    data = read_json(deep_sigmoid)
+    meaning = data["geometry"]["capacity_meaning"]
+    assert meaning["kind"] == "per-manifold descriptor" and meaning["num_manifolds"] == 3
+    assert "mean of all points" in meaning["origin"] and "6.2b" in meaning["note"]
+    assert data["figures"]["geometry"]["data"]["capacity_meaning"] == meaning
+    md = (deep_sigmoid / "report" / "report.md").read_text()
+    assert "| alpha_M (per-manifold descriptor) |" in md and "| capacity |" not in md
+    assert "origin at the mean of all points" in md
+
+
+def _drift_view(sigma_w2: float):
+    """A stand-in PosteriorView for the drift section: a fixed DC mode (raw top pair) plus fresh noise
+    per draw (what the centred measures see); sigma_w2 and the time attributes as given."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(1)
+    N, P = 20, 10
+    b = rng.uniform(0.5, 1.5, N)
+    phi = 5.0 * b[:, None] * np.ones(P) + 0.3 * rng.standard_normal((2, 12, N, P))
+    return SimpleNamespace(phi={1: phi}, depth=1, Y_train=np.ones((P, 1)), sigma_w2=np.array([sigma_w2]),
+                           config={"sampler": {"thin": 5, "step_size": 0.003}},
+                           attrs={"paper_time_per_step": 0.04, "T_eff": 0.05})
+
+
+def test_drift_section_reports_raw_and_centred_with_one_lag_rule():
+    from widebayes.report.common import as_dict
+    from widebayes.report.geometry import drift_section
+
+    section = as_dict(drift_section(_drift_view(sigma_w2=2.0)))
+    lags = np.asarray(section["lag_draws"])
+    np.testing.assert_allclose(section["lag_paper_time"], lags * 5 * 0.04)  # lag steps x paper_time_per_step
+    np.testing.assert_allclose(section["lag_prior_time"], np.asarray(section["lag_paper_time"]) * 0.05 / 2.0)
+    assert not np.allclose(section["lag_prior_time"], lags * 5 * 0.003 / 2.0)  # not step_size / sigma_w2
+    raw = section["raw"]
+    assert set(raw) == {"rho_u", "rho_v", "rho_uY"}
+    assert np.all(np.asarray(raw["rho_u"]) > 0.999) and raw["rho_uY"] > 0.999  # the DC mode: u uniform
+    assert np.all(np.asarray(section["rho_u"][1:]) < 0.9)  # centred: noise only, decorrelated
+    assert section["rho_uY"] < 0.9 and section["rho_u"][0] == pytest.approx(1.0)
+
+
+def test_every_read_of_posterior_nc_goes_through_read_netcdf(deep_sigmoid, monkeypatch):
+    from widebayes import posterior
+
+    calls = []
+    original = posterior.read_netcdf
+    monkeypatch.setattr(posterior, "read_netcdf", lambda path: calls.append(path) or original(path))
+    idata = report.load_posterior(deep_sigmoid)
+    assert calls == [deep_sigmoid / "posterior.nc"]
+    assert report.Run is posterior.PosteriorView and report.Run(idata).depth == 2
+    with pytest.raises(InputError, match="no posterior.nc"):
+        posterior.load(deep_sigmoid / "nowhere")

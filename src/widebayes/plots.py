@@ -1,4 +1,4 @@
-"""Figures of the report, drawn from the numbers that ``report.py`` computes (and stores in JSON).
+"""Figures of the report, drawn from the numbers that the ``report`` package computes (and stores in JSON).
 
 Every function takes one figure's data dict (plain lists and numbers, as in ``report.json`` under
 ``figures.<name>.data``) and returns a :class:`matplotlib.figure.Figure`.  Figures are built
@@ -286,6 +286,19 @@ def code_stability(data: dict) -> Figure:
 
 
 # ---------------------------------------------------------------------------------- kernels
+def _sources_label(sources, layers) -> str:
+    """'theory: l=1 NNGP; l=2 ...': what produced the theory's kernel of each layer shown."""
+    if not sources:
+        return "theory"
+    return "theory:\n" + "\n".join(_wrap(f"l={layer} {sources[layer]}") for layer in layers if layer > 0)
+
+
+def _wrap(text: str, width: int = 36) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width)
+
+
 def kernels(data: dict) -> Figure:
     """Posterior-averaged layer kernels, NNGP, learned part and theory (perspective Fig. 6)."""
     columns = [(name, np.asarray(v, dtype=float)) for name, v in data["columns"].items() if v is not None]
@@ -309,7 +322,9 @@ def kernels(data: dict) -> Figure:
             _class_lines(ax, data["class_bounds"])
             _class_lines(ax, data["class_bounds"], axis="y")
             ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(f"{name}, layer {layer}", fontsize=8)
+            source = data.get("theory_sources") if name == "theory" else None
+            title = f"{name}, layer {layer}" if not source else _wrap(f"theory ({source[i]}), layer {layer}")
+            ax.set_title(title, fontsize=8 if not source else 7)
             if j == 0:
                 ax.set_ylabel(f"{data['inputs']} input (by class)", fontsize=8)
             if i == len(layers) - 1:
@@ -328,7 +343,8 @@ def kernel_alignment(data: dict) -> Figure:
     if data.get("nngp") is not None:
         ax.plot(layers, data["nngp"], "^", color="black", label="NNGP (prior)", linestyle=":")
     if data.get("theory") is not None:
-        ax.plot(layers, data["theory"], label="theory", marker="o", mfc="none", **THEORY_STYLE)
+        ax.plot(layers, data["theory"], label=_sources_label(data.get("theory_sources"), layers), marker="o",
+                mfc="none", **THEORY_STYLE)
     ax.set_xlabel("layer $l$ (0 = input kernel)")
     ax.set_ylabel(r"CKA$(K_l, YY^\top)$")
     ax.set_xticks(layers)
@@ -347,7 +363,8 @@ def kernel_adaptation(data: dict) -> Figure:
     grid = fig.add_gridspec(len(hidden), 1 + len(learned))
     ax = fig.add_subplot(grid[:, 0])
     styles = {"nngp": dict(marker="^", color="black", linestyle=":", label="NNGP (prior)"),
-              "theory": dict(marker="o", mfc="none", label="theory (mean)", **THEORY_STYLE),
+              "theory": dict(marker="o", mfc="none", **THEORY_STYLE,
+                             label=_sources_label(data.get("theory_sources"), data["layers"])),
               "kernel adaptation": dict(marker="s", color="C2", linestyle="-.",
                                         label=f"kernel adaptation ({data['method']})"),
               "samples": dict(marker="o", color=SAMPLE_COLOR, label="samples")}
@@ -365,7 +382,9 @@ def kernel_adaptation(data: dict) -> Figure:
             _class_lines(axk, data["class_bounds"])
             _class_lines(axk, data["class_bounds"], axis="y")
             axk.set_xticks([]), axk.set_yticks([])
-            axk.set_title(f"learned, {name}, layer {layer}", fontsize=8)
+            source = data.get("theory_sources") if name == "theory" else None
+            axk.set_title(f"learned, {name}, layer {layer}" if not source else
+                          _wrap(f"learned, theory ({source[layer]}), layer {layer}", 32), fontsize=7)
         fig.colorbar(im, ax=axk, shrink=0.8)
     fig.suptitle("Kernel adaptation: alignment and learned correction", fontsize=10)
     return fig
@@ -446,8 +465,10 @@ def geometry(data: dict) -> Figure:
     theory dashed; the sampled representations' simulated error and capacity as squares."""
     fig = new_figure(13.5, 3.2)
     axes = fig.subplots(1, 4)
+    meaning = data.get("capacity_meaning") or {"kind": "capacity"}
     labels = {"signal": r"signal $\|\Delta x_0\|^2 / R_a^2$", "dimension": r"dimension $D_a$",
-              "fewshot_error": f"{data['m']}-shot prototype error", "capacity": r"capacity $\alpha_M$"}
+              "fewshot_error": f"{data['m']}-shot prototype error",
+              "capacity": rf"$\alpha_M$ ({meaning['kind']})"}
     rep = data.get("representations")
     for ax, (key, ylabel) in zip(axes, labels.items()):
         for name, values in data["sources"].items():
@@ -470,18 +491,24 @@ def geometry(data: dict) -> Figure:
 
 
 def drift(data: dict) -> Figure:
-    """rho_u and rho_v vs lag (prior relaxation times), random baselines dashed."""
+    """rho_u and rho_v vs lag (prior relaxation times), centred (filled) and raw (open, the
+    perspective's definition), random baselines dashed."""
     fig = new_figure(5.5, 3.4)
     ax = fig.subplots()
     x = data["lag_prior_time"]
-    ax.plot(x, data["rho_u"], "o-", ms=3, label=r"$\rho_u$ (inputs)")
-    ax.plot(x, data["rho_v"], "s-", ms=3, label=r"$\rho_v$ (neurons)")
+    ax.plot(x, data["rho_u"], "o-", ms=3, color="C0", label=r"$\rho_u$ (inputs), centred")
+    ax.plot(x, data["rho_v"], "s-", ms=3, color="C1", label=r"$\rho_v$ (neurons), centred")
+    raw = data.get("raw")
+    if raw is not None:
+        ax.plot(x, raw["rho_u"], "o--", ms=4, color="C0", mfc="none", label=r"$\rho_u$, raw")
+        ax.plot(x, raw["rho_v"], "s--", ms=4, color="C1", mfc="none", label=r"$\rho_v$, raw")
     ax.axhline(data["baseline_u"], color="C0", linestyle="--", linewidth=1, label="random baseline, u")
     ax.axhline(data["baseline_v"], color="C1", linestyle="--", linewidth=1, label="random baseline, v")
     ax.set_xlabel(r"lag $\tau$ / $\tau_{prior}$ ($\tau_{prior} = \sigma^2 / T_{eff}$)")
     ax.set_ylabel("overlap of top singular vectors")
     ax.set_ylim(0, 1.05)
-    ax.set_title(rf"Drift of the feature layer; $\rho_{{u,Y}}$ = {data['rho_uY']:.2f}", fontsize=10)
+    title = rf"Drift of the feature layer; $\rho_{{u,Y}}$ = {data['rho_uY']:.2f} centred"
+    ax.set_title(title + (f", {raw['rho_uY']:.2f} raw" if raw is not None else ""), fontsize=10)
     ax.legend(fontsize=7)
     return fig
 

@@ -11,7 +11,8 @@ import numpy as np
 from widebayes import __version__, checkpoint
 from widebayes.config import to_toml
 from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
-from widebayes.inference import RunResult, run_chains, to_inferencedata, unwhiten, warmup
+from widebayes.inference import RunResult, run_chains, unwhiten, warmup
+from widebayes.posterior import to_inferencedata
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
 
 

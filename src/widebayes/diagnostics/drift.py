@@ -157,6 +157,42 @@ def label_alignment(U, Y, average=True) -> np.ndarray:
     return rho.mean(axis=0) if average else rho
 
 
+class DriftOverlaps(NamedTuple):
+    """The perspective's drift measures of one activation series, averaged over chains."""
+
+    rho_u: np.ndarray  # (max_lag + 1,) top right singular vector (example space)
+    rho_v: np.ndarray  # (max_lag + 1,) top left singular vector (neuron space)
+    rho_uY: float  # alignment of u with the targets
+
+
+def drift_overlaps(Phis, Y, max_lag, center=False) -> DriftOverlaps:
+    """``rho_u(tau)``, ``rho_v(tau)`` and ``rho_{u,Y}`` of the top singular vectors of
+    ``Phis (chain, T, N, P)``, each chain's time average then the mean over chains (THEORY.md 6.3).
+
+    The perspective paper (Fig. 8B, the text around Eq. 16) takes the top singular vectors of the
+    raw activation matrix ``phi(h_t(X))`` (``center=False``, the default); ``center=True`` first
+    removes each neuron's mean over the inputs, whose uniform "DC" mode otherwise dominates the top
+    singular pair of nonnegative activations such as ReLU's (THEORY.md 6.3).
+
+    Parameters
+    ----------
+    Phis : array_like, shape (chain, T, N, P)
+    Y : array_like, shape (P,) or (P, m)
+        Targets for ``rho_{u,Y}`` (:func:`label_alignment`).
+    max_lag : int
+        Largest lag in stored draws, ``< T``.
+    center : bool
+
+    Returns
+    -------
+    DriftOverlaps
+    """
+    series = [singular_series(chain, k=1, center=center) for chain in np.asarray(Phis)]
+    return DriftOverlaps(np.mean([autocorr(s.u, max_lag)[:, 0] for s in series], axis=0),
+                         np.mean([autocorr(s.v, max_lag)[:, 0] for s in series], axis=0),
+                         float(np.mean([label_alignment(s.u, Y) for s in series])))
+
+
 def random_baseline(dim, exact=True):
     """``E|u.u'|`` for independent uniformly random unit vectors in ``R^dim``.
 

@@ -413,6 +413,20 @@ class ManifoldCapacity(NamedTuple):
     alpha_total: float  # 1 / mean(1 / alpha_M)
 
 
+FEW_MANIFOLDS = 10  # up to this many manifolds alpha_M, R_M, D_M are descriptors (THEORY 6.2b)
+ORIGINS = {"global_mean": "the mean of all points of all manifolds (each centre shrinks by about "
+                          "sqrt(1 - 1/P) for P manifolds)",
+           "zero": "the origin of feature space"}
+
+
+def capacity_kind(num_manifolds: int) -> str:
+    """What ``manifold_capacity`` of ``num_manifolds`` manifolds is (THEORY 6.2b): for up to
+    :data:`FEW_MANIFOLDS` a "per-manifold descriptor" of their geometry (the mean-field theory
+    assumes many random, uncorrelated manifolds; its alpha_M of a few classes is not a prediction
+    of their capacity), beyond that the "mean-field capacity"."""
+    return "per-manifold descriptor" if num_manifolds <= FEW_MANIFOLDS else "mean-field capacity"
+
+
 def _origin(manifolds, origin) -> np.ndarray:
     if isinstance(origin, str):
         if origin == "zero":

@@ -1,0 +1,240 @@
+"""The coding sections: codes per layer and the scheme, the readout clusters and outliers, code
+stability (symmetry breaking), and the figures drawn from them (readout posterior, outliers, code
+fractions, code stability)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from widebayes.diagnostics import codes as dcodes
+from widebayes.diagnostics import readout as dread
+from widebayes.diagnostics import symmetry as dsym
+from widebayes.posterior import PosteriorView
+from widebayes.report.common import theory_array
+
+SYMMETRY_DEFINITION = ("a neuron keeps its code when its code (train inputs) is the same in every stored "
+                       "draw of its chain; the change rate is the fraction of consecutive draw pairs in "
+                       "which it changes")
+
+
+class LayerCodes(NamedTuple):
+    """One layer's code threshold and code summaries on training (and test) inputs."""
+
+    threshold: float
+    train: dcodes.CodeSummary
+    test: dcodes.CodeSummary | None
+
+    def to_json(self) -> dict:
+        out = {"threshold": self.threshold, "train": self.train}
+        return out if self.test is None else {**out, "test": self.test}
+
+
+class TheoryCode(NamedTuple):
+    """A code of the theory: its string (class 0 first), fraction P_gamma, readout a_gamma, kind
+    ("bulk", "outlier" or None) and class means s_gamma (or None)."""
+
+    code: str
+    fraction: float
+    readout: np.ndarray
+    kind: str | None
+    class_means: np.ndarray | None
+
+
+class Coding(NamedTuple):
+    """Codes per layer (keyed by layer number), the feature layer's scheme, the train/test code
+    agreement (None without a test set) and the theory's codes (None without them)."""
+
+    threshold_rule: str
+    layers: dict
+    scheme: dcodes.SchemeClassification
+    train_test_code_agreement: float | None
+    theory_codes: list | None
+
+    def feature_summary(self) -> dcodes.CodeSummary:
+        """The feature layer's code summary on training inputs."""
+        return self.layers[max(self.layers)].train
+
+    def to_json(self) -> dict:
+        out = {"threshold_rule": self.threshold_rule,
+               "layers": {f"layer_{l}": codes for l, codes in self.layers.items()}}
+        if self.train_test_code_agreement is not None:
+            out["train_test_code_agreement"] = self.train_test_code_agreement
+        out["scheme"] = self.scheme
+        return out if self.theory_codes is None else {**out, "theory_codes": self.theory_codes}
+
+
+def layer_thresholds(run: PosteriorView, nngp) -> dict:
+    """Code threshold per layer (codes.default_threshold with the NNGP preactivation variance)."""
+    return {l: dcodes.default_threshold(run.activation, float(np.mean(np.diag(nngp.preact_train[l - 1]))))
+            for l in run.phi}
+
+
+def layer_code_ids(run: PosteriorView, thresholds: dict) -> dict:
+    """Code ids ``(chain, draw, neuron)`` per stored layer on training inputs, and the feature
+    layer's on test inputs under the key ``"test"``."""
+    ids = {l: dcodes.code_ids(dcodes.class_means(phi, run.labels_train, run.num_classes), thresholds[l])
+           for l, phi in sorted(run.phi.items())}
+    if run.phi_test is not None:
+        s_test = dcodes.class_means(run.phi_test, run.labels_test, run.num_classes)
+        ids["test"] = dcodes.code_ids(s_test, thresholds[run.depth])
+    return ids
+
+
+def coding_section(run: PosteriorView, thresholds: dict, ids: dict, theory) -> Coding:
+    """Codes per layer on train (and test) inputs, the scheme classification, the theory's codes."""
+    L = run.depth
+    layers = {}
+    for l, phi in sorted(run.phi.items()):
+        s = dcodes.class_means(phi, run.labels_train, run.num_classes)
+        train = dcodes.summarize_codes(ids[l], s, thresholds[l], run.a if l == L else None)
+        test = None
+        if l in run.phi_test_lower:
+            s_test = dcodes.class_means(run.phi_test_lower[l], run.labels_test, run.num_classes)
+            test = dcodes.summarize_codes(dcodes.code_ids(s_test, thresholds[l]), s_test, thresholds[l])
+        elif l == L and run.phi_test is not None:
+            s_test = dcodes.class_means(run.phi_test, run.labels_test, run.num_classes)
+            test = dcodes.summarize_codes(ids["test"], s_test, thresholds[L], run.a)
+        layers[l] = LayerCodes(thresholds[l], train, test)
+    agreement = dcodes.code_agreement(ids[L], ids["test"]) if "test" in ids else None
+    theory_codes = None
+    if theory is not None and theory.get("codes"):
+        theory_codes = normalise_theory_codes(theory["codes"], run.num_classes)
+    return Coding(dcodes.THRESHOLD_RULE, layers, dcodes.classify_scheme(run.a, ids[L], run.width),
+                  agreement, theory_codes)
+
+
+def normalise_theory_codes(codes, num_classes: int) -> list[TheoryCode]:
+    """Theory codes as :class:`TheoryCode` whatever the form of the theory's records.
+
+    ``code`` may be a string, a 0/1 sequence or a bit mask; ``kind`` ("bulk", "outlier", or None)
+    and ``class_means`` are kept when the theory gives them.
+    """
+    out = []
+    for c in codes:
+        cid = dcodes.code_id_of(c["code"], num_classes)
+        means = c.get("class_means")
+        out.append(TheoryCode(dcodes.code_string(cid, num_classes), float(c["fraction"]),
+                              np.asarray(c.get("readout", []), dtype=np.float64), c.get("kind"),
+                              None if means is None else np.asarray(means, dtype=np.float64)))
+    return out
+
+
+# ---------------------------------------------------------------------------------- readout
+class Cluster(NamedTuple):
+    """A readout cluster: the neurons of one code, their fraction and mean (sd) readout."""
+
+    code: str
+    fraction: float
+    readout: np.ndarray
+    readout_sd: np.ndarray
+
+
+class Readout(NamedTuple):
+    """Readout second moment ``<a a^T>`` per neuron, mean norm per class, clusters per code and
+    the outlier/bulk split."""
+
+    second_moment: np.ndarray
+    norm_per_class: np.ndarray
+    clusters: list
+    outliers: dread.OutlierBulk
+
+
+def readout_section(run: PosteriorView, ids, coding: Coding) -> tuple[Readout, np.ndarray]:
+    """The readout section and the outlier mask ``(chain, draw, neuron)``."""
+    outliers = dcodes.readout_outliers(run.a, run.width)
+    ob = dread.outlier_bulk(run.a, outliers, ids[run.depth], run.num_classes)
+    summary = coding.feature_summary()
+    clusters = [Cluster(*row)
+                for row in zip(summary.codes, summary.fraction, summary.readout, summary.readout_sd)]
+    return Readout(dread.readout_second_moment(run.a), dread.readout_norm_per_class(run.a).mean(axis=(0, 1)),
+                   clusters, ob), outliers
+
+
+def readout_posterior_data(run: PosteriorView, theory, outliers, sparse: bool) -> dict:
+    """Per-class readout histograms (outliers left out for sparse schemes) and theory densities."""
+    mask = ~outliers if sparse else None
+    hists = dread.readout_histograms(run.a, mask=mask)
+    classes = []
+    for r, h in enumerate(hists):
+        panel = {"edges": h.edges, "density": h.density, "theory_grid": None, "theory_density": None,
+                 "theory_label": None}
+        grid = np.linspace(h.edges[0], h.edges[-1], 400)
+        dens = dread.theory_readout_density(grid, theory, run.sigma_a2, r, bulk_only=sparse) if theory else None
+        if dens is not None:
+            panel.update(theory_grid=grid, theory_density=dens[0], theory_label=dens[1])
+        classes.append(panel)
+    note = ""
+    if sparse:
+        note = (f"sparse scheme: {outliers.sum(axis=-1).mean():.1f} outlier neurons per draw "
+                "(readout norm > threshold x median) left out of the histograms")
+    elif theory is None:
+        note = "no theory for this experiment: samples only"
+    return {"classes": classes, "bulk_only": bool(sparse), "note": note}
+
+
+def outlier_data(run: PosteriorView, readout: Readout, scheme_name: str, theory) -> dict | None:
+    """Sparse schemes: outlier mass per class, samples against theory, and the outliers' readouts."""
+    mass = theory_array(theory, "outlier_mass")
+    if scheme_name != "sparse" and (mass is None or not np.any(mass)):
+        return None
+    ob = readout.outliers
+    return {"classes": list(range(run.num_classes)), "samples": ob.outlier_mass,
+            "theory": None if mass is None else np.atleast_1d(mass), "num_outliers": ob.num_outliers,
+            "theory_num_outliers": None if theory is None else theory.get("num_outliers"),
+            "outlier_codes": ob.outlier_codes, "bulk_mean": ob.bulk_mean}
+
+
+def code_fraction_data(coding: Coding) -> dict:
+    """Fraction of neurons per code, per layer and input set; the theory's beside the feature
+    layer's training codes."""
+    panels = []
+    feature = max(coding.layers)
+    for l, layer in coding.layers.items():
+        for split, summary in (("train", layer.train), ("test", layer.test)):
+            if summary is None:
+                continue
+            panel = {"title": f"layer {l}, {split} inputs", "codes": summary.codes,
+                     "fraction": summary.fraction, "fraction_sd": summary.fraction_sd, "theory": None}
+            if coding.theory_codes and l == feature and split == "train":
+                by_code = {t.code: t.fraction for t in coding.theory_codes}
+                extra = [t.code for t in coding.theory_codes if t.code not in summary.codes]
+                panel["codes"] = list(summary.codes) + extra
+                panel["fraction"] = np.concatenate([summary.fraction, np.zeros(len(extra))])
+                panel["fraction_sd"] = np.concatenate([summary.fraction_sd, np.zeros(len(extra))])
+                panel["theory"] = [by_code.get(c, 0.0) for c in panel["codes"]]
+            panels.append(panel)
+    return {"panels": panels}
+
+
+# ---------------------------------------------------------------------------------- symmetry
+class Symmetry(NamedTuple):
+    """Per layer: the fraction of neurons keeping their code, the mean change rate, and the
+    change rate of every neuron."""
+
+    code_kept_fraction: dict
+    mean_code_change_rate: dict
+    change_rate_per_neuron: dict
+    definition: str = SYMMETRY_DEFINITION
+
+    def to_json(self) -> dict:
+        per_layer = lambda d: {f"layer_{l}": v for l, v in d.items()}  # noqa: E731
+        return {"code_kept_fraction": per_layer(self.code_kept_fraction),
+                "mean_code_change_rate": per_layer(self.mean_code_change_rate),
+                "change_rate_per_neuron": per_layer(self.change_rate_per_neuron),
+                "definition": self.definition}
+
+
+def symmetry_section(run: PosteriorView, ids) -> tuple[Symmetry, dict]:
+    """Code stability per layer, and the code-stability figure's histograms."""
+    kept, rate, per_neuron, layers = {}, {}, {}, []
+    for l in sorted(run.phi):
+        r = per_neuron[l] = dsym.code_change_rate(ids[l])
+        kept[l] = dsym.code_kept_fraction(ids[l])
+        rate[l] = dsym.mean_change_rate(ids[l])
+        finite = r[np.isfinite(r)]
+        top = max(float(finite.max()) if finite.size else 0.0, 0.05)
+        counts, edges = np.histogram(finite, bins=20, range=(0.0, top))
+        layers.append({"layer": f"layer {l}", "edges": edges, "counts": counts, "kept_fraction": kept[l]})
+    return Symmetry(kept, rate, per_neuron), {"layers": layers}
