@@ -36,8 +36,6 @@ from widebayes.quadrature import gauss_hermite_kernel  # noqa: F401  (public nam
 ArrayFn = Callable[..., object]
 
 SIGMOID_SLOPE = np.sqrt(np.pi) / 2.0  # phi(z) = (1 + erf(sqrt(pi) z / 2)) / 2, slope 1/2 at 0
-#: Gauss-Hermite nodes of the Gaussian moments of an activation without a closed form (default)
-MOMENT_NODES = 32
 #: the code threshold of an unbounded, nonlinear activation: prior mean + this many prior sd
 PRIOR_SD_ABOVE = 2.0
 #: growth classes of |phi(z)| as |z| -> inf (see :class:`Activation`)
@@ -106,20 +104,22 @@ class Activation(NamedTuple):
         THEORY.md 1.5-1.5b."""
         return self.growth == "relu-like" and self.homogeneous
 
-    def mean(self, m, v, num_nodes: int = MOMENT_NODES):
-        """``E[phi(u)]``, ``u ~ N(m, v)``, elementwise: the closed form, else ``num_nodes``-point
-        Gauss-Hermite quadrature (:func:`widebayes.quadrature.gauss_hermite_1d`)."""
+    def mean(self, m, v, num_nodes: int | None = None):
+        """``E[phi(u)]``, ``u ~ N(m, v)``, elementwise: the closed form where there is one; else
+        the adaptive trapezoid rule (:func:`widebayes.quadrature.trapezoid_expectation`, relative
+        error about 1e-10 at any variance) or, with ``num_nodes``, Gauss-Hermite quadrature of that
+        order (cheaper, and accurate only while ``v`` is of order 1 or below)."""
         m, v = np.asarray(m, dtype=np.float64), np.asarray(v, dtype=np.float64)
         if self.mean_closed_form is not None:
             return self.mean_closed_form(m, v)
-        return quadrature.gauss_hermite_1d(self.phi_np, m, v, num_nodes)
+        return _expectation(self.phi_np, m, v, num_nodes)
 
-    def second_moment(self, m, v, num_nodes: int = MOMENT_NODES):
-        """``E[phi(u)^2]``, ``u ~ N(m, v)``, elementwise (closed form, else quadrature)."""
+    def second_moment(self, m, v, num_nodes: int | None = None):
+        """``E[phi(u)^2]``, ``u ~ N(m, v)``, elementwise (closed form, else as :meth:`mean`)."""
         m, v = np.asarray(m, dtype=np.float64), np.asarray(v, dtype=np.float64)
         if self.second_closed_form is not None:
             return self.second_closed_form(m, v)
-        return quadrature.gauss_hermite_1d(lambda u: self.phi_np(u) ** 2, m, v, num_nodes)
+        return _expectation(lambda u: self.phi_np(u) ** 2, m, v, num_nodes)
 
     def code_threshold(self, prior_var: float = 1.0) -> float:
         """The activation threshold ``theta`` of a neuron's code (``widebayes.codes``).
@@ -140,6 +140,12 @@ class Activation(NamedTuple):
         mean = float(self.mean(0.0, q))
         sd = float(np.sqrt(max(float(self.second_moment(0.0, q)) - mean**2, 0.0)))
         return mean + PRIOR_SD_ABOVE * sd
+
+
+def _expectation(f, m, v, num_nodes):
+    if num_nodes is None:
+        return quadrature.trapezoid_expectation(f, m, v)
+    return quadrature.gauss_hermite_1d(f, m, v, num_nodes)
 
 
 # ----------------------------------------------------------------------------- phi

@@ -6,8 +6,9 @@ One copy each of:
   ``E[f(u)]``, ``u ~ N(m, v)``, and ``E[f(u) f(w)]`` for a Gaussian pair with means, at an order the
   caller chooses (:func:`hermite_rule`, :func:`gauss_hermite_1d`, :func:`gauss_hermite_2d`,
   :func:`gauss_hermite_kernel`);
-- the adaptive tensor trapezoid rule for the zero-mean pair expectation ``E[f(u) f(v)]`` (the NNGP
-  kernel map of an activation without a closed form, :func:`trapezoid_kernel`);
+- the adaptive trapezoid rule for ``E[f(u)]`` and for the zero-mean pair expectation
+  ``E[f(u) f(v)]``, accurate at any variance (the moments and the NNGP kernel map of an activation
+  without a closed form, :func:`trapezoid_expectation`, :func:`trapezoid_kernel`);
 - a square root of a positive semidefinite matrix (:func:`psd_sqrt`);
 - the two meanings of "symmetrise": the symmetric part ``(A + A^T)/2`` of a square matrix
   (:func:`symmetric_part`), and the symmetric matrix whose upper triangle is a packed vector
@@ -27,8 +28,9 @@ _BLOCK_ELEMENTS = 2**21
 #: trapezoid rule: coarsest step and half-width of the grid in whitened units (N(0, 1))
 TRAPEZOID_STEP = 0.5
 TRAPEZOID_HALF_WIDTH = 9.0
-#: finest level: step TRAPEZOID_STEP / 2**TRAPEZOID_LEVELS
+#: finest level: step TRAPEZOID_STEP / 2**TRAPEZOID_LEVELS (pairs), / 2**TRAPEZOID_LEVELS_1D (1-d)
 TRAPEZOID_LEVELS = 3
+TRAPEZOID_LEVELS_1D = 6
 #: relative accuracy asked of the trapezoid kernel (relative to sqrt(E[f(u)^2] E[f(v)^2]))
 TRAPEZOID_TOL = 1e-10
 
@@ -181,6 +183,43 @@ def _trapezoid_block(f, c12, c11, c22, x, w):
                                 + np.sqrt(1.0 - rho**2)[:, None, None] * x[None, None, :]))  # (B, n, n)
     value = (fu * (fv @ w)) @ w
     scale = np.sqrt((fu**2 @ w) * ((fv**2 @ w) @ w))
+    return value, scale
+
+
+def trapezoid_expectation(f, mean, var, tol: float = TRAPEZOID_TOL, max_level: int = TRAPEZOID_LEVELS_1D):
+    """``E[f(u)]``, ``u ~ N(mean, var)``, elementwise over broadcast ``mean`` and ``var``, to
+    relative accuracy about ``tol``: the trapezoid rule of :func:`trapezoid_rule` in
+    ``u = mean + sqrt(var) x``, refined per element as in :func:`trapezoid_kernel` (accepted at
+    level l when ``|I_l - I_{l-1}|^2 <= tol S^2``, ``S = sqrt(E[f(u)^2])``), up to ``max_level``.
+    """
+    mean, var = np.broadcast_arrays(np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64))
+    shape = mean.shape
+    mean, sd = mean.ravel(), np.sqrt(np.maximum(var.ravel(), 0.0))
+    previous = _trapezoid_1d(f, mean, sd, 0)[0]
+    todo = np.arange(mean.size)
+    out = previous.copy()
+    for level in range(1, max_level + 1):
+        value, scale = _trapezoid_1d(f, mean[todo], sd[todo], level)
+        out[todo] = value
+        if level == max_level:
+            break
+        converged = (value - previous[todo]) ** 2 <= tol * scale**2
+        todo = todo[~converged]
+        previous = out.copy()
+        if not todo.size:
+            break
+    return out.reshape(shape)
+
+
+def _trapezoid_1d(f, mean, sd, level: int):
+    """``(E[f(u)], sqrt(E[f(u)^2]))`` at one level, in blocks."""
+    x, w = trapezoid_rule(level)
+    value, scale = np.empty(mean.shape), np.empty(mean.shape)
+    step = max(1, _BLOCK_ELEMENTS // x.size)
+    for start in range(0, mean.size, step):
+        block = slice(start, start + step)
+        fu = f(mean[block, None] + sd[block, None] * x[None, :])
+        value[block], scale[block] = fu @ w, np.sqrt(fu**2 @ w)
     return value, scale
 
 
