@@ -22,8 +22,9 @@ error about 1e-10 or below, at any variance).  ``phi`` is written once against a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import jax.scipy.special as jsp

@@ -90,7 +90,8 @@ def _gh2_block(f, m1, m2, c11, c12, c22, xx, yy, ww):
     s1, s2 = np.sqrt(np.maximum(c11, 0.0)), np.sqrt(np.maximum(c22, 0.0))
     rho = np.clip(np.divide(c12, s1 * s2, out=np.zeros_like(c12), where=s1 * s2 > 0), -1.0, 1.0)
     u = m1[:, None] + s1[:, None] * xx[None, :]
-    w = m2[:, None] + s2[:, None] * (rho[:, None] * xx[None, :] + np.sqrt(1.0 - rho**2)[:, None] * yy[None, :])
+    r = np.sqrt(1.0 - rho**2)
+    w = m2[:, None] + s2[:, None] * (rho[:, None] * xx[None, :] + r[:, None] * yy[None, :])
     return (f(u) * f(w)) @ ww
 
 
