@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from widebayes.diagnostics.kernels import target_alignment as centred_kernel_alignment
 from widebayes.tasks import make_task
 from widebayes.theory.kernel_adaptation import (
-    centred_kernel_alignment,
     gradient_signal,
     nngp_fixed_point,
     response_chi,

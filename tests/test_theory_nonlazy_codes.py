@@ -6,6 +6,7 @@ import pytest
 import scipy.special as sps
 
 from widebayes.activations import get_activation, kernel_matrix
+from widebayes.codes import code_of_means
 from widebayes.theory.nonlazy import classes as cl
 from widebayes.theory.nonlazy import cramer
 from widebayes.theory.nonlazy import meanfield as mf
@@ -34,7 +35,7 @@ def redundant():
 
 
 def _by_code(scheme, threshold=0.5):
-    return {cl.code_string(mx.s, threshold): (w, mx) for w, mx in zip(scheme.weights, scheme.maxima)}
+    return {code_of_means(mx.s, threshold): (w, mx) for w, mx in zip(scheme.weights, scheme.maxima)}
 
 
 # ----------------------------------------------------------------------------- THEORY.md 1.2
@@ -128,7 +129,7 @@ def test_redundant_codes_only_four_maxima(redundant):
     """F has exactly four maxima at the equilibrium fields (100, 010, 001, 000 are not maxima)."""
     task, eq, _ = redundant
     maxima = cl.find_maxima(eq.L, task, cl.corner_starts(3, 6.0))
-    assert sorted(cl.code_string(mx.s, 0.5) for mx in maxima) == ["011", "101", "110", "111"]
+    assert sorted(code_of_means(mx.s, 0.5) for mx in maxima) == ["011", "101", "110", "111"]
 
 
 def test_redundant_codes_zero_temperature():

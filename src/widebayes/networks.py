@@ -120,7 +120,8 @@ def effective_temperature(temperature: float, width: int, gamma: float) -> float
 
 
 def auto_readout_variance(activation: str, depth: int, num_train: int, gamma: float) -> float:
-    """The papers' sigma_a^2 rule: 1 for lazy; 1/P^(1/L) (unbounded phi) or 1/P (bounded phi) otherwise."""
+    """The papers' sigma_a^2 rule: 1 for lazy; otherwise 1/P for bounded phi (growth class
+    ``"bounded"``, ``Activation.bounded``) and 1/P^(1/L) for phi that grow."""
     if gamma == 0.5:
         return 1.0
     if get_activation(activation).bounded:

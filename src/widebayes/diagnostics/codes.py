@@ -1,12 +1,10 @@
 """Coding schemes: which classes activate each neuron, and what kind of scheme the population uses.
 
-Definitions (van Meegen & Sompolinsky, "Coding schemes in neural networks learning classification
-tasks", section "Kernel and coding schemes", Table 1; THEORY.md 1.4b, 1.5b):
+What a code is (class means, code ids and labels, the threshold rule) is defined one floor down, in
+:mod:`widebayes.codes`, and re-exported here.  This module holds what is measured on samples
+(van Meegen & Sompolinsky, "Coding schemes in neural networks learning classification tasks",
+Table 1; THEORY.md 1.4b, 1.5b):
 
-- The *class mean* of neuron i for class c is ``s_ic = mean_{mu in c} phi_i(x_mu)``.
-- The *code* of neuron i is the set of classes that activate it, ``{c : s_ic > theta}``, written
-  as a string of 0/1 with one character per class, class 0 first: ``"110"`` is a neuron active
-  on classes 0 and 1.  The threshold ``theta`` is :func:`default_threshold` unless given.
 - The *coding scheme* is the collection of codes in the population, with the fraction of
   neurons using each.  It is *sparse* when a few outlier neurons carry readout weights
   ``O(sqrt(N))`` times the bulk's (:func:`readout_outliers`), *redundant* when the readout
@@ -22,12 +20,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from widebayes.activations import get_activation
+from widebayes.activations import PRIOR_SD_ABOVE  # noqa: F401  (re-exported)
+from widebayes.codes import (THRESHOLD_RULE, class_means, code_id_of, code_ids,  # noqa: F401
+                             code_of_means, code_string, default_threshold)
 
-#: classes are active above the midpoint of the range of a bounded activation
-BOUNDED_MIDPOINT = {"sigmoid": 0.5, "tanh": 0.0}
-#: for unbounded nonnegative activations: prior mean + this many prior standard deviations
-PRIOR_SD_ABOVE = 2.0
 #: a neuron is an outlier when |a_i| > max(OUTLIER_FACTOR sqrt(N), OUTLIER_MIN_RATIO) median |a|
 OUTLIER_FACTOR = 0.5
 OUTLIER_MIN_RATIO = 4.0
@@ -37,103 +33,6 @@ REDUNDANT_MAX_WITHIN = 0.2
 SHARED_MIN_FRACTION = 0.05
 #: a scheme with outliers is sparse when they are at most this fraction of the neurons
 SPARSE_MAX_FRACTION = 0.1
-
-THRESHOLD_RULE = (
-    "class c activates neuron i when its class mean s_ic = mean over class-c inputs of phi_i "
-    "exceeds theta; theta = midpoint of the range for bounded activations (sigmoid 0.5, tanh 0), "
-    "0 for linear (the sign of the response), and E[phi(z)] + 2 sd[phi(z)], z ~ N(0, q) with q the "
-    "prior (NNGP) preactivation variance, for unbounded nonnegative activations (relu, softplus, "
-    "relu2): activity well above what the prior gives"
-)
-
-
-def default_threshold(activation: str, prior_var: float = 1.0) -> float:
-    """The activation threshold ``theta`` of :data:`THRESHOLD_RULE`.
-
-    Parameters
-    ----------
-    activation : str
-        A name of ``widebayes.activations.ACTIVATIONS``.
-    prior_var : float
-        Prior variance ``q`` of the preactivations (used for unbounded nonnegative activations).
-    """
-    if activation in BOUNDED_MIDPOINT:
-        return BOUNDED_MIDPOINT[activation]
-    if activation == "linear":
-        return 0.0
-    from scipy.integrate import quad
-    from scipy.stats import norm
-
-    phi = get_activation(activation).phi_np
-    sd_z = float(np.sqrt(prior_var))
-
-    def moment(k):
-        return quad(lambda z: phi(sd_z * z) ** k * norm.pdf(z), -12.0, 12.0, points=[0.0], limit=200)[0]
-
-    mean = moment(1)
-    sd = float(np.sqrt(max(moment(2) - mean**2, 0.0)))
-    return mean + PRIOR_SD_ABOVE * sd
-
-
-def class_means(phi, labels, num_classes: int | None = None) -> np.ndarray:
-    """``s_ic``: mean activation of every neuron over the inputs of every class.
-
-    Parameters
-    ----------
-    phi : array (..., neuron, input)
-    labels : int array (input,)
-    num_classes : int, optional
-        Default ``max(labels) + 1``; a class without inputs gets NaN.
-
-    Returns
-    -------
-    ndarray (..., neuron, class)
-    """
-    phi = np.asarray(phi, dtype=np.float64)
-    labels = np.asarray(labels)
-    k = int(labels.max()) + 1 if num_classes is None else num_classes
-    onehot = (labels[:, None] == np.arange(k)[None, :]).astype(np.float64)
-    counts = onehot.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (phi @ onehot) / counts
-
-
-def code_ids(s, threshold: float) -> np.ndarray:
-    """Code of every neuron as an integer: bit c is set when class c activates it.
-
-    Parameters
-    ----------
-    s : array (..., neuron, class)
-        Class means (:func:`class_means`).
-    threshold : float
-
-    Returns
-    -------
-    int64 array (..., neuron); -1 where every class mean is NaN (a draw of a stopped chain).  A
-    class without inputs (NaN class mean, e.g. absent from a small test set) counts as inactive.
-    """
-    s = np.asarray(s)
-    with np.errstate(invalid="ignore"):
-        bits = (s > threshold).astype(np.int64) << np.arange(s.shape[-1])
-    ids = bits.sum(axis=-1)
-    return np.where(np.isnan(s).all(axis=-1), -1, ids)
-
-
-def code_string(code_id: int, num_classes: int) -> str:
-    """``"110"`` for classes 0 and 1 active (class 0 first)."""
-    return "".join("1" if (int(code_id) >> c) & 1 else "0" for c in range(num_classes))
-
-
-def code_id_of(code, num_classes: int) -> int:
-    """Inverse of :func:`code_string`; also accepts a sequence of 0/1 or booleans, or an int."""
-    if isinstance(code, (int, np.integer)):
-        return int(code)
-    if isinstance(code, str):
-        code = [ch for ch in code if ch in "01"]
-    bits = [int(bool(int(b))) for b in code]
-    if len(bits) != num_classes:
-        raise ValueError(f"code {code!r} does not have one entry per class ({num_classes})")
-    return sum(b << c for c, b in enumerate(bits))
 
 
 def code_fractions(ids, codes) -> np.ndarray:

@@ -16,7 +16,7 @@ Measures (per layer, over the last two axes): the relative correction
 ``||K - K_NNGP||_F / ||K_NNGP||_F``; from several chains its noise-debiased version
 (:func:`debiased_correction`), the fraction of the theory's correction the samples carry
 (:func:`captured_fraction`) and the centred alignment with the targets (CKA,
-:func:`widebayes.theory.kernel_adaptation.centred_kernel_alignment`).
+:func:`centred_kernel_alignment`, which is :func:`widebayes.diagnostics.kernels.target_alignment`).
 
 Every sweep takes ``sample``, a function from a resolved config to :class:`SampledKernels`:
 :func:`sample_kernels` samples afresh, :func:`cached_sampler` reuses ``posterior.nc`` files.
@@ -32,9 +32,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from widebayes.config import resolve, to_toml
+from widebayes.diagnostics.kernels import target_alignment as centred_kernel_alignment
 from widebayes.experiment import Experiment, build_experiment
-from widebayes.theory.kernel_adaptation import (centred_kernel_alignment, gradient_signal,
-                                                nngp_fixed_point, response_chi, solve_kernels)
+from widebayes.theory.kernel_adaptation import gradient_signal, nngp_fixed_point, response_chi, solve_kernels
 from widebayes.theory.nngp import nngp_kernels
 from widebayes.theory.predict import adapted_kernels
 

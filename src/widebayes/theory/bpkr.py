@@ -54,6 +54,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh
 from scipy.optimize import brentq, root
 
+from widebayes.quadrature import unpack_symmetric
 from widebayes.theory.gp import GenError, GPPrediction, as_2d, generalization_error, gp_posterior
 from widebayes.theory.nngp import NNGPKernels, as_activation, layer_variances, nngp_kernels
 
@@ -363,23 +364,17 @@ def _data_directions(lam, Yhat, scale, T):
     return eigh(G)[1]
 
 
-def _sym(v, m):
-    U = np.zeros((m, m))
-    U[np.triu_indices(m)] = v
-    return U + U.T - np.diag(np.diag(U))
-
-
 def _polish(U0, lam, Yhat, width, depth, scale, T):
     """Solve the full symmetric equation ``R(U) = 0`` from U0 (scipy ``root``, hybr)."""
     m, iu = U0.shape[0], np.triu_indices(U0.shape[0])
 
     def fun(v):
-        U = _sym(v, m)
+        U = unpack_symmetric(v, m)
         if np.linalg.eigvalsh(U).min() <= 0.0:
             return np.full(v.size, 1e3 * width)
         return _matrix_residual(U, lam, Yhat, width, depth, scale, T)[iu]
 
-    return _sym(root(fun, U0[iu], method="hybr", options={"xtol": 1e-15}).x, m)
+    return unpack_symmetric(root(fun, U0[iu], method="hybr", options={"xtol": 1e-15}).x, m)
 
 
 def solve_U(K0, Y, depth, width, T, sigma_w2=1.0, sigma_a2=1.0, tol=1e-10) -> BPKRMatrixSolution:
@@ -538,7 +533,7 @@ def mean_feature_kernel(K_L, Y, U, depth, width, T, sigma_a2=1.0, K_cross=None, 
 def _mean_kernels(kernels, act, Y, U, sigma_w2, sigma_a2, width, T, has_test, full_test):
     """Exact mean kernels for linear networks; NNGP below + heuristic feature layer otherwise."""
     test = kernels.test if full_test else None
-    if act.name == "linear":
+    if act.is_linear:
         cross0 = kernels.cross[0] if has_test else None
         return mean_layer_kernels(kernels.train[0], Y, U, width, T, sigma_w2, sigma_a2, cross0,
                                   test[0] if full_test else None)

@@ -46,11 +46,10 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import softmax
 
-from widebayes.activations import Activation, kernel_matrix
-from widebayes.diagnostics.kernels import target_alignment
+from widebayes.activations import Activation, as_activation, kernel_matrix
+from widebayes.quadrature import gauss_hermite_1d, psd_sqrt, symmetric_part
 from widebayes.theory.bpkr import mean_layer_kernels, solve_U
 from widebayes.theory.gp import as_2d
-from widebayes.theory.nngp import as_activation
 
 
 METHODS = ("nngp", "saddle", "perturbative", "linear_mean")
@@ -118,16 +117,7 @@ def output_conjugate(C_out, Y, N, T) -> np.ndarray:
     """Boundary ``Ct^(L+1) = (1/2N)[K^-1 Y Y^T K^-1 - m K^-1]``, ``K = C^(L+1) + T I`` (THEORY 3.5.1)."""
     Kinv = np.linalg.inv(C_out + T * np.eye(C_out.shape[0]))
     a = Kinv @ Y
-    return _sym(a @ a.T - Y.shape[1] * Kinv) / (2.0 * N)
-
-
-def _sym(A):
-    return 0.5 * (A + A.T)
-
-
-def _sqrtm_psd(C):
-    lam, V = np.linalg.eigh(C)
-    return (V * np.sqrt(np.clip(lam, 0.0, None))) @ V.T
+    return symmetric_part(a @ a.T - Y.shape[1] * Kinv) / (2.0 * N)
 
 
 def _chunks(S: int, P: int, seed: int, layer: int):
@@ -151,7 +141,7 @@ def _tilt_moments(s: _Setup, C, Ct, layer: int, mode: str):
     expectation minus the untilted sample mean) or ``c_s = (F_s - mean F) / S`` (mode 'cov': the
     first-order tilt, the sample covariance with F).
     """
-    g, R, P = s.g[layer], _sqrtm_psd(C), C.shape[0]
+    g, R, P = s.g[layer], psd_sqrt(C, symmetric=True), C.shape[0]
     F = np.concatenate([_energy(s.act, z @ R, g, Ct) for z in _chunks(s.num_samples, P, s.seed, layer)])
     c = softmax(F) - 1.0 / F.size if mode == "tilt" else (F - F.mean()) / F.size
     A_phi, A_h, start = np.zeros((P, P)), np.zeros((P, P)), 0
@@ -162,7 +152,7 @@ def _tilt_moments(s: _Setup, C, Ct, layer: int, mode: str):
         A_phi += f.T @ (cs * f)
         A_h += h.T @ (cs * h)
         start += len(z)
-    return _sym(A_phi), _sym(A_h)
+    return symmetric_part(A_phi), symmetric_part(A_h)
 
 
 def _energy(act, h, g, Ct):
@@ -173,7 +163,7 @@ def _energy(act, h, g, Ct):
 def _score_gradient(C, A_h):
     """``1/2 C^-1 A_h C^-1``: dE[f]/dC from ``A_h = Cov(h h^T, f)`` (score-function identity)."""
     X = np.linalg.solve(C, A_h)
-    return _sym(0.5 * np.linalg.solve(C, X.T))
+    return symmetric_part(0.5 * np.linalg.solve(C, X.T))
 
 
 # ----------------------------------------------------------------------------- one layer
@@ -184,8 +174,8 @@ def _forward_layer(s: _Setup, C, Ct, layer: int):
     g = s.g[layer]
     if s.analytic:
         M = np.eye(C.shape[0]) - 2.0 * g * Ct @ C
-        C_next = _sym(g * np.linalg.solve(M.T, C.T).T)       # g C (I - 2 g Ct C)^-1
-        Ct_prev = _sym(g * np.linalg.solve(M, Ct))           # g (I - 2 g Ct C)^-1 Ct
+        C_next = symmetric_part(g * np.linalg.solve(M.T, C.T).T)       # g C (I - 2 g Ct C)^-1
+        Ct_prev = symmetric_part(g * np.linalg.solve(M, Ct))           # g (I - 2 g Ct C)^-1 Ct
         return C_next, C_next / g, Ct_prev
     A_phi, A_h = _tilt_moments(s, C, Ct, layer, "tilt")
     Ct_prev = _score_gradient(C, A_h) if layer > 1 else np.zeros_like(C)
@@ -257,7 +247,7 @@ def _first_order(s: _Setup, C, Ct, layer: int):
     """``(Cov(phi phi^T, F), Cov(h h^T, F))``, ``F = g phi^T Ct phi`` under ``N(0, C)``."""
     if s.analytic:
         A = 2.0 * s.g[layer] * C @ Ct @ C                  # Gaussian: Cov(h h^T, h^T B h) = 2 C B C
-        return _sym(A), _sym(A)
+        return symmetric_part(A), symmetric_part(A)
     return _tilt_moments(s, C, Ct, layer, "cov")
 
 
@@ -266,7 +256,7 @@ def _dkernel(s: _Setup, C, dC):
 
 
 def _linear_mean(s: _Setup):
-    if s.act.name != "linear":
+    if not s.act.is_linear:
         raise ValueError(f"method 'linear_mean' needs a linear network, got activation {s.act.name!r}")
     L, N = s.g.size - 1, int(round(s.N))
     sol = solve_U(s.K0, s.Y, L, N, s.T, sigma_w2=s.g[:L], sigma_a2=s.g[L])
@@ -316,7 +306,7 @@ def solve_kernels(K0, Y, activation, g, N, T, method="saddle", *, num_samples=NU
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     s = _Setup(act, np.asarray(K0, dtype=np.float64), as_2d(np.asarray(Y, dtype=np.float64)), g,
-               float(N), float(T), closed_form and act.name == "linear", int(num_samples), int(seed))
+               float(N), float(T), closed_form and act.is_linear, int(num_samples), int(seed))
     if method == "nngp":
         return _nngp(s)
     if method == "perturbative":
@@ -326,25 +316,8 @@ def solve_kernels(K0, Y, activation, g, N, T, method="saddle", *, num_samples=NU
     return _saddle(s, damping, tol, max_iter)
 
 
-def centred_kernel_alignment(K, Y) -> np.ndarray:
-    """CKA of ``K`` with ``Y Y^T`` (Kornblith et al. 2019): ``<HKH, HYY^TH> / (|HKH| |HYY^TH|)``.
-
-    Delegates to :func:`widebayes.diagnostics.kernels.target_alignment`.
-    """
-    return target_alignment(K, Y)
-
-
-@lru_cache(maxsize=1)
-def _gh_nodes():
-    return np.polynomial.hermite_e.hermegauss(_GH_NODES)
-
-
-def _gauss_1d(act: Activation, q, fn):
-    x, w = _gh_nodes()
-    return float(np.sum(w * fn(act, np.sqrt(q) * x)) / w.sum())
-
-
 def _dphi_sq(act: Activation, h):
+    """``phi'(h)^2`` by a central difference."""
     eps = 1e-6 * np.maximum(np.abs(h), 1.0)
     return ((act.phi_np(h + eps) - act.phi_np(h - eps)) / (2.0 * eps)) ** 2
 
@@ -356,7 +329,8 @@ def response_chi(activation, g, q) -> float:
     edge of chaos (Poole et al. 2016; THEORY.md 3.3).  Gauss-Hermite quadrature, phi' by a
     central difference (even node count: no node on the ReLU kink).
     """
-    return float(g) * _gauss_1d(as_activation(activation), float(q), _dphi_sq)
+    act = as_activation(activation)
+    return float(g) * float(gauss_hermite_1d(lambda h: _dphi_sq(act, h), 0.0, float(q), _GH_NODES))
 
 
 def nngp_fixed_point(activation, g, q0=1.0, tol=1e-13, max_iter=1000) -> float:
@@ -366,7 +340,7 @@ def nngp_fixed_point(activation, g, q0=1.0, tol=1e-13, max_iter=1000) -> float:
     (at the edge of chaos of an odd phi, e.g. tanh at g = 1, it reaches q* = 0 only algebraically,
     q_n ~ 1/n), the fixed point it approaches is found as a root of ``g E[phi^2](q) - q`` on the
     side the iterate moves to (0 when the map stays below the diagonal down to ``tol``).
-    ``E[phi^2]`` is the activation's closed form, else 1-d Gauss-Hermite quadrature.
+    ``E[phi^2]`` is the activation's closed form, else 1-d Gauss-Hermite quadrature (``_GH_NODES``).
     """
     act, q = as_activation(activation), float(q0)
     for _ in range(max_iter):
@@ -379,14 +353,9 @@ def nngp_fixed_point(activation, g, q0=1.0, tol=1e-13, max_iter=1000) -> float:
     return _fixed_point_root(act, float(g), q, tol)
 
 
-def _phi_sq(act: Activation, h):
-    return act.phi_np(h) ** 2
-
-
 def _variance_map(act: Activation, g, q) -> float:
-    """``g E[phi(h)^2]``, ``h ~ N(0, q)``."""
-    second = float(act.kernel(q, q, q)) if act.closed_form else _gauss_1d(act, q, _phi_sq)
-    return float(g) * second
+    """``g E[phi(h)^2]``, ``h ~ N(0, q)`` (``Activation.second_moment``)."""
+    return float(g) * float(act.second_moment(0.0, q, _GH_NODES))
 
 
 def _fixed_point_root(act: Activation, g, q, tol) -> float:

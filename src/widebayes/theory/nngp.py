@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from widebayes.activations import Activation, get_activation, kernel_cross, kernel_matrix
+from widebayes.activations import Activation, as_activation, kernel_cross, kernel_matrix
 
 
 class NNGPKernels(NamedTuple):
@@ -42,11 +42,6 @@ class NNGPKernels(NamedTuple):
     cross: np.ndarray | None = None
     test_diag: np.ndarray | None = None
     test: np.ndarray | None = None
-
-
-def as_activation(activation: str | Activation) -> Activation:
-    """An :class:`Activation` from itself or its name."""
-    return get_activation(activation) if isinstance(activation, str) else activation
 
 
 def layer_variances(sigma_w2: float | Sequence[float]) -> np.ndarray:

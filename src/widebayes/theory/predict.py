@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from widebayes.activations import get_activation
 from widebayes.checkpoint import atomic_write
 from widebayes.errors import InputError
 from widebayes.experiment import Experiment, build_experiment
@@ -69,15 +70,16 @@ def adapted_kernels(exp: Experiment, method: str, **solver) -> np.ndarray:
 def lazy_predictions(exp: Experiment) -> dict:
     """NNGP/GP and BPKR for a lazy network."""
     d, s = exp.data, exp.spec
+    linear = get_activation(s.activation).is_linear
     has_test = len(d.X_test) > 0
     res = bpkr_prediction(d.X_train, d.Y_train, d.X_test if has_test else None,
                           d.Y_test if has_test else None, s.activation, s.layer_variances,
                           s.sigma_a2, s.width, exp.T_eff)
-    out = {"regime": "lazy", "method": "bpkr" if s.activation == "linear" else "bpkr-heuristic",
+    out = {"regime": "lazy", "method": "bpkr" if linear else "bpkr-heuristic",
            "U": res.U, "u": res.u, "residual": res.residual, "alpha": res.alpha,
            "readout_second_moment": res.readout_second_moment,
            "kernel_train": res.mean_kernels.train, "kernel_train_nngp": res.nngp.train}
-    if s.activation == "linear":  # the rate-function mode (Fischer et al.); closed form, cheap
+    if linear:  # the rate-function mode (Fischer et al.); closed form, cheap
         out["kernel_train_saddle"] = adapted_kernels(exp, "saddle")
     else:  # the saddle needs a damped Monte Carlo iteration (minutes); the O(1/N) step, seconds
         out["kernel_train_perturbative"] = adapted_kernels(exp, "perturbative")

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from widebayes.activations import get_activation
 from widebayes.theory.nonlazy.cramer import cumulants
 
 FIXED_POINT_ITERATIONS = 4000
@@ -35,6 +36,10 @@ FIXED_POINT_TOL = 1e-12
 NEWTON_STEPS = 30
 THETA_LIMIT = 60.0
 DEDUPE_TOL = 1e-6
+#: magnitude of the corner starting fields: saturating for bounded phi (tanh(6), Phi(6 sqrt(pi/2))
+#: are within 1e-5 of the bounds), O(1) for phi that grow (their tilted mean moves like theta c)
+START_FIELD_BOUNDED = 6.0
+START_FIELD_GROWING = 1.0
 
 
 class ClassTask(NamedTuple):
@@ -176,6 +181,11 @@ def maximum_at(theta, L, task: ClassTask, ascend: bool = True) -> Maximum | None
     return _as_maximum(_newton(theta, L, task), L, task)
 
 
+def start_field(task: ClassTask) -> float:
+    """Magnitude of the corner starting fields for the task's activation (bounded or growing)."""
+    return START_FIELD_BOUNDED if get_activation(task.activation).bounded else START_FIELD_GROWING
+
+
 def corner_starts(k: int, magnitude: float) -> np.ndarray:
     """All ``2^k`` sign patterns of ``+-magnitude`` and the origin (starting fields)."""
     corners = np.array(list(itertools.product((-magnitude, magnitude), repeat=k)))
@@ -186,7 +196,7 @@ def find_maxima(L, task: ClassTask, starts=None) -> list[Maximum]:
     """All local maxima of F reached from ``starts`` (default: corners), deduplicated, best first."""
     k = len(task.rho)
     if starts is None:
-        starts = corner_starts(k, 1.0 if task.activation == "relu" else 6.0)
+        starts = corner_starts(k, start_field(task))
     thetas = _iterate(starts, L, task, ASCENT_BEFORE_NEWTON)
     found: list[Maximum] = []
     for theta in thetas[~np.any(np.isnan(thetas), axis=1)]:
@@ -201,11 +211,6 @@ def initial_fields(task: ClassTask) -> np.ndarray:
     Y = task.targets - task.rho @ task.targets
     norms = np.linalg.norm(Y, axis=1, keepdims=True)
     return Y / np.maximum(norms, 1e-12) / np.sqrt(task.beta_a * task.rho[:, None] + 1e-300)
-
-
-def code_string(s, threshold: float) -> str:
-    """Binary code of a neuron: class c is active when ``s_c > threshold`` (class 0 first)."""
-    return "".join("1" if v > threshold else "0" for v in np.asarray(s))
 
 
 def laplace_log_weight(mx: Maximum, task: ClassTask) -> float:

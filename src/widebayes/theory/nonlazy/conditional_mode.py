@@ -40,7 +40,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-from widebayes.theory.nonlazy.gaussian import _hermite, gaussian_mean, gaussian_second_moment
+from widebayes.quadrature import hermite_rule
+from widebayes.theory.nonlazy.gaussian import gaussian_mean, gaussian_second_moment
 
 GH_NODES = 3  # Gauss-Hermite nodes per readout axis around each mode
 INNER_TOL = 1e-7  # |C0 (phi' * b) - z|: preactivations are O(1)
@@ -265,7 +266,8 @@ def mode_quadrature(C0, C0_inv, Lam, sigma_a2, phi, modes: _Readout, num_nodes: 
     """Nodes and normalised weights of q(a): a Gauss-Hermite grid in every mode's Laplace frame,
     importance-weighted by ``q / sum_gamma pi_gamma N(a_gamma, Sigma_gamma)``."""
     m = modes.a.shape[1]
-    x, log_wx = _hermite(num_nodes)  # probabilists' nodes: E_{N(0,1)}[f] ~ sum exp(log_wx) f(x)
+    x, wx = hermite_rule(num_nodes)  # probabilists' nodes: E_{N(0,1)}[f] ~ sum wx f(x)
+    log_wx = np.log(wx)
     xi = np.array(list(itertools.product(x, repeat=m)))
     log_w_xi = np.sum(np.array(list(itertools.product(log_wx, repeat=m))), axis=1)
     covs = np.linalg.inv(-modes.hess)

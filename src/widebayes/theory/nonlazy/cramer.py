@@ -8,9 +8,10 @@ For n iid preactivations ``z ~ N(0, c)`` the class mean ``s = mean phi(z)`` obey
 
 ``kappa'`` and ``kappa''`` are the mean and variance of phi under the tilted law
 ``N(z; 0, c) exp(theta phi(z) - kappa(theta))``, which is also the single-neuron preactivation
-posterior of one class within a code (THEORY.md 1.4b).  ReLU has closed forms (THEORY.md 1.5b:
-``kappa(t) = ln(1/2 + exp(t^2/2) Phi(t))`` for c = 1); other activations use the trapezoid rule on
-a uniform grid (spectrally accurate for smooth phi).
+posterior of one class within a code (THEORY.md 1.4b).  ReLU (``Activation.is_relu``) has closed
+forms (THEORY.md 1.5b: ``kappa(t) = ln(1/2 + exp(t^2/2) Phi(t))`` for c = 1, and 1-homogeneity
+scales c out); other activations use the trapezoid rule on a uniform grid (spectrally accurate for
+smooth phi), tabulated once per variance for bounded phi.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from scipy.interpolate import CubicSpline
 import scipy.special as sps
 from scipy.special import logsumexp
 
-from widebayes.activations import get_activation
+from widebayes.activations import Activation, get_activation
 
 GRID_HALF_WIDTH = 10.0
 GRID_POINTS = 2001
@@ -31,8 +32,6 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 #: tabulated range and step of theta for the grid-based activations (cubic splines, error ~1e-10)
 TABLE_LIMIT = 60.0
 TABLE_STEP = 0.01
-#: activations that grow linearly (the tilted law's mode moves out with theta)
-LINEAR_GROWTH = ("relu", "softplus")
 
 
 class Cumulants(NamedTuple):
@@ -63,9 +62,10 @@ def _relu_unit(t):
     return kappa, mean, np.maximum(second - mean**2, 0.0), z_mean, np.maximum(z_second - z_mean**2, 0.0)
 
 
-def _grid(activation: str, theta, variance):
-    """Uniform x-grid per theta (``z = sqrt(c) x``), shifted right for linearly growing phi."""
-    shift = np.maximum(theta * np.sqrt(variance), 0.0) if activation in LINEAR_GROWTH else 0.0 * theta
+def _grid(act: Activation, theta, variance):
+    """Uniform x-grid per theta (``z = sqrt(c) x``), shifted right for relu-like phi (growth class
+    ``"relu-like"``: for theta > 0 the tilted law's mode moves out to ``z ~ theta c``)."""
+    shift = np.maximum(theta * np.sqrt(variance), 0.0) if act.growth == "relu-like" else 0.0 * theta
     u = np.linspace(0.0, 1.0, GRID_POINTS)
     lo, hi = -GRID_HALF_WIDTH, GRID_HALF_WIDTH + shift
     x = lo + (hi - lo)[..., None] * u
@@ -73,9 +73,10 @@ def _grid(activation: str, theta, variance):
 
 
 def _grid_moments(activation: str, theta, variance):
-    phi = get_activation(activation).phi_np
+    act = get_activation(activation)
+    phi = act.phi_np
     theta = np.asarray(theta, dtype=np.float64)
-    x, dx = _grid(activation, theta, variance)
+    x, dx = _grid(act, theta, variance)
     z = np.sqrt(variance) * x
     f = phi(z)
     trap = np.full(GRID_POINTS, 1.0)
@@ -99,12 +100,13 @@ def _table(activation: str, variance: float):
 
 
 def _tabulated(activation: str, theta) -> bool:
-    return activation not in LINEAR_GROWTH and bool(np.all(np.abs(theta) <= TABLE_LIMIT))
+    """Bounded phi within the table's range (the grid does not move with theta)."""
+    return get_activation(activation).bounded and bool(np.all(np.abs(theta) <= TABLE_LIMIT))
 
 
 def _cumulant_values(activation: str, theta, variance):
     theta = np.asarray(theta, dtype=np.float64)
-    if activation == "relu":
+    if get_activation(activation).is_relu:
         k, m, v, _, _ = _relu_unit(np.sqrt(variance) * theta)
         return k, np.sqrt(variance) * m, variance * v
     if _tabulated(activation, theta):
@@ -116,7 +118,7 @@ def _cumulant_values(activation: str, theta, variance):
 def _all(activation: str, theta, variance):
     """All five: kappa, kappa', kappa'', and the tilted mean and variance of z."""
     theta = np.asarray(theta, dtype=np.float64)
-    if activation == "relu":
+    if get_activation(activation).is_relu:
         k, m, v, zm, zv = _relu_unit(np.sqrt(variance) * theta)
         return k, np.sqrt(variance) * m, variance * v, np.sqrt(variance) * zm, variance * zv
     if _tabulated(activation, theta):
@@ -145,14 +147,6 @@ def tilted_preactivation(activation: str, theta, variance: float = 1.0) -> Tilte
     conditional preactivation posterior ``P(z | a_gamma)`` on one class (THEORY.md 1.4b)."""
     _, _, _, zm, zv = _all(activation, theta, variance)
     return TiltedMoments(zm, zv)
-
-
-def tilted_density(activation: str, z, theta: float, variance: float = 1.0) -> np.ndarray:
-    """Density of the tilted law ``N(z; 0, variance) exp(theta phi(z) - kappa(theta))`` at z."""
-    z = np.asarray(z, dtype=np.float64)
-    kappa = cumulants(activation, theta, variance).kappa
-    logp = -0.5 * z**2 / variance - 0.5 * np.log(2 * np.pi * variance)
-    return np.exp(logp + theta * get_activation(activation).phi_np(z) - kappa)
 
 
 def rate(activation: str, theta, variance: float = 1.0) -> np.ndarray:

@@ -5,8 +5,9 @@ with a mean that depends on the training preactivations ``z`` (THEORY.md 1.2, te
 
     z(x) | z ~ N(h(x)^T z, Delta(x)),   h = C0^{-1} k,   Delta = C0(x, x) - k^T C0^{-1} k.
 
-Closed forms are used where they exist (linear, the sigmoid ``(1 + erf(sqrt(pi) z / 2)) / 2``,
-ReLU); everything else uses Gauss-Hermite quadrature in one or two dimensions.
+The activation's closed forms are used where it has them (``Activation.mean_closed_form``,
+``second_closed_form``, a closed-form kernel map at zero means); everything else uses Gauss-Hermite
+quadrature (``widebayes.quadrature``) in one or two dimensions at the orders below.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import numpy as np
-import scipy.special as sps
 
-from widebayes.activations import SIGMOID_SLOPE, Activation
+from widebayes.activations import Activation
+from widebayes.quadrature import gauss_hermite_1d, gauss_hermite_2d, hermite_rule, psd_sqrt
 
 GH_NODES_1D = 32
 GH_NODES_2D = 32
@@ -37,11 +38,6 @@ class GaussGrid(NamedTuple):
     logw: np.ndarray
 
 
-def _hermite(num_nodes: int):
-    x, w = np.polynomial.hermite_e.hermegauss(num_nodes)
-    return x, np.log(w / w.sum())
-
-
 def gauss_grid(C, num_nodes: int, scale: float = 1.0) -> GaussGrid:
     """Tensor Gauss-Hermite grid for ``N(0, C)`` in R^P, optionally widened by ``scale``.
 
@@ -52,7 +48,8 @@ def gauss_grid(C, num_nodes: int, scale: float = 1.0) -> GaussGrid:
     """
     C = np.atleast_2d(np.asarray(C, dtype=np.float64))
     P = C.shape[0]
-    x1, lw1 = _hermite(num_nodes)
+    x1, w1 = hermite_rule(num_nodes)
+    lw1 = np.log(w1)
     grids = np.meshgrid(*([x1] * P), indexing="ij")
     x = scale * np.stack([g.ravel() for g in grids], axis=1)
     logw = sum(np.meshgrid(*([lw1] * P), indexing="ij")).ravel()
@@ -60,68 +57,30 @@ def gauss_grid(C, num_nodes: int, scale: float = 1.0) -> GaussGrid:
     return GaussGrid(x @ psd_sqrt(C).T, logw)
 
 
-def psd_sqrt(C) -> np.ndarray:
-    """A square root ``S`` with ``S S^T = C`` of a positive semidefinite matrix (eigh; singular C allowed)."""
-    w, V = np.linalg.eigh(0.5 * (C + C.T))
-    return V * np.sqrt(np.maximum(w, 0.0))
-
-
-def _sigmoid_mean(m, v):
-    """``E[(1 + erf(s u)) / 2]``, ``u ~ N(m, v)``: ``(1 + erf(s m / sqrt(1 + 2 s^2 v))) / 2``."""
-    return 0.5 * (1.0 + sps.erf(SIGMOID_SLOPE * m / np.sqrt(1.0 + 2.0 * SIGMOID_SLOPE**2 * v)))
-
-
-def _relu_mean(m, v):
-    """``E[relu(u)] = m Phi(m / sd) + sd phi(m / sd)``, ``u ~ N(m, v)``."""
-    sd = np.sqrt(np.maximum(v, 1e-300))
-    r = m / sd
-    return m * sps.ndtr(r) + sd * np.exp(-0.5 * r**2) / np.sqrt(2.0 * np.pi)
-
-
-def _relu_second(m, v):
-    """``E[relu(u)^2] = (m^2 + v) Phi(m / sd) + m sd phi(m / sd)``."""
-    sd = np.sqrt(np.maximum(v, 1e-300))
-    r = m / sd
-    return (m**2 + v) * sps.ndtr(r) + m * sd * np.exp(-0.5 * r**2) / np.sqrt(2.0 * np.pi)
-
-
-def _gh_moment(phi_np, m, v, power):
-    x, lw = _hermite(GH_NODES_1D)
-    m, v = np.broadcast_arrays(np.asarray(m, dtype=np.float64), np.asarray(v, dtype=np.float64))
-    u = m[..., None] + np.sqrt(np.maximum(v, 0.0))[..., None] * x
-    return (phi_np(u) ** power) @ np.exp(lw)
+def _phi(act: Activation | Callable):
+    return getattr(act, "phi_np", act)
 
 
 def gaussian_mean(act: Activation | Callable, m, v):
-    """``E[phi(u)]`` for ``u ~ N(m, v)``, elementwise (closed forms for linear, sigmoid, relu).
+    """``E[phi(u)]`` for ``u ~ N(m, v)``, elementwise (the activation's closed form where it has one).
 
     Parameters
     ----------
     act : Activation or callable
-        A callable is a NumPy ``phi`` (integrated by Gauss-Hermite quadrature).
+        A callable is a NumPy ``phi`` (integrated by Gauss-Hermite quadrature, ``GH_NODES_1D``).
     m, v : array_like
         Means and variances (broadcast).
     """
-    m, v = np.asarray(m, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    name = getattr(act, "name", None)
-    if name == "linear":
-        return m + 0.0 * v
-    if name == "sigmoid":
-        return _sigmoid_mean(m, v)
-    if name == "relu":
-        return _relu_mean(m, v)
-    return _gh_moment(getattr(act, "phi_np", act), m, v, 1)
+    if isinstance(act, Activation):
+        return act.mean(m, v, GH_NODES_1D)
+    return gauss_hermite_1d(act, m, v, GH_NODES_1D)
 
 
 def gaussian_second_moment(act: Activation | Callable, m, v):
-    """``E[phi(u)^2]`` for ``u ~ N(m, v)`` (closed forms for linear and relu, else quadrature)."""
-    m, v = np.asarray(m, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    name = getattr(act, "name", None)
-    if name == "linear":
-        return m**2 + v
-    if name == "relu":
-        return _relu_second(m, v)
-    return _gh_moment(getattr(act, "phi_np", act), m, v, 2)
+    """``E[phi(u)^2]`` for ``u ~ N(m, v)`` (the activation's closed form, else quadrature)."""
+    if isinstance(act, Activation):
+        return act.second_moment(m, v, GH_NODES_1D)
+    return gauss_hermite_1d(lambda u: act(u) ** 2, m, v, GH_NODES_1D)
 
 
 def gaussian_pair_moment(act: Activation | Callable, m1, m2, c11, c12, c22):
@@ -134,15 +93,4 @@ def gaussian_pair_moment(act: Activation | Callable, m1, m2, c11, c12, c22):
     m1, m2, c11, c12, c22 = arrays
     if isinstance(act, Activation) and act.closed_form and not np.any(m1) and not np.any(m2):
         return act.kernel(c12, c11, c22)
-    phi_np = getattr(act, "phi_np", act)
-    x, lw = _hermite(GH_NODES_2D)
-    xx, yy = (g.ravel() for g in np.meshgrid(x, x, indexing="ij"))
-    ww = np.exp(np.add.outer(lw, lw).ravel())
-    s1 = np.sqrt(np.maximum(c11, 0.0))
-    rho = np.divide(c12, s1 * np.sqrt(np.maximum(c22, 0.0)), out=np.zeros_like(c12),
-                    where=s1 * np.sqrt(np.maximum(c22, 0.0)) > 0)
-    rho = np.clip(rho, -1.0, 1.0)
-    u = m1[..., None] + s1[..., None] * xx
-    w = m2[..., None] + np.sqrt(np.maximum(c22, 0.0))[..., None] * (
-        rho[..., None] * xx + np.sqrt(1.0 - rho**2)[..., None] * yy)
-    return (phi_np(u) * phi_np(w)) @ ww
+    return gauss_hermite_2d(_phi(act), m1, m2, c11, c12, c22, GH_NODES_2D)

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.linalg import eigh
 from scipy.optimize import brentq, minimize, root
 
+from widebayes.quadrature import pack_symmetric, symmetric_part, unpack_symmetric
 from widebayes.theory.gp import as_2d
 
 
@@ -103,10 +104,6 @@ def task_gram(K0, Y) -> np.ndarray:
     return 0.5 * (G + G.T)
 
 
-def _sym(M):
-    return 0.5 * (M + M.T)
-
-
 # ----------------------------------------------------------------------------- T0 -> 0
 
 
@@ -136,7 +133,7 @@ def readout_covariance_zero_T(G, sigma_a2: float, sigma_w2, large_P: bool = Fals
     """
     s = layer_products(sigma_w2)
     depth, s_L = s.size, s[-1]
-    g, Q = eigh(_sym(np.atleast_2d(G)))
+    g, Q = eigh(symmetric_part(np.atleast_2d(G)))
     u = np.array([_readout_root(gi, sigma_a2, s_L, depth, large_P) for gi in g])
     U = (Q * u) @ Q.T
     shift = 0.0 if large_P else sigma_a2
@@ -160,7 +157,7 @@ def kernels_zero_T(K0, Y, U, sigma_w2, sigma_a2: float) -> np.ndarray:
     for l, s_l in enumerate(s, start=1):
         d = ((u / sigma_a2) ** l - 1.0) / gk
         out.append(s_l * (K0 + (YQ * d) @ YQ.T))
-    return np.stack([_sym(K) for K in out])
+    return np.stack([symmetric_part(K) for K in out])
 
 
 def solve_linear_zero_T(K0, Y, sigma_w2, sigma_a2: float, large_P: bool = False) -> LinearSolution:
@@ -189,7 +186,7 @@ def solve_linear_zero_T(K0, Y, sigma_w2, sigma_a2: float, large_P: bool = False)
 
 def _field(kappa, Yhat, V, s_L, T0):
     """``Lambda`` (in K0's eigenbasis) from ``T0 Lambda + s_L K0 Lambda V = Y``."""
-    w, Q = eigh(_sym(V))
+    w, Q = eigh(symmetric_part(V))
     return ((Yhat @ Q) / (T0 + s_L * kappa[:, None] * w[None, :])) @ Q.T
 
 
@@ -201,16 +198,6 @@ def _readout_residual(U, kappa, Yhat, s, sigma_a2, T0):
     S = s[-1] * Lam.T @ (kappa[:, None] * Lam)
     Up = matrix_function(U, lambda w: (np.maximum(w, 1e-300) / sigma_a2) ** (L - 1))
     return np.eye(U.shape[0]) / sigma_a2 - np.linalg.inv(U) - S @ Up, Lam, V
-
-
-def _pack(U):
-    return U[np.triu_indices(U.shape[0])]
-
-
-def _unpack(v, m):
-    U = np.zeros((m, m))
-    U[np.triu_indices(m)] = v
-    return U + U.T - np.diag(np.diag(U))
 
 
 def _initial_U(kappa, Yhat, s, sigma_a2, T0):
@@ -241,10 +228,11 @@ def solve_linear(K0, Y, sigma_w2, sigma_a2: float, T0: float, large_P: bool = Fa
     kappa = np.maximum(kappa, 0.0)
     Yhat = Vk.T @ Y
     m = Y.shape[1]
-    fun = lambda v: _pack(_sym(_readout_residual(_unpack(v, m), kappa, Yhat, s, sigma_a2, T0)[0]))
-    sol = root(fun, _pack(_initial_U(kappa, Yhat, s, sigma_a2, T0)), method="hybr",
+    fun = lambda v: pack_symmetric(symmetric_part(
+        _readout_residual(unpack_symmetric(v, m), kappa, Yhat, s, sigma_a2, T0)[0]))
+    sol = root(fun, pack_symmetric(_initial_U(kappa, Yhat, s, sigma_a2, T0)), method="hybr",
                options={"xtol": 1e-14})
-    U = _unpack(sol.x, m)
+    U = unpack_symmetric(sol.x, m)
     R, Lam_hat, V = _readout_residual(U, kappa, Yhat, s, sigma_a2, T0)
     Lam = Vk @ Lam_hat
     out_res = Y - T0 * Lam - s[-1] * K0 @ Lam @ V
@@ -259,7 +247,7 @@ def _kernels_from_field(K0, Lam, V, s) -> np.ndarray:
     sig = np.concatenate([[s[0]], s[1:] / s[:-1]])
     for sig_l in sig:
         K = sig_l * K @ A
-        out.append(_sym(K))
+        out.append(symmetric_part(K))
     return np.stack(out)
 
 
@@ -302,7 +290,7 @@ def linear_test(sol: LinearSolution, K0, k0, K0_test, sigma_w2, sigma_a2: float,
     D = np.asarray(K0_test, dtype=np.float64) - np.asarray(k0).T @ h
     cross = np.stack([K @ h for K in sol.kernels])
     scales = np.concatenate([[1.0], s])
-    test = np.stack([_sym(h.T @ K @ h + sc * D) for K, sc in zip(sol.kernels, scales)])
+    test = np.stack([symmetric_part(h.T @ K @ h + sc * D) for K, sc in zip(sol.kernels, scales)])
     var = s[-1] * np.maximum(np.diag(D), 0.0)[:, None] * np.diag(sol.U)[None, :]
     if T0 > 0.0 and sol.method == "exact":
         Y = sol.F_train + T0 * sol.Lambda
@@ -345,10 +333,10 @@ def _u_derivatives(kappa, Yhat, U, s, sigma_a2, T0, eps=1e-6):
     J, dLam = np.empty((n_p, n_p)), np.empty((n_p,) + Yhat.shape)
     for i in range(n_p):
         e = np.zeros(n_p)
-        e[i] = eps * max(1.0, np.abs(_pack(U)).max())
-        Rp, Lp, _ = _readout_residual(U + _unpack(e, m), kappa, Yhat, s, sigma_a2, T0)
-        Rm, Lm, _ = _readout_residual(U - _unpack(e, m), kappa, Yhat, s, sigma_a2, T0)
-        J[:, i] = (_pack(_sym(Rp)) - _pack(_sym(Rm))) / (2 * e[i])
+        e[i] = eps * max(1.0, np.abs(pack_symmetric(U)).max())
+        Rp, Lp, _ = _readout_residual(U + unpack_symmetric(e, m), kappa, Yhat, s, sigma_a2, T0)
+        Rm, Lm, _ = _readout_residual(U - unpack_symmetric(e, m), kappa, Yhat, s, sigma_a2, T0)
+        J[:, i] = (pack_symmetric(symmetric_part(Rp)) - pack_symmetric(symmetric_part(Rm))) / (2 * e[i])
         dLam[i] = (Lp - Lm) / (2 * e[i])
     return J, dLam
 
@@ -376,7 +364,7 @@ class OutputRate(NamedTuple):
 def _out_objective(Lam, C, Y, sigma_a2, T0):
     B = np.eye(Y.shape[1]) - sigma_a2 * Lam.T @ C @ Lam
     sign, logdet = np.linalg.slogdet(B)
-    if sign <= 0 or np.linalg.eigvalsh(_sym(B)).min() <= 0:
+    if sign <= 0 or np.linalg.eigvalsh(symmetric_part(B)).min() <= 0:
         return -np.inf, None
     val = np.sum(Lam * Y) - 0.5 * T0 * np.sum(Lam**2) + 0.5 * logdet
     grad = Y - T0 * Lam - sigma_a2 * C @ Lam @ np.linalg.inv(B)
@@ -412,7 +400,7 @@ def output_rate(C, Y, sigma_a2: float, T0: float, tol: float = 1e-13) -> OutputR
 
 def _output_result(Lam, val, grad, C, Y, sigma_a2) -> OutputRate:
     U = np.linalg.inv(np.eye(Y.shape[1]) / sigma_a2 - Lam.T @ C @ Lam)
-    return OutputRate(float(val), Lam, _sym(U), float(np.max(np.abs(grad))))
+    return OutputRate(float(val), Lam, symmetric_part(U), float(np.max(np.abs(grad))))
 
 
 def _fd_hessian(grad_fn, x, eps=1e-6):
@@ -455,7 +443,7 @@ def linear_rate(hidden, K0, Y, sigma_w2, sigma_a2: float, T0: float):
             g = g + sig[l] * 0.5 * (Cn - Cn @ Ks[l + 1] @ Cn)
         else:
             g = g - sig[l] * 0.5 * out.Lambda @ out.U @ out.Lambda.T
-        grads.append(_sym(g))
+        grads.append(symmetric_part(g))
     return value + out.value, grads, out
 
 
@@ -494,4 +482,4 @@ def minimise_linear_rate(K0, Y, sigma_w2, sigma_a2: float, T0: float) -> RateMin
     C = (s[-1] / (s[-2] if nh else 1.0)) * (hidden[-1] if nh else K0)
     top = C + C @ out.Lambda @ out.U @ out.Lambda.T @ C
     gmax = max([float(np.max(np.abs(g))) for g in grads], default=0.0)
-    return RateMinimum(np.stack([K0] + hidden + [_sym(top)]), out.U, out.Lambda, float(val), gmax)
+    return RateMinimum(np.stack([K0] + hidden + [symmetric_part(top)]), out.U, out.Lambda, float(val), gmax)

@@ -36,9 +36,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
+from widebayes.quadrature import psd_sqrt
 from widebayes.theory.gp import as_2d
-from widebayes.theory.nonlazy.gaussian import (GaussGrid, gauss_grid, gaussian_mean,
-                                               gaussian_second_moment, psd_sqrt)
+from widebayes.theory.nonlazy.gaussian import GaussGrid, gauss_grid, gaussian_mean, gaussian_second_moment
 
 NODE_BUDGET = 100_000
 MAX_NODES_PER_AXIS = 40
@@ -298,8 +298,8 @@ def mean_field_test(sol: MeanFieldSolution, act, K0, k0, K0_test_diag, sigma_w2:
     Parameters
     ----------
     act : Activation or callable
-        For ``E[phi(u)]`` and ``E[phi(u)^2]`` of Gaussian ``u`` with a mean (closed forms for
-        linear, sigmoid, relu).
+        For ``E[phi(u)]`` and ``E[phi(u)^2]`` of Gaussian ``u`` with a mean (the activation's
+        closed forms where it has them, ``Activation.mean`` / ``second_moment``).
     K0 : (P, P); k0 : (P, P_test); K0_test_diag : (P_test,)
     sigma_w2 : float
         First-layer prior variance (``C0 = sigma_w2 K0``).

@@ -4,14 +4,22 @@
 Coverage:
 
 - linear, any depth: closed forms (``linear``), exact at any T0;
-- sigmoid / tanh, depth 1, class-structured task (orthogonal inputs, one target vector per class):
-  redundant codes (``sigmoid``) at the experiment's P (Laplace) and at P = inf;
-- relu, depth 1, class-structured task: sparse codes (``relu``);
-- any other depth-1 case with few training inputs (P <= ``MAX_GENERAL_P``): the single-neuron
-  tilted measure by quadrature (``meanfield``); ReLU-like activations only below condensation;
+- bounded activations (sigmoid, tanh), depth 1, class-structured task (orthogonal inputs, one
+  target vector per class): redundant codes (``sigmoid``) at the experiment's P (Laplace) and at
+  P = inf;
+- relu (relu-like growth and 1-homogeneous, ``Activation.is_relu``), depth 1, class-structured
+  task: sparse codes (``relu``);
+- any other depth-1 case of a bounded or relu-like activation with few training inputs
+  (P <= ``MAX_GENERAL_P``): the single-neuron tilted measure by quadrature (``meanfield``);
+  relu-like activations only below condensation;
 - bounded activations, depth 1, any other task (MNIST): preactivations at their mode given the
   readout (``conditional_mode``, the paper's MNIST approximation);
-- everything else raises :class:`widebayes.errors.InputError` naming what is not covered.
+- everything else raises :class:`widebayes.errors.InputError` naming what is not covered (among
+  them the growth classes ``"quadratic"``, which has no normalisable bulk, and ``"linear"`` other
+  than phi(z) = z).
+
+Which case applies is read from the activation's facts (``widebayes.activations``), never from its
+name.
 
 The GP comparison (``gen_error_gp``) is the NNGP of the same prior (kernel ``sigma_a^2 K_L``)
 with the likelihood's noise variance ``T_eff = T0 / N`` (THEORY.md 1.3 (D), 1.6).
@@ -22,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from widebayes.activations import get_activation
+from widebayes.codes import class_means, code_of_means
 from widebayes.errors import InputError
 from widebayes.theory.gp import lazy_gp_prediction, generalization_error
 from widebayes.theory.nngp import input_kernel
@@ -39,7 +48,6 @@ MAX_GENERAL_P = 5
 CLASS_TOL = 1e-8
 MIN_FRACTION = 1e-4
 MAX_TEST_KERNEL = 200
-UNBOUNDED_GENERAL = ("relu", "softplus")
 OUTLIER_NOTE = ("the number of outlier neurons is not a prediction (zero mode: only the mass per "
                 "class is fixed); num_outliers is the equilibrium-favoured value, one per condensed "
                 "class; outlier_mass (sum |a_i|^2/N per class) is the prediction")
@@ -186,24 +194,24 @@ def conditional_mode_predictions(exp) -> dict:
 def _mode_records(sol, exp, act) -> list:
     """One record per local maximum of q(a): its code (classes whose mean activation at the mode
     exceeds the threshold), Laplace mass, readout vector and class means of ``phi(z*)``."""
-    from widebayes.diagnostics.codes import class_means, default_threshold
-
-    thr = default_threshold(act.name, exp.spec.layer_variances[0])
+    thr = act.code_threshold(exp.spec.layer_variances[0])
     means = class_means(sol.mode_phi, exp.data.labels_train)  # (mode, class)
     order = np.argsort(-sol.mode_weights)
-    return [{"code": cl.code_string(means[i], thr), "fraction": float(sol.mode_weights[i]),
+    return [{"code": code_of_means(means[i], thr), "fraction": float(sol.mode_weights[i]),
              "readout": sol.modes[i], "class_means": means[i]} for i in order]
 
 
 def _general_solution(act, C0, Y, sigma_a2, T0):
     """Solve the single-neuron problem by quadrature; refuse condensed or unconverged cases.
 
-    Bounded phi: Gauss-Hermite.  ReLU: exact radial integral (``meanfield.radial_measure``).
-    Softplus: Gauss-Hermite on a widened grid, accepted only when a finer, wider grid agrees.
+    Bounded phi: Gauss-Hermite.  ReLU (``act.is_relu``): exact radial integral
+    (``meanfield.radial_measure``).  Other relu-like phi (softplus): Gauss-Hermite on a widened
+    grid, accepted only when a finer, wider grid agrees; the condensation margin is ReLU's, which
+    a relu-like phi approaches along every ray (THEORY.md 1.5).
     """
-    if act.name not in UNBOUNDED_GENERAL:
+    if act.bounded:
         return solve_mean_field(C0, Y, act.phi_np, sigma_a2, T0), 1.0
-    if act.name == "relu":
+    if act.is_relu:
         sol = solve_mean_field(C0, Y, act.phi_np, sigma_a2, T0, radial=True)
         _refuse_condensed(act, relu_margin(sol.Lambda, C0, sigma_a2), sol.residual)
         return sol, 1.0
@@ -241,18 +249,16 @@ def _mixture(scheme, task) -> cp.CodeMixture:
 
 
 def _threshold(task) -> float:
-    from widebayes.diagnostics.codes import default_threshold
-
-    return default_threshold(task.activation, task.variance)
+    return get_activation(task.activation).code_threshold(task.variance)
 
 
 def _code_records(finite, infinite, task) -> list:
     """One record per code: finite-P fraction/readout (the experiment's P) and the P = inf ones."""
     thr = _threshold(task)
-    inf = {cl.code_string(m.s, thr): (w, m) for w, m in zip(infinite.weights, infinite.maxima)}
+    inf = {code_of_means(m.s, thr): (w, m) for w, m in zip(infinite.weights, infinite.maxima)}
     records = []
     for w, m in sorted(zip(finite.weights, finite.maxima), key=lambda x: -x[0]):
-        code = cl.code_string(m.s, thr)
+        code = code_of_means(m.s, thr)
         if w < MIN_FRACTION and code not in inf:
             continue
         w_inf, m_inf = inf.get(code, (0.0, None))
@@ -273,7 +279,7 @@ def _class_laws(m, task) -> dict:
 
 def _scheme_records(schemes, task) -> list:
     thr = _threshold(task)
-    return [{"codes": [cl.code_string(m.s, thr) for m in sc.maxima], "fractions": sc.weights,
+    return [{"codes": [code_of_means(m.s, thr) for m in sc.maxima], "fractions": sc.weights,
              "free_energy": sc.free_energy, "metastable": sc.metastable, "preferred": i == 0}
             for i, sc in enumerate(schemes)]
 
@@ -319,7 +325,7 @@ def sparse_predictions(exp, task: cl.ClassTask) -> dict:
     outl = cp.Outliers(sol.outlier_mass, sol.outlier_direction, sol.kernel_mass)
     thr = _threshold(task)
     k = len(task.rho)
-    codes = [{"code": cl.code_string(b.s, thr), "kind": "bulk", "fraction": 1.0, "readout": b.a,
+    codes = [{"code": code_of_means(b.s, thr), "kind": "bulk", "fraction": 1.0, "readout": b.a,
               **_class_laws(b, task)}]
     for c in np.flatnonzero(sol.condensed):
         codes.append({"code": "".join("1" if j == c else "0" for j in range(k)), "kind": "outlier",
@@ -355,31 +361,35 @@ def nonlazy_predictions(exp) -> dict:
         For a case the theory here does not cover (says which).
     """
     s = exp.spec
+    act = get_activation(s.activation)
     if s.gamma != 1.0:
         raise InputError("the non-lazy theory needs readout = 'nonlazy' (gamma = 1)", key="network.readout")
     if s.tied_weights and s.depth > 1:
         raise InputError("tied hidden weights (recurrent network) are not covered by the non-lazy "
                          "theory", key="network.tied_weights")
-    if s.activation == "linear":
+    if act.is_linear:
         return linear_predictions(exp)
     if s.depth != 1:
         raise InputError(f"non-lazy theory for {s.activation} covers depth 1 only (linear: any "
                          "depth)", key="network.depth")
     task = class_task(exp)
     try:
-        if task is not None and s.activation in ("sigmoid", "tanh"):
+        if task is not None and act.bounded:
             return redundant_predictions(exp, task)
-        if task is not None and s.activation == "relu":
+        if task is not None and act.is_relu:
             return sparse_predictions(exp, task)
     except RuntimeError as err:
         raise InputError(f"the {s.activation} code equations did not converge for this task: {err}",
                          key="network.activation") from None
-    if s.activation == "relu2":
-        raise InputError("relu2 has no normalisable bulk in the non-lazy limit (THEORY.md 1.5); "
-                         "not covered", key="network.activation")
+    if act.growth == "quadratic":
+        raise InputError(f"{s.activation} grows quadratically: no normalisable bulk in the non-lazy "
+                         "limit (THEORY.md 1.5); not covered", key="network.activation")
+    if not (act.bounded or act.growth == "relu-like"):
+        raise InputError(f"the non-lazy theory covers bounded and relu-like activations; {s.activation} "
+                         f"has growth class {act.growth!r}", key="network.activation")
     if len(exp.data.X_train) <= MAX_GENERAL_P:
         return general_predictions(exp)
-    if get_activation(s.activation).bounded:
+    if act.bounded:
         return conditional_mode_predictions(exp)
     raise InputError(f"non-lazy {s.activation} theory: the task is not class-structured "
                      "(orthogonal inputs, one target per class) and P = "

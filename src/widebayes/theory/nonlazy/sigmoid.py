@@ -32,9 +32,10 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
-from widebayes.theory.nonlazy.classes import (ClassTask, Maximum, class_output, code_string,
-                                              corner_starts, dual_objective, find_maxima,
-                                              initial_fields, laplace_log_weight, maximum_at)
+from widebayes.codes import code_of_means
+from widebayes.theory.nonlazy.classes import (ClassTask, Maximum, class_output, corner_starts,
+                                              dual_objective, find_maxima, initial_fields,
+                                              laplace_log_weight, maximum_at, start_field)
 from widebayes.theory.nonlazy.cramer import cumulants
 from widebayes.theory.nonlazy.solvers import newton
 
@@ -76,7 +77,7 @@ class CodeScheme(NamedTuple):
 
 def _starts(task, tracked):
     k = len(task.rho)
-    base = corner_starts(k, 1.0 if task.activation == "relu" else 6.0)
+    base = corner_starts(k, start_field(task))
     return np.vstack([base] + [mx.theta[None, :] for mx in tracked]) if tracked else base
 
 
@@ -112,7 +113,7 @@ def smoothed_solution(task: ClassTask, L0=None, betas=SMOOTHING):
 def _same_code(a: Maximum, b: Maximum, task) -> bool:
     """Whether two maxima carry the same code (class means on the same side of the prior mean)."""
     mid = float(cumulants(task.activation, 0.0, task.variance).mean)
-    return code_string(a.s, mid) == code_string(b.s, mid)
+    return code_of_means(a.s, mid) == code_of_means(b.s, mid)
 
 
 def _track(codes, L, task, state):
@@ -244,7 +245,7 @@ def code_schemes(task: ClassTask, equilibrium: CodeScheme, candidates: list | No
     if len(candidates) > MAX_SCHEME_CODES:
         return [equilibrium]
     mid = float(cumulants(task.activation, 0.0, task.variance).mean)
-    key = lambda maxima: sorted(code_string(m.s, mid) for m in maxima)
+    key = lambda maxima: sorted(code_of_means(m.s, mid) for m in maxima)
     found = [equilibrium]
     rank = np.linalg.matrix_rank(task.targets, tol=1e-8)
     for size in range(max(rank, 1), len(candidates) + 1):
