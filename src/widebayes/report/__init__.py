@@ -12,7 +12,8 @@ package split still works here.  Modules:
 - ``geometry``: geometry across layers and representational drift;
 - ``agreement``: theory against samples, one row per quantity, each naming its theory;
 - ``markdown``: report.md and the figure captions;
-- ``notebook``: notebook helpers (``cached_posterior``, ``toy_size``).
+- the notebook helpers (``cached_posterior``, ``toy_size``) live in :mod:`widebayes.studies.notebook`;
+  this facade hands them out for one release.
 
 The posterior.nc schema (reading, writing, the view of a run) is ``widebayes.posterior``;
 ``Run`` is its ``PosteriorView``.
@@ -26,7 +27,6 @@ from widebayes.report.build import (build_report, build_sections, rebuild_experi
 from widebayes.report.common import (AGREE_WITHIN, MAX_PREDICTOR_PANELS, MAX_SHOWN_INPUTS, MAX_SHOWN_NEURONS,
                                      SPARSE_SHOWN, class_bounds, jsonable, rel_diff, write_text)
 from widebayes.report.markdown import CAPTIONS, markdown
-from widebayes.report.notebook import cached_posterior, toy_size
 
 Run = PosteriorView  # the name the report used for a view of a posterior
 
@@ -35,3 +35,11 @@ __all__ = ["AGREE_WITHIN", "CAPTIONS", "MAX_PREDICTOR_PANELS", "MAX_SHOWN_INPUTS
            "cached_posterior", "class_bounds", "jsonable", "load_posterior", "markdown", "rebuild_experiment",
            "rel_diff", "stored_config", "theory_for", "toy_size", "usable_draws", "valid_prefix",
            "write_figures", "write_report", "write_text"]
+
+
+def __getattr__(name):  # the notebook helpers moved up to studies/: handed out lazily, for one release
+    if name in ("cached_posterior", "toy_size"):
+        from widebayes.studies import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

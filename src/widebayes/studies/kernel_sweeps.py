@@ -86,7 +86,7 @@ def cached_sampler(folder, prefix: str = "") -> Callable[[dict], SampledKernels]
     Each run goes to ``folder/<prefix><hash>``, the hash of the resolved config, so a changed
     config samples anew (:func:`widebayes.report.cached_posterior` checks the stored config too).
     """
-    from widebayes.report import cached_posterior
+    from widebayes.studies.notebook import cached_posterior
 
     def sample(resolved: dict) -> SampledKernels:
         name = prefix + hashlib.sha1(to_toml(resolved).encode()).hexdigest()[:12]

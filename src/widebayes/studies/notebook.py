@@ -1,5 +1,5 @@
 """Notebook helpers: sample an experiment once and reload it afterwards, and shrink an experiment
-to seconds for the notebook tests (to move to ``studies/`` with the other studies' helpers)."""
+to seconds for the notebook tests."""
 
 from __future__ import annotations
 
