@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--noise", choices=["hash32", "threefry"], default="hash32",
                    help="Langevin noise generator to time (default: the shipped default)")
+    b.add_argument("--mixing", action="store_true",
+                   help="effective samples per second of the theory's observables, plain Langevin "
+                        "against the collapsed readout, MALA/HMC and replica exchange")
+    b.add_argument("--configs", nargs="*", default=None, metavar="NAME",
+                   help="with --mixing: reference configs whose name contains NAME (default all)")
+    b.add_argument("--scale", type=float, default=1.0, help="with --mixing: run lengths times this")
+    b.add_argument("--json", default=None, metavar="FILE", help="with --mixing: write the figures here")
     w = sub.add_parser("sweep", help="an experiment over a grid of config values: DIR/results.csv, figures")
     w.add_argument("sweep", help="sweep TOML file: a base experiment and [sweep] axes")
     w.add_argument("--out", required=True, help="output folder (re-running skips finished points)")
@@ -154,6 +161,11 @@ def _drift(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.mixing:
+        from widebayes.bench_mixing import run_mixing_bench
+
+        run_mixing_bench(args.configs, repeats=args.repeats, scale=args.scale, out=args.json)
+        return 0
     from widebayes.bench import run_bench
 
     run_bench(repeats=args.repeats, noise=args.noise)

@@ -257,11 +257,28 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
            sampler_key(cfg, ladder), cfg["anneal"].get("schedule", "geometric") if cfg["anneal"] else None)
     logdensity, complete = model_logdensity(model), None
     if cfg["readout"] == "collapsed":
-        from widebayes.collapsed import collapsed_logdensity, complete_readout
-
         if exp.model != "network_prior":
             raise InputError("the collapsed readout integrates out the readout of network_prior; "
                              f"model {exp.model!r} is not covered", key="sampler.readout")
-        logdensity, complete = collapsed_logdensity(), complete_readout
+        logdensity, complete = collapsed_logdensity, collapsed_completion
     return RunSetup(key, sampler, logdensity, model_forward(model), cfg["store_all_layers"],
                     not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric", complete)
+
+
+def collapsed_logdensity(params, data, kwargs, T_eff):
+    """log P0(W) + log p(Y | W): the readout of ``network_prior`` integrated out (widebayes.collapsed)."""
+    from widebayes import collapsed
+
+    return collapsed.collapsed_logdensity(kwargs["spec"])(params, data, T_eff)
+
+
+def collapsed_completion(rng_key, params, data, kwargs, T_eff):
+    """At a recorded draw: ``a`` drawn exactly from its conditional, and the Rao-Blackwellised
+    predictor (the conditional mean and variance given W) on the training and test inputs."""
+    from widebayes import collapsed
+
+    done = collapsed.complete_readout(rng_key, params, data, kwargs["spec"], T_eff)
+    extra = {"f_train_rb_mean": done.train.mean, "f_train_rb_var": done.train.var}
+    if done.test is not None:
+        extra.update({"f_test_rb_mean": done.test.mean, "f_test_rb_var": done.test.var})
+    return done.params, extra
