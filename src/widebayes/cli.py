@@ -148,7 +148,7 @@ def _theory(args) -> int:
 
 def _drift(args) -> int:
     from widebayes.config import num_draws
-    from widebayes.diagnostics import frozen
+    from widebayes.studies import frozen_readout as frozen
 
     resolved = _resolved(args.experiment, args.set)
     smp = resolved["sampler"]
