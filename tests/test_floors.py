@@ -12,7 +12,7 @@ SOURCES = {"": ROOT / "src" / "widebayes", "models": ROOT / "models", "samplers"
 
 FLOORS = [
     {"__init__", "errors", "io", "quadrature", "activations", "codes", "networks", "base"},
-    {"config", "tasks", "models", "samplers", "observables", "checkpoint", "collapsed", "interrupt",
+    {"config", "tasks", "models", "samplers", "observables", "checkpoint", "collapsed", "interrupt", "neuron_moves",
      "footprint"},
     {"experiment", "inference", "posterior"},
     {"theory", "diagnostics"},

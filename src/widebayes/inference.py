@@ -119,6 +119,8 @@ class RunSetup(NamedTuple):
     store_all_layers: bool
     schedule_geometric: bool
     complete: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, extra draws)
+    move: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, accept rate): an
+    move_every: int = 0  # exact Metropolis move of the model (neuron_moves), every this many steps
 
 
 def _logdensity_at(setup: RunSetup, data, hyper, T):
@@ -142,13 +144,33 @@ def _advance(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hy
     params = setup.sampler.params_at(carry.params, step_index) if setup.sampler.params_at else carry.params
     new_state, info = setup.sampler.step(jax.random.fold_in(chain_key, step_index), carry.state,
                                          _target(setup, data, hyper, T), params)
+    extra = info.extra if info.extra is not None else {}
+    if setup.move is not None:
+        new_state, extra = _maybe_move(setup, new_state, extra, chain_key, step_index, data, hyper, T)
     ok = jnp.isfinite(new_state.logdensity) & ~carry.dead
     state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.state)
     newly_dead = ~carry.dead & ~ok
     carry = carry._replace(state=state, dead=carry.dead | newly_dead,
                            dead_at=jnp.where(newly_dead, step_index, carry.dead_at))
-    extra = info.extra if info.extra is not None else {}
     return carry, (jnp.where(ok, info.accept_prob, 0.0), info.diverging | newly_dead, extra)
+
+
+def _maybe_move(setup: RunSetup, state, extra, chain_key, step_index, data, hyper, T):
+    """Every ``move_every`` steps, the model's Metropolis move, then the sampler's state at the new point.
+
+    The step index is not batched over chains, so this is a real branch inside the chains' vmap.
+    """
+    def move(state):
+        key = jax.random.fold_in(jax.random.fold_in(chain_key, step_index), 2)
+        params, rate = setup.move(key, unwhiten(state.position, hyper["roots"]), data, hyper["model"], T)
+        position = {b: params[b] / hyper["roots"][b] for b in state.position}
+        return setup.sampler.init(position, _target(setup, data, hyper, T)), rate
+
+    def stay(state):
+        return state, jnp.full((), jnp.nan, state.logdensity.dtype)
+
+    state, rate = jax.lax.cond((step_index + 1) % setup.move_every == 0, move, stay, state)
+    return state, {**extra, "move_accept": rate}
 
 
 def _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule):
