@@ -143,14 +143,18 @@ class Solved(NamedTuple):
 
 
 def solve_gram(Phi, Y, s, T_eff, form: str, method: str = DEFAULT_METHOD, with_Q: bool = True) -> Solved:
-    """``alpha = C^-1 Y``, ``log det C`` and (``with_Q``) ``Q = C^-1 Phi`` from the ``form`` Gram system.
+    """``alpha = C^-1 Y``, ``log det C`` and (``with_Q``) ``Q = C^-1 Phi`` from the ``form`` Gram system."""
+    return solve_with(factorize(gram(Phi, s, T_eff, form), method), Phi, Y, s, T_eff, form, with_Q)
+
+
+def solve_with(fac: Factor, Phi, Y, s, T_eff, form: str, with_Q: bool = True) -> Solved:
+    """``Solved`` from a factor ``fac`` of the ``form`` Gram system (A or C).
 
     Features form: ``alpha = (Y - s Phi A^-1 Phi^T Y) / T_eff`` (Woodbury),
     ``log det C = (P - N) log T_eff + log det A`` (determinant lemma), ``Q = Phi A^-1`` (push-through).
     Samples form: the same quantities from C directly.
     """
     P, N = Phi.shape
-    fac = factorize(gram(Phi, s, T_eff, form), method)
     if form == "samples":
         alpha = fac.solve(Y)
         return Solved(alpha, fac.logdet, fac.solve(Phi) if with_Q else None)
