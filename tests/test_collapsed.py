@@ -217,3 +217,13 @@ def test_complete_readout_draws_a_and_the_predictor():
                                spec, T_eff)
     assert no_test.test is None
     np.testing.assert_allclose(no_test.params["a"], out.params["a"], rtol=1e-12)  # same key, same draw
+
+
+def test_float32_readout_conditional_and_draw():
+    Phi, Y = problem(10, 6, seed=8)
+    want = readout_conditional(jnp.asarray(Phi), jnp.asarray(Y), 0.5, 0.05, 1.0)
+    cond = readout_conditional(jnp.asarray(Phi, jnp.float32), jnp.asarray(Y, jnp.float32), 0.5, 0.05, 1.0)
+    assert cond.mean.dtype == jnp.float32 and draw_readout(jax.random.PRNGKey(0), cond).dtype == jnp.float32
+    np.testing.assert_allclose(cond.mean, want.mean, rtol=1e-4, atol=1e-5 * np.max(np.abs(want.mean)))
+    pred = rao_blackwell_predictor(jnp.asarray(Phi, jnp.float32), cond)
+    np.testing.assert_allclose(pred.var, rao_blackwell_predictor(jnp.asarray(Phi), want).var, rtol=1e-3)

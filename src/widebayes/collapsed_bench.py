@@ -49,17 +49,23 @@ class Problem(NamedTuple):
 
 
 def bench_problem(width: int, num_train: int, seed: int = 0, dtype=jnp.float32) -> Problem:
-    """The toy task at (N, P), N0 = N + 20, non-lazy sigmoid, T = 0.01, with a prior draw of the weights."""
-    from widebayes.bench import reference_experiment
-    from widebayes.experiment import build_experiment, device_data
-    from widebayes.networks import param_prior_variances, param_shapes
+    """Non-lazy sigmoid, depth 1, N0 = N + 20, m = 3, T = 0.01 (T_eff = T / N), sigma_a2 = 1/P (the
+    papers' rule), Gaussian inputs and the toy task's targets (classes 1/2, 1/4, 1/4; y+ = 1, y- = 1/2);
+    the weights a prior draw.  (The orthogonal task itself needs N0 >= P.)"""
+    from widebayes.networks import NetworkSpec, effective_temperature, param_prior_variances, param_shapes
 
-    exp = build_experiment(reference_experiment(1, width=width, num_train=num_train, input_dim=width + 20))
-    variances = param_prior_variances(exp.spec)
+    N, P, m = width, num_train, 3
+    spec = NetworkSpec(input_dim=N + 20, width=N, depth=1, num_outputs=m, activation="sigmoid", gamma=1.0,
+                       sigma_a2=1.0 / P)
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(m), [P - 2 * (P // 4), P // 4, P // 4])
+    data = {"X_train": jnp.asarray(rng.normal(size=(P, spec.input_dim)), dtype),
+            "Y_train": jnp.asarray(np.where(np.eye(m)[labels] > 0, 1.0, 0.5), dtype)}
+    variances = param_prior_variances(spec)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(variances))
     params = {name: float(np.sqrt(variances[name])) * jax.random.normal(k, shape, dtype)
-              for (name, shape), k in zip(sorted(param_shapes(exp.spec).items()), keys)}
-    return Problem(exp.spec, device_data(exp.data, dtype), params, exp.T_eff, readout_prior_scale(exp.spec))
+              for (name, shape), k in zip(sorted(param_shapes(spec).items()), keys)}
+    return Problem(spec, data, params, effective_temperature(0.01, N, spec.gamma), readout_prior_scale(spec))
 
 
 def hidden(params: dict) -> dict:
@@ -145,7 +151,7 @@ def candidates(pb: Problem, inner: int) -> dict:
         larger = "samples" if choose_form(P, N) == "features" else "features"
         out["collapsed cholesky (larger form)"] = _bind(
             scanned(gradient_step(collapsed_density(pb, form=larger)), inner), (hidden(pb.params), zero))
-    for k in (1, 2):
+    for k in (2, 3):
         grad = newton_schulz_gradient(pb, k)
 
         def ns_step(carry, grad=grad):
@@ -191,9 +197,9 @@ def references(n: int, inner: int) -> dict:
 class Timing(NamedTuple):
     N: int
     P: int
-    name: str
+    name: str  # candidate, with the BLAS thread setting it ran under
     ms: float  # median time of one evaluation
-    ratio: float  # median over repeats of (this / joint)
+    ratio: float  # median over repeats of (this / joint under the same BLAS setting)
 
 
 def _seconds(fn: Callable) -> float:
@@ -211,33 +217,57 @@ def inner_for(pb: Problem, target_s: float = 0.03) -> int:
     return int(max(1, min(200, round(target_s / t))))
 
 
-def time_size(N: int, P: int, repeats: int = 15) -> list[Timing]:
-    """Interleaved medians at one size (module docstring)."""
+def blas_threads(limit: int | None):
+    """A context with the BLAS/LAPACK pool (the OpenBLAS that jaxlib's CPU LAPACK kernels and SciPy
+    share) limited to ``limit`` threads; ``None``: as it is."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limit, user_api="blas") if limit else contextlib.nullcontext()
+
+
+def _label(name: str, limit: int | None) -> str:
+    return name if limit is None else f"{name} [BLAS {limit} thread]"
+
+
+def time_size(N: int, P: int, repeats: int = 15, blas_limits=(None, 1)) -> list[Timing]:
+    """Interleaved medians at one size (module docstring), under each BLAS thread limit in turn
+    within every repeat (``None``: the library's default thread count)."""
     pb = bench_problem(N, P)
     inner = inner_for(pb)
     runs = candidates(pb, inner)
     for fn in runs.values():  # compile
         fn()
     names = list(runs)
-    samples = {name: [] for name in names}
+    samples = {(name, limit): [] for limit in blas_limits for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            samples[name].append(_seconds(runs[name]) / inner)
-    joint = samples["joint"]
-    return [Timing(N, P, name, 1e3 * statistics.median(t), statistics.median(a / b for a, b in zip(t, joint)))
-            for name, t in samples.items()]
+        for limit in blas_limits:
+            with blas_threads(limit):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    samples[(name, limit)].append(_seconds(runs[name]) / inner)
+    rows = []
+    for (name, limit), t in samples.items():
+        joint = samples[("joint", limit)]
+        rows.append(Timing(N, P, _label(name, limit), 1e3 * statistics.median(t),
+                           statistics.median(a / b for a, b in zip(t, joint))))
+    return rows
 
 
-def run_collapsed_bench(sizes=SIZES, repeats: int = 15, verbose: bool = True) -> list[Timing]:
+def run_collapsed_bench(sizes=SIZES, repeats: int = 15, blas_limits=(None, 1), verbose: bool = True) -> list[Timing]:
     """Time every candidate at every size; print a table (one row per candidate) when ``verbose``."""
     device = jax.devices()[0]
     rows = []
     for N, P in sizes:
-        rows += time_size(N, P, repeats)
+        rows += time_size(N, P, repeats, blas_limits)
+        if verbose:
+            print(format_table([r for r in rows if (r.N, r.P) == (N, P)]), flush=True)
     if verbose:
         print(f"device: {device.platform} ({device.device_kind}); float32; medians of {repeats} "
-              f"interleaved repeats; ratio = median of per-repeat (candidate / joint)")
-        print(format_table(rows))
+              f"interleaved repeats; ratio = median of per-repeat (candidate / joint under the same BLAS setting)")
+        print(format_table(rows), flush=True)
     return rows
 
 
@@ -313,5 +343,6 @@ def _rel(g, truth) -> float:
 
 if __name__ == "__main__":  # python -m widebayes.collapsed_bench
     run_collapsed_bench()
-    for row in newton_schulz_error(100, 100) + newton_schulz_error(500, 500, num_steps=5):
-        print(row)
+    for N, P, steps in ((100, 100, 20), (500, 500, 5)):
+        for row in newton_schulz_error(N, P, num_steps=steps):
+            print(row, flush=True)
