@@ -155,12 +155,17 @@ def solve_with(fac: Factor, Phi, Y, s, T_eff, form: str, with_Q: bool = True) ->
     Samples form: the same quantities from C directly.
     """
     P, N = Phi.shape
+    m = Y.shape[1]
     if form == "samples":
-        alpha = fac.solve(Y)
-        return Solved(alpha, fac.logdet, fac.solve(Phi) if with_Q else None)
-    alpha = (Y - s * (Phi @ fac.solve(Phi.T @ Y))) / T_eff
+        if not with_Q:
+            return Solved(fac.solve(Y), fac.logdet, None)
+        both = fac.solve(jnp.concatenate([Y, Phi], axis=1))  # one call: [C^-1 Y, C^-1 Phi]
+        return Solved(both[:, :m], fac.logdet, both[:, m:])
     logdet = (P - N) * jnp.log(T_eff) + fac.logdet
-    return Solved(alpha, logdet, fac.solve(Phi.T).T if with_Q else None)
+    if not with_Q:
+        return Solved((Y - s * (Phi @ fac.solve(Phi.T @ Y))) / T_eff, logdet, None)
+    Qt = fac.solve(Phi.T)  # A^-1 Phi^T = Q^T, so A^-1 Phi^T Y = Q^T Y without a second solve
+    return Solved((Y - s * (Phi @ (Qt @ Y))) / T_eff, logdet, Qt.T)
 
 
 def loglik_value(Y, solved: Solved):
