@@ -87,7 +87,7 @@ from widebayes.networks import param_prior_variances
 from widebayes.observables import layer_features
 
 FORMS = ("features", "samples")
-METHODS = ("cholesky", "eigh", "inv")
+METHODS = ("cholesky", "cholinv", "eigh", "inv")
 DEFAULT_METHOD = "cholesky"
 
 
@@ -115,7 +115,9 @@ class Factor(NamedTuple):
 
 
 def factorize(M, method: str = DEFAULT_METHOD) -> Factor:
-    """Factor an SPD matrix by Cholesky (``M = L L^T``), eigendecomposition or LU-based inverse.
+    """Factor an SPD matrix: Cholesky ``M = L L^T`` and triangular solves (``"cholesky"``), or
+    the explicit inverse from it and matrix products (``"cholinv"``); eigendecomposition
+    ``M = V diag(w) V^T`` (``"eigh"``); the explicit inverse through LU (``"inv"``).
 
     ``log det M = 2 sum log L_ii`` (Cholesky), ``sum log w_i`` (eigenvalues), ``sum log |U_ii|``
     (LU; M is positive definite, so the sign is +).
@@ -123,6 +125,10 @@ def factorize(M, method: str = DEFAULT_METHOD) -> Factor:
     if method == "cholesky":
         L = jnp.linalg.cholesky(M)
         return Factor(lambda B: cho_solve((L, True), B), 2.0 * jnp.sum(jnp.log(jnp.diagonal(L))))
+    if method == "cholinv":
+        L = jnp.linalg.cholesky(M)
+        inverse = cho_solve((L, True), jnp.eye(M.shape[0], dtype=M.dtype))
+        return Factor(lambda B: inverse @ B, 2.0 * jnp.sum(jnp.log(jnp.diagonal(L))))
     if method == "eigh":
         w, V = jnp.linalg.eigh(M)
         return Factor(lambda B: V @ ((V.T @ B) / w[:, None]), jnp.sum(jnp.log(w)))

@@ -336,6 +336,18 @@ def _float64_gradients(N: int, P: int, path: list) -> list:
                 for p in path]
 
 
+def method_errors(N: int, P: int, num_points: int = 3) -> dict:
+    """Median relative error of each method's float32 W1 gradient against float64, at prior draws."""
+    pb = bench_problem(N, P)
+    points = [hidden(bench_problem(N, P, seed=k).params) for k in range(num_points)]
+    truth = _float64_gradients(N, P, points)
+    out = {}
+    for method in METHODS:
+        grad = jax.jit(jax.grad(collapsed_density(pb, method=method)))
+        out[method] = float(np.median([_rel(grad(q)["W1"], t) for q, t in zip(points, truth)]))
+    return out
+
+
 def _rel(g, truth) -> float:
     g, truth = np.asarray(g, np.float64), np.asarray(truth, np.float64)
     return float(np.linalg.norm(g - truth) / np.linalg.norm(truth))
@@ -346,3 +358,4 @@ if __name__ == "__main__":  # python -m widebayes.collapsed_bench
     for N, P, steps in ((100, 100, 20), (500, 500, 5)):
         for row in newton_schulz_error(N, P, num_steps=steps):
             print(row, flush=True)
+        print(f"float32 gradient error against float64, N={N} P={P}: {method_errors(N, P)}", flush=True)
