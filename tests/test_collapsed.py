@@ -227,3 +227,18 @@ def test_float32_readout_conditional_and_draw():
     np.testing.assert_allclose(cond.mean, want.mean, rtol=1e-4, atol=1e-5 * np.max(np.abs(want.mean)))
     pred = rao_blackwell_predictor(jnp.asarray(Phi, jnp.float32), cond)
     np.testing.assert_allclose(pred.var, rao_blackwell_predictor(jnp.asarray(Phi), want).var, rtol=1e-3)
+
+
+def test_bench_newton_schulz_gradient_from_the_exact_inverse_is_exact():
+    """The benchmark's iterative candidate (collapsed_bench) computes the same gradient when converged."""
+    from widebayes.collapsed_bench import (bench_problem, collapsed_density, exact_inverse, format_table, hidden,
+                                           newton_schulz_gradient, Timing)
+
+    for N, P in [(6, 9), (9, 6)]:
+        pb = bench_problem(N, P, dtype=jnp.float64)
+        p = hidden(pb.params)
+        got, X = jax.jit(newton_schulz_gradient(pb, 2))(p, exact_inverse(pb, p))
+        want = jax.jit(jax.grad(collapsed_density(pb)))(p)
+        np.testing.assert_allclose(got["W1"], want["W1"], rtol=1e-9, atol=1e-12 * np.max(np.abs(want["W1"])))
+    table = format_table([Timing(6, 9, "joint", 1.0, 1.0), Timing(6, 9, "collapsed cholesky", 2.0, 2.0)])
+    assert "| collapsed cholesky | 2 ms (2.00x) |" in table

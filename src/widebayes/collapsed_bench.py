@@ -353,9 +353,23 @@ def _rel(g, truth) -> float:
     return float(np.linalg.norm(g - truth) / np.linalg.norm(truth))
 
 
+def run_accuracy(sizes=((100, 100, 20), (500, 500, 5)), verbose: bool = True) -> tuple[list, dict]:
+    """The warm-started Newton-Schulz error along a trajectory and each method's float32 error,
+    at each ``(N, P, num_steps)``; printed when ``verbose``."""
+    iterative, methods = [], {}
+    for N, P, steps in sizes:
+        iterative += newton_schulz_error(N, P, num_steps=steps)
+        methods[(N, P)] = method_errors(N, P)
+    if verbose:
+        print("relative error of the W1 gradient against float64 (median over steps; max):")
+        for r in iterative:
+            print(f"  N={r.N} P={r.P} step {r.step_size:g}: Newton-Schulz x{r.iterations} "
+                  f"{r.median_error:.1e} ({r.max_error:.1e}); float32 Cholesky {r.cholesky_error:.1e}")
+        for (N, P), errs in methods.items():
+            print(f"  N={N} P={P} float32, each method: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    return iterative, methods
+
+
 if __name__ == "__main__":  # python -m widebayes.collapsed_bench
     run_collapsed_bench()
-    for N, P, steps in ((100, 100, 20), (500, 500, 5)):
-        for row in newton_schulz_error(N, P, num_steps=steps):
-            print(row, flush=True)
-        print(f"float32 gradient error against float64, N={N} P={P}: {method_errors(N, P)}", flush=True)
+    run_accuracy()
