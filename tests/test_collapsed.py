@@ -10,9 +10,18 @@ from jax.test_util import check_grads
 from scipy import integrate
 from scipy.stats import multivariate_normal
 
-from widebayes.collapsed import (FORMS, METHODS, choose_form, collapsed_logdensity, complete_readout,
-                                 draw_readout, marginal_loglik, rao_blackwell_predictor, readout_conditional,
-                                 readout_covariance)
+from widebayes.collapsed import (
+    FORMS,
+    METHODS,
+    choose_form,
+    collapsed_logdensity,
+    complete_readout,
+    draw_readout,
+    marginal_loglik,
+    rao_blackwell_predictor,
+    readout_conditional,
+    readout_covariance,
+)
 from widebayes.inference import model_logdensity
 from widebayes.networks import NetworkSpec, effective_temperature, param_shapes
 from widebayes.observables import layer_features
@@ -118,7 +127,8 @@ def test_draw_readout_mean_and_covariance_within_standard_errors(P, N):
     mu, Sigma = numpy_posterior(Phi, Y, 0.5, 0.1, 0.75)
     cond = readout_conditional(jnp.asarray(Phi), jnp.asarray(Y), 0.5, 0.1, 0.75)
     n = 40_000
-    a = np.asarray(jax.jit(jax.vmap(lambda k: draw_readout(k, cond)))(jax.random.split(jax.random.PRNGKey(0), n)))
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    a = np.asarray(jax.jit(jax.vmap(lambda k: draw_readout(k, cond)))(keys))
     se_mean = np.sqrt(np.diag(Sigma) / n)[:, None]
     assert np.all(np.abs(a.mean(0) - mu) < 5 * se_mean)
     sd = np.sqrt(np.diag(Sigma))
@@ -231,8 +241,15 @@ def test_float32_readout_conditional_and_draw():
 
 def test_bench_newton_schulz_gradient_from_the_exact_inverse_is_exact():
     """The benchmark's iterative candidate (collapsed_bench) computes the same gradient when converged."""
-    from widebayes.collapsed_bench import (bench_problem, collapsed_density, exact_inverse, format_table, hidden,
-                                           newton_schulz_gradient, Timing)
+    from widebayes.collapsed_bench import (
+        Timing,
+        bench_problem,
+        collapsed_density,
+        exact_inverse,
+        format_table,
+        hidden,
+        newton_schulz_gradient,
+    )
 
     for N, P in [(6, 9), (9, 6)]:
         pb = bench_problem(N, P, dtype=jnp.float64)
@@ -242,3 +259,13 @@ def test_bench_newton_schulz_gradient_from_the_exact_inverse_is_exact():
         np.testing.assert_allclose(got["W1"], want["W1"], rtol=1e-9, atol=1e-12 * np.max(np.abs(want["W1"])))
     table = format_table([Timing(6, 9, "joint", 1.0, 1.0), Timing(6, 9, "collapsed cholesky", 2.0, 2.0)])
     assert "| collapsed cholesky | 2 ms (2.00x) |" in table
+
+
+def test_method_follows_the_aspect_ratio():
+    from widebayes.collapsed import choose_method
+
+    assert choose_method(100, 100) == "cholesky" and choose_method(150, 100) == "cholesky"
+    assert choose_method(500, 100) == "cholinv" and choose_method(100, 500) == "cholinv"
+    assert choose_method(500, 100, "eigh") == "eigh"
+    with pytest.raises(ValueError):
+        choose_method(5, 5, "qr")

@@ -41,7 +41,8 @@ independent, ``a_r | W, Y ~ N(mu_r, Sigma)`` with
 
     Sigma = (I_N / sigma_a2 + Phi^T Phi / (T_eff N**(2 gamma)))^-1 = sigma_a2 T_eff A^-1
           = sigma_a2 (I_N - s Phi^T C^-1 Phi),
-    mu    = Sigma Phi^T Y / (T_eff N**gamma) = sigma_a2 Phi^T C^-1 Y / N**gamma = sigma_a2 A^-1 Phi^T Y / N**gamma.
+    mu    = Sigma Phi^T Y / (T_eff N**gamma) = sigma_a2 Phi^T C^-1 Y / N**gamma
+          = sigma_a2 A^-1 Phi^T Y / N**gamma.
 
 An exact draw in either form by Matheron's rule (Hoffman & Ribak 1991; Wilson et al. 2020,
 "Efficiently sampling functions from Gaussian process posteriors", ICML, sec. 3): with
@@ -57,26 +58,56 @@ Rao-Blackwellised predictor on test features ``Phi_*`` (Q x N) (R&W eqs. 2.25-2.
     diag(Phi_* Sigma Phi_*^T) / N**(2 gamma) = s T_eff diag(Phi_* A^-1 Phi_*^T)
                                              = s |phi_*|^2 - s^2 diag(Phi_* Phi^T C^-1 Phi Phi_*^T).
 
-The choice of linear algebra (``method``), measured by ``widebayes.collapsed_bench``
-(float32, CPU, the log density and its gradient wrt the hidden weights through a depth-1 sigmoid
-network, N0 = N + 20, m = 3, medians of interleaved repeats, on a machine shared with other
-engineers; see the README section "Collapsed readout" for all the figures):
+The choice of linear algebra (``method``), measured by ``python -m widebayes.collapsed_bench``:
+one log density and its gradient wrt the hidden weights through a depth-1 sigmoid network
+(non-lazy, N0 = N + 20, m = 3, T = 0.01), float32, XLA:CPU on 2 cores shared with other engineers'
+jobs (load average 3-11), medians of 15 interleaved repeats, as a ratio to the joint
+model's log density and gradient (``inference.model_logdensity``, today's step), 2026-12-05,
+three runs at different moments (ranges over the runs):
 
-- ``"cholesky"`` (default): one Cholesky factorisation of the smaller Gram matrix and triangular
-  solves, with the hand-written gradient above (``jax.custom_vjp``).  MEASURED_SUMMARY
-- ``"eigh"``: the same with a symmetric eigendecomposition; several times slower than Cholesky.
-- ``"inv"``: an explicit inverse through LU (``jnp.linalg.inv``'s route), then matrix products.
-- Autodiff through the Cholesky forward (the prototype's route) costs more than the hand-written
-  gradient (see the numbers); the samples form at N = 500, P = 100 is much cheaper than the
-  features form, which is why the smaller system is always taken.
+===========================================  ==========  ==========  ==========  ==========
+N, P                                         100, 100    500, 500    500, 100    100, 500
+joint (ms)                                   0.12-0.24   6.6-15      1.4-2.5     0.36-1.4
+custom VJP, Cholesky + triangular solves     2.0-3.3x    2.1-3.5x    1.5x        2.5-2.7x
+custom VJP, Cholesky + inverse + products    2.8-4.7x    3.0-4.0x    1.2-1.25x   1.9x
+custom VJP, LU inverse (``jnp.linalg.inv``)  2.5-4.0x    2.4-2.9x    1.1-1.3x    2.0x
+custom VJP, ``eigh``                         5.3-8.7x    4.0-6.2x    1.4-1.7x    3.1-3.3x
+autodiff through Cholesky (the prototype)    2.9-4.9x    3.4-4.7x    1.2-1.4x    2.4x
+Cholesky of the larger system                                        2.8-2.9x    6.2-7.2x
+Newton-Schulz x2, warm-started (no value)    1.9-3.0x    3.2-3.6x    1.0-1.2x    1.8x
+===========================================  ==========  ==========  ==========  ==========
+
+all with JAX's LAPACK kernels on one thread.  Those kernels (potrf, trsm, syevd, getrf) run on the
+OpenBLAS that jaxlib shares with SciPy, which starts one thread per core; on the shared machine
+its threads fight XLA's and each other for the two cores, and the same table with the default
+thread count reads 6.6-47x, 5.8-17x, 2.0-13x and 2.9-41x for the Cholesky VJP (autodiff:
+39-88x at N = P = 100); XLA's Cholesky of a 500 x 500 matrix alone took 45-69 ms against 2.0-4.7
+ms on one thread (SciPy's ``cho_factor``: 8-29 ms against 1.0-1.8 ms).  So the driver should run
+JAX on the CPU with the BLAS pool limited to one thread (``threadpoolctl.threadpool_limits(1,
+user_api="blas")``, as ``collapsed_bench.blas_threads`` does); the joint step does not use that pool.
+
+The choice: the hand-written VJP on a Cholesky factorisation of the smaller Gram system (``"auto"``):
+triangular solves when N and P are within a factor 2 (cheapest at N = P), the explicit inverse
+from the Cholesky factor and matrix products otherwise (17-22% cheaper at N/P = 5 or 1/5, and
+8-43% dearer at N = P).  Factoring the larger system costs 1.8-2.7x as much.  Autodiff through
+the factorisation costs 1.4-1.7x the hand-written gradient at N = P.  ``eigh`` is the slowest.
+The iterative inverse (Newton-Schulz ``X <- X (2 I - M X)`` from the previous step's inverse,
+matrix products only) saves 4-13% against ``"auto"`` at N = P = 100 and at N/P = 5 or 1/5 and
+costs 5-55% more at N = P = 500, once LAPACK runs on one thread; it gives no log density (MALA,
+HMC and the divergence check need one), needs state carried between steps, and is inexact: along
+whitened-prior moves of step 0.01-0.1 its W1 gradient is off by 1e-4-1e-2 (x2) and 1e-5-5e-4
+(x3) against float64, while the float32 Cholesky gradient is off by 1e-6-3e-6 (the four direct
+methods 3e-7-3e-5, on this network, a lazy deep linear one at T = 0.001 and a non-lazy ReLU one
+at N = P = 200, at prior draws).
 
 Everything here is pure JAX, float32 or float64, jit- and vmap-friendly; shapes decide the form.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +119,7 @@ from widebayes.observables import layer_features
 
 FORMS = ("features", "samples")
 METHODS = ("cholesky", "cholinv", "eigh", "inv")
-DEFAULT_METHOD = "cholesky"
+DEFAULT_METHOD = "auto"  # choose_method: Cholesky; its explicit inverse when N and P differ by 2x
 
 
 # ----------------------------------------------------------------------------------- linear algebra
@@ -107,6 +138,21 @@ def gram(Phi, s, T_eff, form: str):
     return s * K + T_eff * jnp.eye(K.shape[0], dtype=K.dtype)
 
 
+def choose_method(num_samples: int, width: int, method: str = DEFAULT_METHOD) -> str:
+    """``"auto"``: ``"cholinv"`` when the larger of N and P is twice the smaller or more, else ``"cholesky"``.
+
+    With n the smaller and k the larger dimension, Q = C^-1 Phi costs 2 n^2 k in triangular solves
+    (``"cholesky"``) or 2 n^3 (the inverse) plus 2 n^2 k in matrix products (``"cholinv"``); with
+    triangular solves about half as fast per flop as products on the CPU the inverse pays when
+    k >= 2 n.  Measured (module docstring): 17-22% less at N/P = 5 or 1/5, 8-43% more at N = P.
+    """
+    if method != "auto":
+        if method not in METHODS:
+            raise ValueError(f"method must be 'auto' or one of {METHODS}, got {method!r}")
+        return method
+    return "cholinv" if max(num_samples, width) >= 2 * min(num_samples, width) else "cholesky"
+
+
 class Factor(NamedTuple):
     """A factorised symmetric positive-definite matrix M: ``solve(B) = M^-1 B`` and ``log det M``."""
 
@@ -114,7 +160,7 @@ class Factor(NamedTuple):
     logdet: jnp.ndarray
 
 
-def factorize(M, method: str = DEFAULT_METHOD) -> Factor:
+def factorize(M, method: str = "cholesky") -> Factor:
     """Factor an SPD matrix: Cholesky ``M = L L^T`` and triangular solves (``"cholesky"``), or
     the explicit inverse from it and matrix products (``"cholinv"``); eigendecomposition
     ``M = V diag(w) V^T`` (``"eigh"``); the explicit inverse through LU (``"inv"``).
@@ -148,7 +194,7 @@ class Solved(NamedTuple):
     Q: jnp.ndarray | None  # (P, N), only when asked for
 
 
-def solve_gram(Phi, Y, s, T_eff, form: str, method: str = DEFAULT_METHOD, with_Q: bool = True) -> Solved:
+def solve_gram(Phi, Y, s, T_eff, form: str, method: str = "cholesky", with_Q: bool = True) -> Solved:
     """``alpha = C^-1 Y``, ``log det C`` and (``with_Q``) ``Q = C^-1 Phi`` from the ``form`` Gram system."""
     return solve_with(factorize(gram(Phi, s, T_eff, form), method), Phi, Y, s, T_eff, form, with_Q)
 
@@ -227,8 +273,9 @@ def marginal_loglik(Phi, Y, s, T_eff, *, form: str | None = None, method: str = 
         Effective temperature (the Gaussian noise variance).
     form : {None, "features", "samples"}
         Which Gram system to factor; ``None`` (default): the smaller, ``choose_form``.
-    method : {"cholesky", "eigh", "inv"}
-        The factorisation (module docstring: measured; Cholesky is the default).
+    method : {"auto", "cholesky", "cholinv", "eigh", "inv"}
+        The factorisation (``factorize``); ``"auto"`` (default): ``choose_method``, from the
+        measurements in the module docstring.
 
     Returns
     -------
@@ -238,6 +285,7 @@ def marginal_loglik(Phi, Y, s, T_eff, *, form: str | None = None, method: str = 
     """
     dtype = Phi.dtype
     form = choose_form(Phi.shape[0], Phi.shape[1], form)
+    method = choose_method(Phi.shape[0], Phi.shape[1], method)
     return _marginal_loglik(Phi, jnp.asarray(Y, dtype), jnp.asarray(s, dtype), jnp.asarray(T_eff, dtype),
                             form, method)
 
@@ -263,7 +311,7 @@ class ReadoutConditional(NamedTuple):
         return choose_form(*self.Phi.shape)
 
 
-def _phiT_Cinv(cond: ReadoutConditional, V):
+def _phit_cinv(cond: ReadoutConditional, V):
     """``Phi^T C^-1 V`` = ``A^-1 Phi^T V`` (push-through), from whichever factor ``cond`` holds."""
     if cond.form == "features":
         return cho_solve((cond.chol, True), cond.Phi.T @ V)
@@ -285,7 +333,7 @@ def readout_conditional(Phi, Y, sigma_a2, T_eff, gamma) -> ReadoutConditional:
     form = choose_form(P, N)
     chol = jnp.linalg.cholesky(gram(Phi, s, T_eff, form))
     cond = ReadoutConditional(jnp.zeros((N, Y.shape[1]), dtype), chol, Phi, sigma_a2, T_eff, scale)
-    return cond._replace(mean=sigma_a2 * _phiT_Cinv(cond, jnp.asarray(Y, dtype)) / scale)
+    return cond._replace(mean=sigma_a2 * _phit_cinv(cond, jnp.asarray(Y, dtype)) / scale)
 
 
 def readout_covariance(cond: ReadoutConditional):
@@ -294,7 +342,7 @@ def readout_covariance(cond: ReadoutConditional):
     eye = jnp.eye(N, dtype=cond.Phi.dtype)
     if cond.form == "features":
         return cond.sigma_a2 * cond.T_eff * cho_solve((cond.chol, True), eye)
-    return cond.sigma_a2 * (eye - cond.s * _phiT_Cinv(cond, cond.Phi))
+    return cond.sigma_a2 * (eye - cond.s * _phit_cinv(cond, cond.Phi))
 
 
 def draw_readout(rng_key, cond: ReadoutConditional):
@@ -309,7 +357,7 @@ def draw_readout(rng_key, cond: ReadoutConditional):
     shape = cond.mean.shape
     a0 = jnp.sqrt(cond.sigma_a2) * jax.random.normal(k_prior, shape, cond.mean.dtype)
     eps = jnp.sqrt(cond.T_eff) * jax.random.normal(k_noise, (P, shape[1]), cond.mean.dtype)
-    return cond.mean + a0 - cond.sigma_a2 * _phiT_Cinv(cond, cond.Phi @ a0 / cond.scale + eps) / cond.scale
+    return cond.mean + a0 - cond.sigma_a2 * _phit_cinv(cond, cond.Phi @ a0 / cond.scale + eps) / cond.scale
 
 
 class Predictor(NamedTuple):
@@ -382,4 +430,5 @@ def complete_readout(rng_key, params: dict, data: dict, spec, T_eff) -> Complete
     test = None
     if "X_test" in data:
         test = rao_blackwell_predictor(layer_features(params, data["X_test"], spec)[-1], cond)
-    return CompletedDraw({**params, "a": draw_readout(rng_key, cond)}, rao_blackwell_predictor(Phi, cond), test)
+    a = draw_readout(rng_key, cond)
+    return CompletedDraw({**params, "a": a}, rao_blackwell_predictor(Phi, cond), test)

@@ -27,14 +27,26 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from widebayes.collapsed import (METHODS, Factor, choose_form, gram, hidden_prior_logpdf, loglik_gradients,
-                                 loglik_value, marginal_loglik, readout_prior_scale, solve_gram, solve_with)
+from widebayes.collapsed import (
+    METHODS,
+    Factor,
+    choose_form,
+    gram,
+    hidden_prior_logpdf,
+    loglik_gradients,
+    loglik_value,
+    marginal_loglik,
+    readout_prior_scale,
+    solve_gram,
+    solve_with,
+)
 from widebayes.observables import layer_features
 
 SIZES = ((100, 100), (500, 500), (500, 100), (100, 500))  # (N, P)
@@ -145,7 +157,8 @@ def candidates(pb: Problem, inner: int) -> dict:
            "collapsed autodiff": _bind(scanned(gradient_step(collapsed_density(pb, custom=False)), inner),
                                        (hidden(pb.params), zero))}
     for method in METHODS:
-        out[f"collapsed {method}"] = _bind(scanned(gradient_step(collapsed_density(pb, method=method)), inner),
+        step = gradient_step(collapsed_density(pb, method=method))
+        out[f"collapsed {method}"] = _bind(scanned(step, inner),
                                            (hidden(pb.params), zero))
     if N != P:
         larger = "samples" if choose_form(P, N) == "features" else "features"
@@ -159,7 +172,8 @@ def candidates(pb: Problem, inner: int) -> dict:
             g, X = grad(p, X)
             return jax.tree.map(lambda x, d: x + 1e-30 * d, p, g), X
 
-        out[f"newton-schulz {k}"] = _bind(scanned(ns_step, inner), (hidden(pb.params), exact_inverse(pb, hidden(pb.params))))
+        start = (hidden(pb.params), exact_inverse(pb, hidden(pb.params)))
+        out[f"newton-schulz {k}"] = _bind(scanned(ns_step, inner), start)
     out.update(references(min(N, P), inner))
     return out
 
@@ -256,7 +270,8 @@ def time_size(N: int, P: int, repeats: int = 15, blas_limits=(None, 1)) -> list[
     return rows
 
 
-def run_collapsed_bench(sizes=SIZES, repeats: int = 15, blas_limits=(None, 1), verbose: bool = True) -> list[Timing]:
+def run_collapsed_bench(sizes=SIZES, repeats: int = 15, blas_limits=(None, 1),
+                        verbose: bool = True) -> list[Timing]:
     """Time every candidate at every size; print a table (one row per candidate) when ``verbose``."""
     device = jax.devices()[0]
     rows = []
@@ -266,7 +281,8 @@ def run_collapsed_bench(sizes=SIZES, repeats: int = 15, blas_limits=(None, 1), v
             print(format_table([r for r in rows if (r.N, r.P) == (N, P)]), flush=True)
     if verbose:
         print(f"device: {device.platform} ({device.device_kind}); float32; medians of {repeats} "
-              f"interleaved repeats; ratio = median of per-repeat (candidate / joint under the same BLAS setting)")
+              "interleaved repeats; ratio = median of per-repeat (candidate / joint under the same BLAS "
+              "setting)")
         print(format_table(rows), flush=True)
     return rows
 
@@ -280,7 +296,8 @@ def format_table(rows: list[Timing]) -> str:
     lines = [head, "|---|" + "---|" * len(sizes)]
     for name in names:
         vals = [cell.get((N, P, name)) for N, P in sizes]
-        lines.append(f"| {name} | " + " | ".join(f"{v.ms:.3g} ms ({v.ratio:.2f}x)" if v else "" for v in vals) + " |")
+        cells = [f"{v.ms:.3g} ms ({v.ratio:.2f}x)" if v else "" for v in vals]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -301,7 +318,8 @@ def prior_trajectory(key, p: dict, step_size: float, num_steps: int) -> list[dic
     out = [p]
     for k in jax.random.split(key, num_steps):
         q = out[-1]
-        noise = {n: jax.random.normal(jax.random.fold_in(k, i), v.shape, v.dtype) for i, (n, v) in enumerate(q.items())}
+        noise = {n: jax.random.normal(jax.random.fold_in(k, i), v.shape, v.dtype)
+                 for i, (n, v) in enumerate(q.items())}
         out.append({n: v - step_size * v + np.sqrt(2 * step_size) * noise[n] for n, v in q.items()})
     return out
 
@@ -366,7 +384,8 @@ def run_accuracy(sizes=((100, 100, 20), (500, 500, 5)), verbose: bool = True) ->
             print(f"  N={r.N} P={r.P} step {r.step_size:g}: Newton-Schulz x{r.iterations} "
                   f"{r.median_error:.1e} ({r.max_error:.1e}); float32 Cholesky {r.cholesky_error:.1e}")
         for (N, P), errs in methods.items():
-            print(f"  N={N} P={P} float32, each method: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+            listed = ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+            print(f"  N={N} P={P} float32, each method: {listed}")
     return iterative, methods
 
 
