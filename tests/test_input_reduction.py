@@ -291,3 +291,12 @@ def test_basis_of_the_experiment_is_float64_and_exact_on_the_run_inputs():
     z_test = data.X_test @ U_full.T / np.sqrt(60)
     np.testing.assert_allclose(np.asarray(run.data["X_test"], np.float64) @ np.hstack([U, V]).T / np.sqrt(60),
                                z_test, rtol=1e-5, atol=1e-5)
+
+
+def test_bench_times_full_and_reduced_through_the_driver(capsys):
+    from widebayes.bench import bench_reduce_inputs
+
+    res = bench_reduce_inputs(repeats=1, num_draws=1, thin=2, width=8, num_chains=1)
+    assert res.full_ms_per_step > 0 and res.reduced_ms_per_step > 0 and (res.rank, res.test_rank) == (20, 40)
+    out = capsys.readouterr().out
+    assert "N0 = 784" in out and "faster" in out

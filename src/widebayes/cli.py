@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--noise", choices=["hash32", "threefry"], default="hash32",
                    help="Langevin noise generator to time (default: the shipped default)")
+    b.add_argument("--reduce-inputs", action="store_true",
+                   help="time the input-subspace reduction against the full first layer (MNIST, N0 = 784)")
     w = sub.add_parser("sweep", help="an experiment over a grid of config values: DIR/results.csv, figures")
     w.add_argument("sweep", help="sweep TOML file: a base experiment and [sweep] axes")
     w.add_argument("--out", required=True, help="output folder (re-running skips finished points)")
@@ -154,8 +156,11 @@ def _drift(args) -> int:
 
 
 def _bench(args) -> int:
-    from widebayes.bench import run_bench
+    from widebayes.bench import bench_reduce_inputs, run_bench
 
+    if args.reduce_inputs:
+        bench_reduce_inputs(repeats=args.repeats)
+        return 0
     run_bench(repeats=args.repeats, noise=args.noise)
     return 0
 
