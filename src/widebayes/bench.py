@@ -159,7 +159,8 @@ def reduce_inputs_experiment(reduce_inputs: bool, width: int = 1000, num_train: 
     return resolve({
         "task": {"kind": "mnist", "num_train": num_train, "num_test": num_test, "num_classes": 2,
                  "targets": "binary"},
-        "network": {"depth": 1, "width": width, "activation": "sigmoid", "readout": "lazy", "temperature": 0.01},
+        "network": {"depth": 1, "width": width, "activation": "sigmoid", "readout": "lazy",
+                    "temperature": 0.1},
         "sampler": {"step_size": 0.01, "num_steps": 2 * thin, "burn_in": thin, "thin": thin,
                     "num_chains": num_chains, "progress": False, "reduce_inputs": reduce_inputs},
     })
