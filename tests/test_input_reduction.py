@@ -305,3 +305,22 @@ def test_bench_times_full_and_reduced_through_the_driver(capsys):
     assert res.full_ms_per_step > 0 and res.reduced_ms_per_step > 0 and (res.rank, res.test_rank) == (20, 40)
     out = capsys.readouterr().out
     assert "N0 = 784" in out and "faster" in out
+
+
+def test_a_completion_sees_the_whole_first_layer_on_train_and_test_inputs():
+    """How the reduction composes with a completion (the collapsed readout draws ``a`` at recorded
+    draws from features it computes itself): the side state runs first and hands it ``W1 = [U, V]``
+    and inputs of one width, so ``z1 = X W1^T / sqrt(N0)`` with the network's own code is exact."""
+    from widebayes.inference import run_chains
+    from widebayes.observables import layer_features
+
+    def features(key, params, data, kwargs, T):
+        spec = kwargs["spec"]
+        return params, {"h_train": layer_features(params, data["X_train"], spec)[-1].T,
+                        "h_test": layer_features(params, data["X_test"], spec)[-1].T}
+
+    run = prepare_run(small(**CHUNKED))
+    setup = run.setup._replace(complete=features, key=run.setup.key + ("features",))
+    draws = run_chains(setup, run.carry, run.chain_keys, run.data, run.hyper, run.schedule, run.chunks).draws
+    np.testing.assert_allclose(draws["h_train"], draws["phi_L"], rtol=1e-6)
+    np.testing.assert_allclose(draws["h_test"], draws["phi_L_test"], rtol=1e-6)
