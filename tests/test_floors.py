@@ -12,8 +12,8 @@ SOURCES = {"": ROOT / "src" / "widebayes", "models": ROOT / "models", "samplers"
 
 FLOORS = [
     {"__init__", "errors", "io", "quadrature", "activations", "codes", "networks", "base"},
-    {"config", "tasks", "models", "samplers", "observables", "checkpoint", "collapsed", "interrupt", "neuron_moves",
-     "footprint"},
+    {"config", "tasks", "models", "samplers", "observables", "input_reduction", "checkpoint", "collapsed",
+     "interrupt", "neuron_moves", "footprint"},
     {"experiment", "inference", "posterior"},
     {"theory", "diagnostics"},
     {"sampling", "report", "plots"},

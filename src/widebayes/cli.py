@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --mixing: reference configs whose name contains NAME (default all)")
     b.add_argument("--scale", type=float, default=1.0, help="with --mixing: run lengths times this")
     b.add_argument("--json", default=None, metavar="FILE", help="with --mixing: write the figures here")
+    b.add_argument("--reduce-inputs", action="store_true",
+                   help="time the input-subspace reduction against the full first layer (MNIST, N0 = 784)")
     w = sub.add_parser("sweep", help="an experiment over a grid of config values: DIR/results.csv, figures")
     w.add_argument("sweep", help="sweep TOML file: a base experiment and [sweep] axes")
     w.add_argument("--out", required=True, help="output folder (re-running skips finished points)")
@@ -166,8 +168,11 @@ def _bench(args) -> int:
 
         run_mixing_bench(args.configs, repeats=args.repeats, scale=args.scale, out=args.json)
         return 0
-    from widebayes.bench import run_bench
+    from widebayes.bench import bench_reduce_inputs, run_bench
 
+    if args.reduce_inputs:
+        bench_reduce_inputs(repeats=args.repeats)
+        return 0
     run_bench(repeats=args.repeats, noise=args.noise)
     return 0
 

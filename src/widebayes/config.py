@@ -58,6 +58,7 @@ SAMPLER_DEFAULTS = {
     "readout": "joint",
     "replica_exchange": {},
     "neuron_moves": {},
+    "reduce_inputs": False,
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
@@ -115,6 +116,7 @@ def resolve(cfg: dict) -> dict:
     }
     _check_network(resolved["network"])
     _check_sampler(resolved["sampler"])
+    _check_reduce_inputs(resolved)
     if resolved["sampler"]["replica_exchange"]:
         replica = resolved["sampler"]["replica_exchange"]
         replica_ratios(replica, resolved["network"]["temperature"])
@@ -277,6 +279,21 @@ def _check_neuron_moves(smp: dict):
         raise InputError("must be positive", key="sampler.neuron_moves.every")
     if not _is_number(moves["beta"]) or not 0 < moves["beta"] <= 1:
         raise InputError("must be in (0, 1]", key="sampler.neuron_moves.beta")
+def _check_reduce_inputs(resolved: dict):
+    """``reduce_inputs`` only where the reduction is exact (:mod:`widebayes.input_reduction`)."""
+    smp = resolved["sampler"]
+    if not smp["reduce_inputs"]:
+        return
+    why = None
+    if resolved["network"]["model"] != "network_prior":
+        why = f"it reduces the first layer of model network_prior, not {resolved['network']['model']!r}"
+    elif smp["kind"] != "langevin":
+        why = (f"it reproduces the unadjusted Langevin dynamics; kind = {smp['kind']!r} accepts or rejects "
+               "the whole position, the first layer's orthogonal part included")
+    elif smp["replica_exchange"]:
+        why = "replica exchange swaps whole positions, the first layer's orthogonal part included"
+    if why:
+        raise InputError(f"cannot reduce the inputs: {why}", key="sampler.reduce_inputs")
 
 
 def _check_preconditioner(value):

@@ -7,7 +7,9 @@ computed on device; the host sees the chains only between chunks (progress bar, 
 The driver knows no model and no sampler package: it takes a :class:`RunSetup` (a sampler in the
 shape of :mod:`widebayes.base`, a log density ``f(params, data, kwargs, T_eff)``, a forward map
 ``f(params, X, kwargs) -> (features, f)`` and optionally a completion that draws the blocks a
-sampler does not move, e.g. the collapsed readout) and traced numbers ``hyper`` (the model's
+sampler does not move, e.g. the collapsed readout; optionally a side state that the sampler does
+not move either, carried per chain and advanced exactly at recorded draws, e.g. the first layer's
+part outside the training inputs' span) and traced numbers ``hyper`` (the model's
 keyword arguments, the whitening roots), so runs that differ only in numbers reuse one compiled
 chunk (:func:`make_chunk_fn` caches by ``RunSetup.key``).
 
@@ -107,6 +109,7 @@ class ChainCarry(NamedTuple):
     dead_at: jnp.ndarray  # step index of that, -1 if alive
     kernel_sum: dict  # running sums of the layer kernels over recorded draws
     num_observed: jnp.ndarray
+    side: dict = {}  # the side state of RunSetup.side (checkpointed with the rest), {} without one
 
 
 class RunSetup(NamedTuple):
@@ -121,6 +124,9 @@ class RunSetup(NamedTuple):
     complete: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, extra draws)
     move: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, accept rate): an
     move_every: int = 0  # exact Metropolis move of the model (neuron_moves), every this many steps
+    # f(key, side, params, data, hyper, sampler_params, step_index) -> (side, params, data): advance
+    # the side state to the end of step ``step_index`` and give the observation's view of params and data
+    side: Optional[Callable] = None
 
 
 def _logdensity_at(setup: RunSetup, data, hyper, T):
@@ -161,7 +167,7 @@ def _maybe_move(setup: RunSetup, state, extra, chain_key, step_index, data, hype
     The step index is not batched over chains, so this is a real branch inside the chains' vmap.
     """
     def move(state):
-        key = jax.random.fold_in(jax.random.fold_in(chain_key, step_index), 2)
+        key = observation_key(chain_key, step_index, MOVE_STREAM)
         params, rate = setup.move(key, unwhiten(state.position, hyper["roots"]), data, hyper["model"], T)
         position = {b: params[b] / hyper["roots"][b] for b in state.position}
         return setup.sampler.init(position, _target(setup, data, hyper, T)), rate
@@ -182,13 +188,30 @@ def _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule)
     return carry, jnp.mean(accept), jnp.any(diverging), extra
 
 
-def observation_key(chain_key, step_index):
-    """Key of what is drawn at a recorded draw (collapsed readout), disjoint from the step keys."""
-    return jax.random.fold_in(jax.random.fold_in(chain_key, step_index), 1)
+def observation_key(chain_key, step_index, stream: int = 1):
+    """Key of what is drawn at a recorded draw, disjoint from the step keys.
+
+    ``stream`` 1: the completion (collapsed readout); 2: the side state (the input reduction);
+    3: the model's Metropolis moves (neuron moves, at their own steps).
+    """
+    return jax.random.fold_in(jax.random.fold_in(chain_key, step_index), stream)
+
+
+SIDE_STREAM, MOVE_STREAM = 2, 3
+
+
+def _view(setup: RunSetup, carry: ChainCarry, chain_key, step_index, params, data, hyper):
+    """The side state advanced to ``step_index`` and the observation's params and data (or as they are)."""
+    if setup.side is None:
+        return carry, params, data
+    side, params, data = setup.side(observation_key(chain_key, step_index, SIDE_STREAM), carry.side, params,
+                                    data, hyper, carry.params, step_index)
+    return carry._replace(side=side), params, data
 
 
 def _observe(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper, schedule):
     params = unwhiten(carry.state.position, hyper["roots"])
+    carry, params, data = _view(setup, carry, chain_key, step_index, params, data, hyper)
     extra = {}
     if setup.complete is not None:
         T = temperature_at(schedule, step_index, setup.schedule_geometric)
@@ -259,9 +282,13 @@ def _init_state(setup: RunSetup, positions, data, hyper, T_init):
     return jax.vmap(lambda p: setup.sampler.init(p, _target(setup, data, hyper, T_init)))(positions)
 
 
-def init_carry(setup: RunSetup, positions, params, data, hyper, num_chains: int, T_init) -> ChainCarry:
-    """Initial sampler states and empty accumulators for every chain (one compiled call, cached)."""
-    return _init_fn(setup, num_chains)(positions, params, data, hyper, T_init)
+def init_carry(setup: RunSetup, positions, params, data, hyper, num_chains: int, T_init,
+               side: dict | None = None) -> ChainCarry:
+    """Initial sampler states and empty accumulators for every chain (one compiled call, cached).
+
+    ``side`` is the initial side state (chain, ...) per entry when ``setup.side`` is set.
+    """
+    return _init_fn(setup, num_chains)(positions, params, data, hyper, T_init, {} if side is None else side)
 
 
 _INIT_CACHE: dict = {}
@@ -271,20 +298,22 @@ def _init_fn(setup: RunSetup, num_chains: int):
     key = (setup.key, num_chains)
     if key not in _INIT_CACHE:
         @jax.jit
-        def build(positions, params, data, hyper, T_init):
+        def build(positions, params, data, hyper, T_init, side):
             state = _init_state(setup, positions, data, hyper, T_init)
-            kernels = jax.eval_shape(lambda: _first_kernels(setup, state, data, hyper, T_init))
+            carry = ChainCarry(state, params, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1),
+                               {}, jnp.zeros(num_chains, jnp.int32), side)
+            kernels = jax.eval_shape(lambda: _first_kernels(setup, carry, data, hyper, T_init))
             zeros = jax.tree.map(lambda k: jnp.zeros((num_chains, *k.shape), k.dtype), kernels)
-            return ChainCarry(state, params, jnp.zeros(num_chains, bool), jnp.full(num_chains, -1),
-                              zeros, jnp.zeros(num_chains, jnp.int32))
+            return carry._replace(kernel_sum=zeros)
 
         _INIT_CACHE[key] = build
     return _INIT_CACHE[key]
 
 
-def _first_kernels(setup, state, data, hyper, T):
-    first = jax.tree.map(lambda x: x[0], state).position  # chain 0
-    params = unwhiten(first, hyper["roots"])
+def _first_kernels(setup, carry, data, hyper, T):
+    first = jax.tree.map(lambda x: x[0], carry)  # chain 0
+    params = unwhiten(first.state.position, hyper["roots"])
+    _, params, data = _view(setup, first, jax.random.PRNGKey(0), 0, params, data, hyper)
     if setup.complete is not None:
         params, _ = setup.complete(jax.random.PRNGKey(0), params, data, hyper["model"], T)
     return draw_observables(partial(setup.forward, kwargs=hyper["model"]), params, data)[1]

@@ -235,10 +235,14 @@ def state_at_draw(resolved: dict, freeze_draw: int):
 
 
 def check_prior_only(resolved: dict) -> None:
-    """The prior-only variant samples one hidden layer's OU process: refuse deeper networks."""
+    """The prior-only variant samples one hidden layer's OU process from W1 itself: refuse deeper
+    networks and reduced inputs (whose runs keep only W1's in-span part)."""
     if resolved["network"]["depth"] != 1:
         raise InputError("the prior-only frozen readout is implemented for one hidden layer",
                          key="network.depth")
+    if resolved["sampler"]["reduce_inputs"]:
+        raise InputError("the prior-only frozen readout moves W1 itself, which a reduced run does not keep; "
+                         "set it to false", key="sampler.reduce_inputs")
 
 
 def prior_only_draws(resolved: dict, freeze_draw: int, num_draws: int, seed: int = 0) -> dict:
