@@ -21,9 +21,15 @@ from widebayes.collapsed import (
     readout_conditional,
     readout_covariance,
 )
-from widebayes.inference import model_logdensity
+from widebayes.models import model_logdensity as _bridge
+from widebayes.models import network_prior
 from widebayes.networks import NetworkSpec, effective_temperature, param_shapes
 from widebayes.observables import layer_features
+
+
+def model_logdensity(spec):
+    """The joint model's log density ``f(params, data, T_eff)`` (the NumPyro bridge)."""
+    return lambda params, data, T_eff: _bridge(network_prior)(params, data, {"spec": spec}, T_eff)
 
 GAMMAS = [0.5, 0.75, 1.0]  # lazy, numeric, non-lazy
 SHAPES = [(9, 4), (4, 9), (6, 6)]  # (P, N): features form, samples form, equal

@@ -108,7 +108,15 @@ class TimedRun(NamedTuple):
 
 
 def timed_run(resolved: dict) -> TimedRun:
-    """Run an experiment through the driver's chunk, timing only the recorded chunks."""
+    """Run an experiment through the driver's chunk, timing only the recorded chunks (BLAS on one
+    thread, as ``sample_experiment`` runs it)."""
+    from widebayes.inference import blas_threads
+
+    with blas_threads(1):
+        return _timed_run(resolved)
+
+
+def _timed_run(resolved: dict) -> TimedRun:
     from widebayes.experiment import prepare_run
     from widebayes.inference import make_chunk_fn, warmup
 

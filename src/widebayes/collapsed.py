@@ -62,7 +62,7 @@ The choice of linear algebra (``method``), measured by ``python -m widebayes.col
 one log density and its gradient wrt the hidden weights through a depth-1 sigmoid network
 (non-lazy, N0 = N + 20, m = 3, T = 0.01), float32, XLA:CPU on 2 cores shared with other engineers'
 jobs (load average 3-11), medians of 15 interleaved repeats, as a ratio to the joint
-model's log density and gradient (``inference.model_logdensity``, today's step), 2026-12-05,
+model's log density and gradient (``models.model_logdensity``, today's step), 2026-12-05,
 three runs at different moments (ranges over the runs):
 
 ===========================================  ==========  ==========  ==========  ==========
@@ -397,7 +397,7 @@ def hidden_prior_logpdf(params: dict, spec) -> jnp.ndarray:
 def collapsed_logdensity(spec, *, method: str = DEFAULT_METHOD) -> Callable:
     """``f(params_without_a, data, T_eff) -> log P0(W) + log p(Y | W)``: the joint model's marginal in W.
 
-    Equals ``log integral p(W, a, Y) da`` of ``widebayes.inference.model_logdensity(spec)`` (same
+    Equals ``log integral p(W, a, Y) da`` of ``widebayes.models.model_logdensity(network_prior)`` (same
     normalisation); ``params`` may hold an ``a``, which is ignored.  Any depth, tied weights or not.
     """
     s = readout_prior_scale(spec)

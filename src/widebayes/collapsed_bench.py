@@ -4,7 +4,7 @@
 one evaluation of a log density and its gradient wrt the network's weights through a real forward
 pass (non-lazy sigmoid, depth 1, N0 = N + 20, m = 3, the toy task of ``widebayes.bench``):
 
-- ``joint``: the joint model's log density, gradient wrt (W1, a) (``inference.model_logdensity``,
+- ``joint``: the joint model's log density, gradient wrt (W1, a) (``models.model_logdensity``,
   what every step of today's sampler costs);
 - ``collapsed autodiff``: log P0(W) + log p(Y | W) with JAX's autodiff through one Cholesky and
   ``cho_solve`` of the smaller Gram system (the prototype's route);
@@ -24,6 +24,8 @@ repeats, ratios are medians of the per-repeat ratios to ``joint``.
 """
 
 from __future__ import annotations
+
+from widebayes.inference import blas_threads
 
 import statistics
 import time
@@ -179,9 +181,12 @@ def candidates(pb: Problem, inner: int) -> dict:
 
 
 def _joint(pb: Problem) -> Callable:
-    from widebayes.inference import model_logdensity
+    from widebayes.models import model_logdensity, network_prior
 
-    density = model_logdensity(pb.spec)
+    bridge = model_logdensity(network_prior)
+
+    def density(params, data, T_eff):
+        return bridge(params, data, {"spec": pb.spec}, T_eff)
     return lambda p: density(p, pb.data, pb.T_eff)
 
 
@@ -229,18 +234,6 @@ def inner_for(pb: Problem, target_s: float = 0.03) -> int:
     jax.block_until_ready(one(carry))
     t = min(_seconds(lambda: jax.block_until_ready(one(carry))) for _ in range(5))
     return int(max(1, min(200, round(target_s / t))))
-
-
-def blas_threads(limit: int | None):
-    """A context with the BLAS/LAPACK pool (the OpenBLAS that jaxlib's CPU LAPACK kernels and SciPy
-    share) limited to ``limit`` threads; ``None``: as it is."""
-    import contextlib
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limit, user_api="blas") if limit else contextlib.nullcontext()
 
 
 def _label(name: str, limit: int | None) -> str:

@@ -31,6 +31,23 @@ from widebayes.base import Sampler
 from widebayes.observables import draw_observables
 
 
+# ----------------------------------------------------------------------------------- BLAS threads
+def blas_threads(limit: int | None = 1):
+    """A context with the BLAS/LAPACK thread pool limited to ``limit`` threads (``None``: as it is).
+
+    JAX's CPU factorisations (Cholesky, triangular solves: the collapsed readout, the neuron moves)
+    run on the OpenBLAS that jaxlib shares with SciPy, whose threads spin against XLA's own: on this
+    two-core machine a neuron sweep at N = P = 100 took 21-39 ms with OpenBLAS's two threads and
+    3.1 ms with one, and a 500 x 500 Cholesky 45-69 ms against 2.0-4.7 ms
+    (``widebayes.collapsed_bench``).  The driver's runs therefore hold the pool at one thread.
+    """
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limit, user_api="blas") if limit else contextlib.nullcontext()
+
+
 # ----------------------------------------------------------------------------------- whitening
 def unwhiten(theta_white: dict, roots: dict) -> dict:
     """Theta = Theta' sqrt(M) per block: the sampler moves Theta' = Theta / sqrt(M).

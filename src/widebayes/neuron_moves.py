@@ -58,18 +58,23 @@ class SweepResult(NamedTuple):
 
 
 def log_ratio(Cinv, Y, phi_new, phi_old, s):
-    """log p(Y | W') - log p(Y | W) for the rank-2 change of one neuron's features (docstring)."""
+    """log p(Y | W') - log p(Y | W) for the rank-2 change of one neuron's features (docstring).
+
+    Returns ``(log ratio, C^-1 U, S^-1)``; the 2 x 2 algebra is written out (no LAPACK call per
+    neuron: a sweep is a sequential loop over the neurons).
+    """
     U = jnp.stack([phi_new, phi_old], axis=1)  # P x 2
     CU = Cinv @ U
     G = U.T @ CU
     B = CU.T @ Y  # 2 x m
-    D = jnp.array([s, -s], dtype=Cinv.dtype)
-    S = jnp.diag(1.0 / D) + G
-    quad = jnp.sum(B * jnp.linalg.solve(S, B))
-    m = Y.shape[1]
-    sign, logdet = jnp.linalg.slogdet(jnp.eye(2, dtype=Cinv.dtype) + D[:, None] * G)
-    value = 0.5 * quad - 0.5 * m * logdet
-    return jnp.where(sign > 0, value, -jnp.inf), CU, S
+    S = jnp.array([[1.0 / s + G[0, 0], G[0, 1]], [G[1, 0], -1.0 / s + G[1, 1]]], dtype=Cinv.dtype)
+    det_S = S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0]
+    S_inv = jnp.array([[S[1, 1], -S[0, 1]], [-S[1, 0], S[0, 0]]], dtype=Cinv.dtype) / det_S
+    quad = jnp.sum(B * (S_inv @ B))
+    # det(I + D G) = det(D) det(D^-1 + G) = -s^2 det S
+    det_update = -(s**2) * det_S
+    value = 0.5 * quad - 0.5 * Y.shape[1] * jnp.log(det_update)
+    return jnp.where(det_update > 0, value, -jnp.inf), CU, S_inv
 
 
 def sweep_feature_neurons(rng_key, params: dict, X, Y, spec: NetworkSpec, T_eff, beta) -> SweepResult:
@@ -86,22 +91,20 @@ def sweep_feature_neurons(rng_key, params: dict, X, Y, spec: NetworkSpec, T_eff,
     C = T_eff * jnp.eye(P, dtype=Phi.dtype) + s * Phi @ Phi.T
     Cinv = cho_solve((jnp.linalg.cholesky(C), True), jnp.eye(P, dtype=Phi.dtype))
     sigma = jnp.sqrt(spec.layer_variances[spec.depth - 1])
-    keep = jnp.sqrt(1.0 - beta**2)
-    keys = jax.random.split(rng_key, spec.width)
-    scale = 1.0 / math.sqrt(fan_in)
+    k_prop, k_acc = jax.random.split(rng_key)
+    # every neuron is visited once, so all proposals can be made up front: one matrix product
+    W_prop = jnp.sqrt(1.0 - beta**2) * W + beta * sigma * jax.random.normal(k_prop, W.shape, W.dtype)
+    Phi_prop = phi(below @ W_prop.T / math.sqrt(fan_in))
+    log_u = jnp.log(jax.random.uniform(k_acc, (spec.width,), Cinv.dtype))
 
     def one(i, carry):
-        W, Phi, Cinv, accepted = carry
-        k_prop, k_acc = jax.random.split(keys[i])
-        w_new = keep * W[i] + beta * sigma * jax.random.normal(k_prop, W[i].shape, W.dtype)
-        phi_new = phi(below @ w_new * scale)
-        lr, CU, S = log_ratio(Cinv, Y, phi_new, Phi[:, i], s)
-        accept = jnp.log(jax.random.uniform(k_acc, (), Cinv.dtype)) < lr
-        Cinv_new = Cinv - CU @ jnp.linalg.solve(S, CU.T)
-        W = jnp.where(accept, W.at[i].set(w_new), W)
-        Phi = jnp.where(accept, Phi.at[:, i].set(phi_new), Phi)
-        Cinv = jnp.where(accept, Cinv_new, Cinv)
-        return W, Phi, Cinv, accepted + accept
+        Phi, Cinv, accepted = carry
+        lr, CU, S_inv = log_ratio(Cinv, Y, Phi_prop[:, i], Phi[:, i], s)
+        accept = log_u[i] < lr
+        Phi = Phi.at[:, i].set(jnp.where(accept, Phi_prop[:, i], Phi[:, i]))
+        Cinv = Cinv - jnp.where(accept, 1.0, 0.0).astype(Cinv.dtype) * (CU @ S_inv @ CU.T)
+        return Phi, Cinv, accepted.at[i].set(accept)
 
-    W, _, _, accepted = jax.lax.fori_loop(0, spec.width, one, (W, Phi, Cinv, jnp.zeros((), jnp.int32)))
-    return SweepResult({**params, name: W}, accepted / spec.width)
+    _, _, accepted = jax.lax.fori_loop(0, spec.width, one, (Phi, Cinv, jnp.zeros(spec.width, bool)))
+    W = jnp.where(accepted[:, None], W_prop, W)
+    return SweepResult({**params, name: W}, jnp.mean(accepted.astype(Cinv.dtype)))

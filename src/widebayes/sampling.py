@@ -11,7 +11,7 @@ import numpy as np
 from widebayes import __version__, checkpoint
 from widebayes.config import to_toml
 from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
-from widebayes.inference import RunResult, run_chains, unwhiten, warmup
+from widebayes.inference import RunResult, blas_threads, run_chains, unwhiten, warmup
 from widebayes.posterior import to_inferencedata
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
 
@@ -24,7 +24,15 @@ class SampleOutput(NamedTuple):
 
 
 def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progress: bool | None = None):
-    """Sample a resolved experiment; with ``out_dir`` write posterior.nc, config.toml, checkpoints."""
+    """Sample a resolved experiment; with ``out_dir`` write posterior.nc, config.toml, checkpoints.
+
+    The BLAS pool behind JAX's CPU factorisations is held at one thread (``inference.blas_threads``).
+    """
+    with blas_threads(1):
+        return _sample_experiment(resolved, out_dir, resume, progress)
+
+
+def _sample_experiment(resolved: dict, out_dir, resume: bool, progress):
     cfg = resolved["sampler"]
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
