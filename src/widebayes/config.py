@@ -57,12 +57,10 @@ SAMPLER_DEFAULTS = {
     "smc_target_ess": 0.5,
     "readout": "joint",
     "replica_exchange": {},
-    "neuron_moves": {},
     "reduce_inputs": False,
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
-NEURON_MOVE_DEFAULTS = {"every": 10, "beta": 1.0}
 REPLICA_DEFAULTS = {"num_replicas": 4, "T_max": 0.0, "swap_every": 10, "temperatures": []}
 READOUT_MODES = ("joint", "collapsed")
 
@@ -252,9 +250,6 @@ def _check_sampler(smp: dict):
     if smp["readout"] == "collapsed" and smp["kind"] not in ("langevin", "mala", "hmc", "nuts"):
         raise InputError(f"the collapsed readout is for langevin, mala, hmc and nuts, not {smp['kind']!r}",
                          key="sampler.readout")
-    if smp["neuron_moves"]:
-        smp["neuron_moves"] = _resolve_table(smp["neuron_moves"], NEURON_MOVE_DEFAULTS, "sampler.neuron_moves")
-        _check_neuron_moves(smp)
     if smp["replica_exchange"]:
         if smp["kind"] == "smc":
             raise InputError("replica exchange runs (init, step) samplers, not smc", key="sampler.replica_exchange")
@@ -268,17 +263,6 @@ def _check_sampler(smp: dict):
         _check_anneal(smp["anneal"], smp)
 
 
-def _check_neuron_moves(smp: dict):
-    moves = smp["neuron_moves"]
-    if smp["readout"] != "collapsed":
-        raise InputError('neuron moves act on the collapsed posterior: set sampler.readout = "collapsed"',
-                         key="sampler.neuron_moves")
-    if smp["replica_exchange"]:
-        raise InputError("neuron moves and replica exchange do not combine (yet)", key="sampler.neuron_moves")
-    if moves["every"] <= 0:
-        raise InputError("must be positive", key="sampler.neuron_moves.every")
-    if not _is_number(moves["beta"]) or not 0 < moves["beta"] <= 1:
-        raise InputError("must be in (0, 1]", key="sampler.neuron_moves.beta")
 def _check_reduce_inputs(resolved: dict):
     """``reduce_inputs`` only where the reduction is exact (:mod:`widebayes.input_reduction`)."""
     smp = resolved["sampler"]

@@ -15,7 +15,6 @@ advanced by its exact AR(1) transition at every recorded draw (:func:`reduction_
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple, Optional
 
 import jax
@@ -280,25 +279,9 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
             raise InputError("the collapsed readout integrates out the readout of network_prior; "
                              f"model {exp.model!r} is not covered", key="sampler.readout")
         logdensity, complete = collapsed_logdensity, collapsed_completion
-    move, every = None, 0
-    if cfg["neuron_moves"]:
-        if exp.spec.tied_weights and exp.spec.depth > 1:
-            raise InputError("neuron moves redraw feature-layer rows; tied hidden weights share them",
-                             key="sampler.neuron_moves")
-        move, every = partial(neuron_sweep, beta=cfg["neuron_moves"]["beta"]), cfg["neuron_moves"]["every"]
     side = reduction_side if exp.reduction is not None else None
-    return RunSetup(key + ((every, cfg["neuron_moves"].get("beta")),) if every else key, sampler, logdensity,
-                    model_forward(model), cfg["store_all_layers"],
-                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric", complete=complete,
-                    move=move, move_every=every, side=side)
-
-
-def neuron_sweep(rng_key, params, data, kwargs, T_eff, beta):
-    """One Metropolis sweep over the feature neurons of the collapsed posterior (widebayes.neuron_moves)."""
-    from widebayes.neuron_moves import sweep_feature_neurons
-
-    res = sweep_feature_neurons(rng_key, params, data["X_train"], data["Y_train"], kwargs["spec"], T_eff, beta)
-    return res.params, res.accept_rate
+    return RunSetup(key, sampler, logdensity, model_forward(model), cfg["store_all_layers"],
+                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric", complete=complete, side=side)
 
 
 def collapsed_logdensity(params, data, kwargs, T_eff):

@@ -35,10 +35,10 @@ from widebayes.observables import draw_observables
 def blas_threads(limit: int | None = 1):
     """A context with the BLAS/LAPACK thread pool limited to ``limit`` threads (``None``: as it is).
 
-    JAX's CPU factorisations (Cholesky, triangular solves: the collapsed readout, the neuron moves)
-    run on the OpenBLAS that jaxlib shares with SciPy, whose threads spin against XLA's own: on this
-    two-core machine a neuron sweep at N = P = 100 took 21-39 ms with OpenBLAS's two threads and
-    3.1 ms with one, and a 500 x 500 Cholesky 45-69 ms against 2.0-4.7 ms
+    JAX's CPU factorisations (Cholesky, triangular solves: the collapsed readout) run on the
+    OpenBLAS that jaxlib shares with SciPy, whose threads spin against XLA's own: on this two-core
+    machine a loop of 100 rank-2 updates of a 100 x 100 inverse after one Cholesky took 21-39 ms with
+    OpenBLAS's two threads and 3.1 ms with one, and a 500 x 500 Cholesky 45-69 ms against 2.0-4.7 ms
     (``widebayes.collapsed_bench``).  The driver's runs therefore hold the pool at one thread.
     """
     import contextlib
@@ -139,8 +139,6 @@ class RunSetup(NamedTuple):
     store_all_layers: bool
     schedule_geometric: bool
     complete: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, extra draws)
-    move: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, accept rate): an
-    move_every: int = 0  # exact Metropolis move of the model (neuron_moves), every this many steps
     # f(key, side, params, data, hyper, sampler_params, step_index) -> (side, params, data): advance
     # the side state to the end of step ``step_index`` and give the observation's view of params and data
     side: Optional[Callable] = None
@@ -168,32 +166,12 @@ def _advance(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hy
     new_state, info = setup.sampler.step(jax.random.fold_in(chain_key, step_index), carry.state,
                                          _target(setup, data, hyper, T), params)
     extra = info.extra if info.extra is not None else {}
-    if setup.move is not None:
-        new_state, extra = _maybe_move(setup, new_state, extra, chain_key, step_index, data, hyper, T)
     ok = jnp.isfinite(new_state.logdensity) & ~carry.dead
     state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.state)
     newly_dead = ~carry.dead & ~ok
     carry = carry._replace(state=state, dead=carry.dead | newly_dead,
                            dead_at=jnp.where(newly_dead, step_index, carry.dead_at))
     return carry, (jnp.where(ok, info.accept_prob, 0.0), info.diverging | newly_dead, extra)
-
-
-def _maybe_move(setup: RunSetup, state, extra, chain_key, step_index, data, hyper, T):
-    """Every ``move_every`` steps, the model's Metropolis move, then the sampler's state at the new point.
-
-    The step index is not batched over chains, so this is a real branch inside the chains' vmap.
-    """
-    def move(state):
-        key = observation_key(chain_key, step_index, MOVE_STREAM)
-        params, rate = setup.move(key, unwhiten(state.position, hyper["roots"]), data, hyper["model"], T)
-        position = {b: params[b] / hyper["roots"][b] for b in state.position}
-        return setup.sampler.init(position, _target(setup, data, hyper, T)), rate
-
-    def stay(state):
-        return state, jnp.full((), jnp.nan, state.logdensity.dtype)
-
-    state, rate = jax.lax.cond((step_index + 1) % setup.move_every == 0, move, stay, state)
-    return state, {**extra, "move_accept": rate}
 
 
 def _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule):
@@ -208,13 +186,12 @@ def _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule)
 def observation_key(chain_key, step_index, stream: int = 1):
     """Key of what is drawn at a recorded draw, disjoint from the step keys.
 
-    ``stream`` 1: the completion (collapsed readout); 2: the side state (the input reduction);
-    3: the model's Metropolis moves (neuron moves, at their own steps).
+    ``stream`` 1: the completion (collapsed readout); 2: the side state (the input reduction).
     """
     return jax.random.fold_in(jax.random.fold_in(chain_key, step_index), stream)
 
 
-SIDE_STREAM, MOVE_STREAM = 2, 3
+SIDE_STREAM = 2
 
 
 def _view(setup: RunSetup, carry: ChainCarry, chain_key, step_index, params, data, hyper):
