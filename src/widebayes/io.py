@@ -125,7 +125,7 @@ def read_json(path) -> object:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path} is not readable JSON ({_what(err)})") from None
+        raise InputError(f"{path} is not readable JSON ({describe_error(err)})") from None
 
 
 # ----------------------------------------------------------------------------- posterior.nc
@@ -164,7 +164,7 @@ def read_netcdf(path, groups=("posterior",), attrs=()):
             idata = az.from_netcdf(path, engine="h5netcdf")
     except Exception as err:  # noqa: BLE001 - any failure of an untrusted file is bad input
         raise InputError(f"{path} is damaged or not a posterior.nc written by widebayes "
-                         f"({_what(err)})") from None
+                         f"({describe_error(err)})") from None
     missing = [g for g in groups if g not in idata.groups()]
     missing += [f"attribute {a!r}" for a in attrs if a not in idata.attrs]
     if missing:
@@ -173,7 +173,7 @@ def read_netcdf(path, groups=("posterior",), attrs=()):
     return idata
 
 
-def _what(err: BaseException) -> str:
+def describe_error(err: BaseException) -> str:
     """An exception as one short line: its type and the first line of its message."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

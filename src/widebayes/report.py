@@ -56,10 +56,8 @@ def load_posterior(folder):
     path = Path(folder) / "posterior.nc"
     if not path.exists():
         raise InputError(f"no posterior.nc in {folder} (run `widebayes sample ... --out {folder}`)")
-    az = _arviz()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return az.from_netcdf(path)
+    from widebayes.io import read_netcdf
+    return read_netcdf(path, groups=("posterior", "observed_data"), attrs=("config",))
 
 
 def stored_config(idata) -> dict:

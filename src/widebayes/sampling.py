@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from widebayes import __version__, checkpoint
+from widebayes import __version__, checkpoint, footprint, interrupt
 from widebayes.config import num_draws, to_toml
 from widebayes.experiment import Experiment, build_experiment, check_finite, device_data
 from widebayes.inference import (RunResult, RunSetup, Schedule, auto_draws_per_chunk, init_carry,
@@ -47,6 +47,7 @@ def run_setup(exp: Experiment, dtype) -> tuple[RunSetup, dict]:
 def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progress: bool | None = None):
     """Sample a resolved experiment; with ``out_dir`` write posterior.nc, config.toml, checkpoints."""
     cfg = resolved["sampler"]
+    footprint.check(resolved)
     jax.config.update("jax_enable_x64", cfg["precision"] == "float64")
     dtype = jnp.float64 if cfg["precision"] == "float64" else jnp.float32
     exp = build_experiment(resolved)
@@ -188,8 +189,12 @@ def _on_chunk(bar, chunks, out_dir, every, config_text):
             if draws:
                 bar.set_postfix(loss=_finite_mean(draws["loss"][:, -1]),
                                 accept=_finite_mean(draws["accept_prob"]))
-        if out_dir is not None and next_chunk < len(chunks) and next_chunk % every == 0:
+        stop = interrupt.requested() if next_chunk < len(chunks) else None
+        if out_dir is not None and next_chunk < len(chunks) and (next_chunk % every == 0 or stop):
             checkpoint.save(out_dir, next_chunk, carry, host_draws, config_text)
+        if stop:
+            done = chunks[next_chunk - 1].start + chunks[next_chunk - 1].num_steps
+            raise interrupt.Interrupted(stop, done, checkpoint=out_dir is not None)
 
     return on_chunk
 
