@@ -77,7 +77,7 @@ def load(folder, carry_like, config_text: str):
         _damaged(meta_path, "not JSON")
     leaves, treedef = jax.tree.flatten(carry_like)
     try:
-        with np.load(npz, allow_pickle=False) as z:
+        with io.open_npz(npz) as z:
             meta = _meta(z, meta_path)
             if meta["config"] != fingerprint(config_text):
                 raise InputError(f"the checkpoint in {folder} was made with a different config; "

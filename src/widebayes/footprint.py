@@ -6,9 +6,10 @@ For ``C`` chains, ``D`` stored draws per chain (``smc_particles`` for SMC), widt
 ``L``, ``P`` training and ``P'`` test inputs of dimension ``N0``, ``m`` outputs and ``b`` bytes
 per number (4 for float32, 8 for float64):
 
-- stored draws (host): ``C D [N m + (P + P') m + 3 + N (P + P') L_s] b`` with ``L_s = L`` when
-  every layer is stored, else 1 (``a``, ``f``, loss/accept/diverging, ``phi``); held twice at the
-  end of a run (the chunks and their concatenation);
+- stored draws (host): ``C D ([N m + (P + P') m + 2 + N (P + P') L_s] b + 1)`` with ``L_s = L``
+  when every layer is stored, else 1 (``a``, ``f``, loss and acceptance, ``phi``, and the
+  one-byte divergence flag); held twice at the end of a run (the chunks and their
+  concatenation);
 - chain states (device): ``C [4 n_params + 4 L N (P + P')] b`` for the position, gradient, a
   proposal and its gradient, and a step's activations and their gradients (``n_params = N0 N +
   (L - 1) N^2 + N m``; one hidden ``N x N`` block when tied); times ``smc_particles`` for SMC;
@@ -73,10 +74,10 @@ def estimate(resolved: dict, sizes) -> Footprint:
     smc = smp["kind"] == "smc"
     particles = (smp["smc_particles"] or SMC_DEFAULT_PARTICLES) if smc else 1
     draws = particles if smc else num_draws(smp)
-    per_draw = N * m + inputs * m + 3 + N * inputs * (L if smp["store_all_layers"] else 1)
+    per_draw = N * m + inputs * m + 2 + N * inputs * (L if smp["store_all_layers"] else 1)
     per_state = STATE_COPIES * n_params + WORK_COPIES * L * N * inputs
     kernels = KERNEL_COPIES * chains * (L + 1) * (sizes.num_train**2 + sizes.num_test**2) * b
-    return Footprint(draws=chains * draws * per_draw * b,
+    return Footprint(draws=chains * draws * (per_draw * b + 1),
                      states=chains * particles * per_state * b, kernels=kernels,
                      data=sizes.stored_bytes + inputs * (sizes.input_dim + m) * b,
                      draw_shape=(chains, draws, per_draw, b))

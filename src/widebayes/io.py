@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -126,6 +127,26 @@ def read_json(path) -> object:
         return json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path} is not readable JSON ({describe_error(err)})") from None
+
+
+# ----------------------------------------------------------------------------- npz archives
+@contextlib.contextmanager
+def open_npz(path):
+    """``np.load(path, allow_pickle=False)`` of an ``.npz`` archive (no object arrays, so no
+    pickle is ever run), closed on leaving, also when the archive turns out to be damaged
+    (``np.load`` leaks its handle when the zip directory cannot be read).
+
+    Raises
+    ------
+    ValueError
+        If the file is a single ``.npy`` array or not an archive (what to do is the caller's).
+    """
+    with open(path, "rb") as fh:
+        archive = np.load(fh, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with archive:
+            yield archive
 
 
 # ----------------------------------------------------------------------------- posterior.nc

@@ -23,6 +23,7 @@ import zlib
 import numpy as np
 
 from widebayes.errors import InputError
+from widebayes.io import open_npz
 
 try:  # NumPy >= 2
     from numpy._core import multiarray as _multiarray
@@ -130,9 +131,7 @@ def read_cifar_batch(path: str, key: str = "task.data_dir") -> tuple[np.ndarray,
 def read_npz(path: str, key: str = "task.path", names=None) -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` archive (all, or those in ``names``), ``allow_pickle=False``."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an .npz archive")
+        with open_npz(path) as archive:
             return {name: archive[name] for name in archive.files
                     if names is None or name in names}
     except Exception as err:  # noqa: BLE001 - not an npz, object arrays, corrupt file
