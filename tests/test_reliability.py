@@ -362,7 +362,7 @@ def test_footprint_counts_the_stored_draws_exactly_and_refuses_what_cannot_fit(t
 
 def test_sizes_that_cannot_fit_are_refused_up_front_by_the_command(tmp_path, capsys):
     exp = experiment(tmp_path)
-    for overrides in (["network.width=1000000000000"], ["sampler.num_chains=1000000000000"],
+    for overrides in (["network.width=1000000000000"], ["sampler.num_chains=2000000000"],
                       ["task.num_train=2000000000", "task.input_dim=2147483647"],
                       ["task.input_dim=2147483647", "network.width=1000000"],
                       ["sampler.num_steps=2000000000", "network.width=1000000"]):

@@ -121,16 +121,21 @@ def write_config(folder: Path, cfg: dict) -> Path | None:
 # --------------------------------------------------------------------------- the property
 def run(argv: list[str]) -> tuple[int, str, str]:
     """``main(argv)`` in process: (exit code, stdout, stderr). Any exception but SystemExit(2)
-    escapes and fails the test."""
+    escapes and fails the test. Warnings are printed to the captured stderr, as the command
+    would print them (so that a warning before an error line counts as a second line)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a user's run may warn; the property is about exits
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+        warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
         try:
             code = main(argv)
         except SystemExit as stop:
             code = stop.code
-    return code, out.getvalue(), err.getvalue()
+    shown = "".join(f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}\n"
+                    for w in caught)
+    return code, out.getvalue(), shown + err.getvalue()
 
 
 def check_outcome(code: int, err: str, out_dir: Path | None = None, cfg: dict | None = None):

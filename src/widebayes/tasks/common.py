@@ -186,7 +186,8 @@ def targets(labels: np.ndarray, k: int, cfg: dict) -> np.ndarray:
 
 def normalize(X: np.ndarray) -> np.ndarray:
     """Rescale every row to norm ``sqrt(N0)``, so that ``|x|^2 / N0 = 1``."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # an overflowing norm is refused below
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
     if np.any(norms == 0):
         raise InputError("an input is all zeros and cannot be rescaled to norm sqrt(N0); "
                          "set normalize = false", key="task.normalize")
