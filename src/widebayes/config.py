@@ -287,6 +287,29 @@ def _check_anneal(anneal: dict, smp: dict):
                          key="sampler.anneal.num_steps")
 
 
+def parse_stored(text, source) -> dict:
+    """The resolved config that ``to_toml`` stored (in a posterior.nc), checked: valid TOML, the
+    three tables, every network and sampler key, and values that :func:`resolve` accepts.
+
+    Raises
+    ------
+    InputError
+        Naming ``source``: damaged, foreign, or not a complete resolved experiment.
+    """
+    try:
+        cfg = tomllib.loads(text) if isinstance(text, str) else None
+        complete = (isinstance(cfg, dict) and set(cfg) == {"task", "network", "sampler"}
+                    and all(isinstance(cfg[t], dict) for t in cfg)
+                    and set(NETWORK_DEFAULTS) <= set(cfg["network"])
+                    and set(SAMPLER_DEFAULTS) <= set(cfg["sampler"]))
+        if not complete:
+            raise InputError("not a complete resolved experiment")
+        resolve(cfg)
+    except (tomllib.TOMLDecodeError, InputError) as err:
+        raise InputError(f"{source}: its stored config is damaged or not widebayes' ({err})") from None
+    return cfg
+
+
 def to_toml(cfg: dict) -> str:
     """The resolved config as TOML text (stored in posterior.nc and beside it)."""
     return tomli_w.dumps(cfg)

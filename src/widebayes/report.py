@@ -56,8 +56,11 @@ def load_posterior(folder):
     path = Path(folder) / "posterior.nc"
     if not path.exists():
         raise InputError(f"no posterior.nc in {folder} (run `widebayes sample ... --out {folder}`)")
+    from widebayes.config import parse_stored
     from widebayes.io import read_netcdf
-    return read_netcdf(path, groups=("posterior", "observed_data"), attrs=("config",))
+    idata = read_netcdf(path, groups=("posterior", "observed_data"), attrs=("config",))
+    parse_stored(idata.attrs["config"], path)
+    return idata
 
 
 def stored_config(idata) -> dict:
