@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import stat
+import sys
 import threading
 import warnings
 import zipfile
@@ -138,6 +139,26 @@ def test_read_netcdf_names_damaged_and_foreign_files(tmp_path):
         wio.read_netcdf(path, groups=("posterior", "observed_data"))
     with pytest.raises(InputError, match="does not exist"):
         wio.read_netcdf(tmp_path / "missing.nc")
+
+
+def test_a_half_open_netcdf_file_prints_nothing_after_the_error_line():
+    """h5netcdf's File, when its opening fails on a damaged file, raises from ``__del__``; Python
+    would print that traceback after the command's one line (found by the slow fuzz)."""
+
+    def close(self):
+        raise AttributeError("'File' object has no attribute '_writable'")
+
+    close.__module__ = "h5netcdf.core"
+    half_open = type("File", (), {"close": close, "__del__": close})
+    seen = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with wio._quiet_half_open_files():
+            half_open()
+    finally:
+        sys.unraisablehook = previous
+    assert seen == []
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -179,19 +181,43 @@ def read_netcdf(path, groups=("posterior",), attrs=()):
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file")
     az = quiet_arviz()
-    try:
-        with warnings.catch_warnings(), az.rc_context(rc={"data.load": "eager"}):
-            warnings.simplefilter("ignore", FutureWarning)
-            idata = az.from_netcdf(path, engine="h5netcdf")
-    except Exception as err:  # noqa: BLE001 - any failure of an untrusted file is bad input
+    failure = None
+    with _quiet_half_open_files():
+        try:
+            with warnings.catch_warnings(), az.rc_context(rc={"data.load": "eager"}):
+                warnings.simplefilter("ignore", FutureWarning)
+                idata = az.from_netcdf(path, engine="h5netcdf")
+        except Exception as err:  # noqa: BLE001 - any failure of an untrusted file is bad input
+            failure = describe_error(err)  # raised below, once the half-open file is gone
+    if failure is not None:
         raise InputError(f"{path} is damaged or not a posterior.nc written by widebayes "
-                         f"({describe_error(err)})") from None
+                         f"({failure})")
     missing = [g for g in groups if g not in idata.groups()]
     missing += [f"attribute {a!r}" for a in attrs if a not in idata.attrs]
     if missing:
         raise InputError(f"{path} is not a posterior.nc written by widebayes (no "
                          f"{', '.join(missing)})")
     return idata
+
+
+@contextlib.contextmanager
+def _quiet_half_open_files():
+    """Silence the error that an ``h5netcdf.File`` whose opening failed raises when it is
+    collected (its ``close`` reads attributes the failed constructor never set; Python would
+    print that as a traceback after the command's one line). The opening's own error is what is
+    reported. Collects such objects before leaving."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not getattr(unraisable.object, "__module__", "").startswith("h5netcdf"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
 
 
 def describe_error(err: BaseException) -> str:
