@@ -261,6 +261,8 @@ def test_the_four_cases_of_the_issue_are_refused_in_one_line(tmp_path, capsys):
     one_line_error(capsys, "checkpoint of an unfinished run", "--resume", "--overwrite")
     assert main(["drift", exp, "--out", str(out)]) == 2
     one_line_error(capsys, "checkpoint of an unfinished run", "--overwrite")
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "--resume" not in one_line_error(capsys, "unfinished run", "--overwrite")
     (out / "posterior.nc").write_bytes(b"a finished run")
     checkpoint.remove(out)
     assert main(["sample", exp, "--out", str(out)]) == 2  # a finished run

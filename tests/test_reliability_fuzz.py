@@ -17,7 +17,6 @@ import contextlib
 import copy
 import io
 import math
-import os
 import subprocess
 import sys
 import tempfile
