@@ -60,9 +60,10 @@ def _checkpoint_stamp(out: Path):
         return None
 
 
-def _run_killed(exp: str, out: Path, rng: random.Random, timeout: float = 120.0) -> bool:
+def _run_killed(exp: str, out: Path, rng: random.Random, timeout: float = 120.0) -> str:
     """Start `widebayes sample --resume`; once it writes a new checkpoint, SIGKILL it after a
-    random delay. Returns True if it finished before the kill."""
+    random delay. Returns "finished" (before the kill), "killed", or "killed mid-write" (a
+    temporary file of an unfinished write is left)."""
     before = _checkpoint_stamp(out)
     proc = subprocess.Popen([*COMMAND, "sample", exp, "--out", str(out), "--resume"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -75,9 +76,9 @@ def _run_killed(exp: str, out: Path, rng: random.Random, timeout: float = 120.0)
         proc.send_signal(signal.SIGKILL)
     err = proc.communicate(timeout=timeout)[1].decode()
     if proc.returncode == -signal.SIGKILL:
-        return False
+        return "killed mid-write" if list(out.glob(".*.tmp")) else "killed"
     assert proc.returncode == 0 and "Traceback" not in err, err
-    return True
+    return "finished"
 
 
 def kill_and_resume(tmp_path: Path, seed: int, kills: int) -> None:
@@ -85,12 +86,13 @@ def kill_and_resume(tmp_path: Path, seed: int, kills: int) -> None:
     exp.write_text(EXP.format(seed=seed))
     out = tmp_path / "run"
     rng = random.Random(seed)
-    finished = False
+    outcomes = []
     for _ in range(kills):
-        finished = _run_killed(str(exp), out, rng)
-        if finished:
+        outcomes.append(_run_killed(str(exp), out, rng))
+        if outcomes[-1] == "finished":
             break
-    if not finished:  # the last run goes to the end
+    print(f"seed {seed}: {', '.join(outcomes)}")  # shown with -s
+    if outcomes[-1] != "finished":  # the last run goes to the end
         done = subprocess.run([*COMMAND, "sample", str(exp), "--out", str(out), "--resume"],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
