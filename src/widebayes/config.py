@@ -64,6 +64,11 @@ ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
 REPLICA_DEFAULTS = {"num_replicas": 4, "T_max": 0.0, "swap_every": 10, "temperatures": []}
 READOUT_MODES = ("joint", "collapsed")
 
+MAX_DEPTH = 1000
+MAX_STEP_INDEX = 2**31 - 1  # step indices, leapfrog and particle counts are int32 on the device
+MAX_SEED = 2**32 - 1  # jax.random.PRNGKey keeps the low 32 bits: larger seeds would repeat others
+MAX_DOUBLINGS = 30  # NUTS trajectories of at most 2**30 leapfrog steps (an int32 count)
+
 
 def num_draws(sampler_cfg: dict) -> int:
     """Draws stored per chain: ``(num_steps - burn_in) // thin`` (leftover steps join the burn-in)."""
@@ -77,8 +82,10 @@ def load_toml(path) -> dict:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise InputError(f"no such experiment file: {path}") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise InputError(f"cannot read the experiment file {path}: {err.strerror or err}") from None
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
@@ -90,8 +97,10 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         if not sep or len(parts) < 2:
             raise InputError(f"--set expects section.key=value, got {item!r}")
         table = cfg
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise InputError(f"--set {item!r}: {'.'.join(parts[:depth + 1])} is not a table")
         table[parts[-1]] = _parse_value(raw.strip())
     return cfg
 
@@ -195,12 +204,15 @@ def readout_gamma(readout) -> float:
 
 
 def _check_network(net: dict):
-    if net["activation"] not in ACTIVATIONS:
+    if not isinstance(net["activation"], str) or net["activation"] not in ACTIVATIONS:
         raise InputError(f"unknown activation {net['activation']!r}; choose one of "
                          f"{sorted(ACTIVATIONS)}", key="network.activation")
     for key in ("depth", "width"):
         if net[key] <= 0:
             raise InputError(f"must be positive, got {net[key]}", key=f"network.{key}")
+    if net["depth"] > MAX_DEPTH:
+        raise InputError(f"must be at most {MAX_DEPTH} (layers are unrolled in the compiled step), "
+                         f"got {net['depth']}", key="network.depth")
     _check_positive(net["temperature"], "network.temperature")
     readout_gamma(net["readout"])
     variances = layer_variances(net)
@@ -227,22 +239,57 @@ def layer_variances(net: dict) -> tuple:
     return tuple(float(v) for v in values)
 
 
+_SAMPLER_INT_RANGES = {  # key: (smallest, largest) allowed
+    "num_steps": (1, MAX_STEP_INDEX),
+    "thin": (1, MAX_STEP_INDEX),
+    "num_chains": (1, MAX_STEP_INDEX),
+    "seed": (0, MAX_SEED),
+    "chunk_draws": (0, MAX_STEP_INDEX),
+    "checkpoint_every": (1, MAX_STEP_INDEX),
+    "num_integration_steps": (1, MAX_STEP_INDEX),
+    "max_num_doublings": (1, MAX_DOUBLINGS),
+    "smc_particles": (0, MAX_STEP_INDEX),
+    "smc_mcmc_steps": (1, MAX_STEP_INDEX),
+    "freeze_readout_at": (-1, MAX_STEP_INDEX),
+}
+
+
+def _check_int_range(value, low: int, high: int, key: str):
+    """An integer (type checked by the defaults) in ``[low, high]``."""
+    if value < low and low == 1:
+        raise InputError(f"must be positive, got {value}", key=key)
+    if not low <= value <= high:
+        raise InputError(f"must be in [{low}, {high}], got {value}", key=key)
+
+
+def _check_fraction(value, key: str, closed_right: bool = False):
+    """A number in (0, 1), or (0, 1] with ``closed_right``."""
+    inside = _is_number(value) and 0 < value and (value < 1 or (closed_right and value == 1))
+    if not inside:
+        raise InputError(f"must be a number in (0, 1{']' if closed_right else ')'}, got {value!r}",
+                         key=key)
+
+
 def _check_sampler(smp: dict):
-    if smp["kind"] not in SAMPLER_KINDS:
+    if not isinstance(smp["kind"], str) or smp["kind"] not in SAMPLER_KINDS:
         raise InputError(f"unknown sampler {smp['kind']!r}; choose one of {list(SAMPLER_KINDS)}",
                          key="sampler.kind")
     _check_positive(smp["step_size"], "sampler.step_size")
-    for key in ("num_steps", "thin", "num_chains"):
-        if smp[key] <= 0:
-            raise InputError(f"must be positive, got {smp[key]}", key=f"sampler.{key}")
+    for key, (low, high) in _SAMPLER_INT_RANGES.items():
+        _check_int_range(smp[key], low, high, f"sampler.{key}")
+    _check_fraction(smp["target_accept"], "sampler.target_accept")
+    _check_fraction(smp["smc_target_ess"], "sampler.smc_target_ess", closed_right=True)
+    if smp["freeze_readout_at"] >= smp["num_steps"]:
+        raise InputError(f"must be -1 (never) or a step below num_steps = {smp['num_steps']}, "
+                         f"got {smp['freeze_readout_at']}", key="sampler.freeze_readout_at")
     if not 0 <= smp["burn_in"] < smp["num_steps"]:
         raise InputError("must be in [0, num_steps)", key="sampler.burn_in")
     if (smp["num_steps"] - smp["burn_in"]) < smp["thin"]:
         raise InputError("num_steps - burn_in must be at least thin (no draw would be stored)",
                          key="sampler.thin")
-    if smp["noise"] not in ("hash32", "threefry"):
+    if not isinstance(smp["noise"], str) or smp["noise"] not in ("hash32", "threefry"):
         raise InputError('must be "hash32" or "threefry"', key="sampler.noise")
-    if smp["precision"] not in ("float32", "float64"):
+    if not isinstance(smp["precision"], str) or smp["precision"] not in ("float32", "float64"):
         raise InputError('must be "float32" or "float64"', key="sampler.precision")
     _check_preconditioner(smp["preconditioner"])
     if smp["readout"] not in READOUT_MODES:
@@ -319,12 +366,35 @@ def replica_ratios(replica: dict, temperature: float) -> tuple:
 
 
 def _check_anneal(anneal: dict, smp: dict):
-    if anneal["schedule"] not in ("geometric", "linear"):
+    if not isinstance(anneal["schedule"], str) or anneal["schedule"] not in ("geometric", "linear"):
         raise InputError('must be "geometric" or "linear"', key="sampler.anneal.schedule")
     _check_positive(anneal["T_start"], "sampler.anneal.T_start")
     if not 0 < anneal["num_steps"] <= smp["burn_in"]:
         raise InputError("must be positive and at most sampler.burn_in (anneal during burn-in)",
                          key="sampler.anneal.num_steps")
+
+
+def parse_stored(text, source) -> dict:
+    """The resolved config that ``to_toml`` stored (in a posterior.nc), checked: valid TOML, the
+    three tables, every network and sampler key, and values that :func:`resolve` accepts.
+
+    Raises
+    ------
+    InputError
+        Naming ``source``: damaged, foreign, or not a complete resolved experiment.
+    """
+    try:
+        cfg = tomllib.loads(text) if isinstance(text, str) else None
+        complete = (isinstance(cfg, dict) and set(cfg) == {"task", "network", "sampler"}
+                    and all(isinstance(cfg[t], dict) for t in cfg)
+                    and set(NETWORK_DEFAULTS) <= set(cfg["network"])
+                    and set(SAMPLER_DEFAULTS) <= set(cfg["sampler"]))
+        if not complete:
+            raise InputError("not a complete resolved experiment")
+        resolve(cfg)
+    except (tomllib.TOMLDecodeError, InputError) as err:
+        raise InputError(f"{source}: its stored config is damaged or not widebayes' ({err})") from None
+    return cfg
 
 
 def to_toml(cfg: dict) -> str:

@@ -108,11 +108,17 @@ def _observed(data) -> dict:
 
 # ----------------------------------------------------------------------------------- reading
 def read_netcdf(path):
-    """Open one ``posterior.nc`` as an ``arviz.InferenceData`` (the single place that reads it)."""
-    az = _arviz()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return az.from_netcdf(path)
+    """Open one ``posterior.nc`` as an ``arviz.InferenceData`` (the single place that reads it).
+
+    A damaged or foreign file (not netCDF, truncated, without the posterior and observed data, or
+    whose stored config does not parse) is one InputError naming the file (``io.read_netcdf``).
+    """
+    from widebayes.config import parse_stored
+    from widebayes.io import read_netcdf as read
+
+    idata = read(path, groups=("posterior", "observed_data"), attrs=("config",))
+    parse_stored(idata.attrs["config"], path)
+    return idata
 
 
 def load(folder):

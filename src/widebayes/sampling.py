@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from widebayes import __version__, checkpoint
+from widebayes import __version__, checkpoint, footprint, interrupt
 from widebayes.config import to_toml
 from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
 from widebayes.inference import RunResult, blas_threads, run_chains, unwhiten, warmup
@@ -34,6 +34,7 @@ def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progre
 
 def _sample_experiment(resolved: dict, out_dir, resume: bool, progress):
     cfg = resolved["sampler"]
+    footprint.check(resolved)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     if cfg["kind"] == "smc":
@@ -170,8 +171,12 @@ def _on_chunk(bar, chunks, out_dir, every, config_text):
             if draws:
                 bar.set_postfix(loss=_finite_mean(draws["loss"][:, -1]),
                                 accept=_finite_mean(draws["accept_prob"]))
-        if out_dir is not None and next_chunk < len(chunks) and next_chunk % every == 0:
+        stop = interrupt.requested() if next_chunk < len(chunks) else None
+        if out_dir is not None and next_chunk < len(chunks) and (next_chunk % every == 0 or stop):
             checkpoint.save(out_dir, next_chunk, carry, host_draws, config_text)
+        if stop:
+            done = chunks[next_chunk - 1].start + chunks[next_chunk - 1].num_steps
+            raise interrupt.Interrupted(stop, done, checkpoint=out_dir is not None)
 
     return on_chunk
 
