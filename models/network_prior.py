@@ -34,8 +34,8 @@ def network_prior(X, Y=None, *, spec: NetworkSpec, T_eff=1.0):
         for name, shape in shapes.items()
     }
     phi = get_activation(spec.activation).phi
-    features = [numpyro.deterministic(f"phi_{l}", phi(z))
-                for l, z in enumerate(hidden_layers(params, X, spec), start=1)]
+    features = [numpyro.deterministic(f"phi_{layer}", phi(z))
+                for layer, z in enumerate(hidden_layers(params, X, spec), start=1)]
     f = numpyro.deterministic("f", readout(params, features[-1], spec))
     numpyro.sample("Y", dist.Normal(f, jnp.sqrt(T_eff)).to_event(2), obs=Y)
     return f

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 from scipy.stats import multivariate_normal
+from widebayes.models import model_logdensity as _bridge
+from widebayes.models import network_prior
 
 from widebayes.collapsed import (
     FORMS,
@@ -21,8 +23,6 @@ from widebayes.collapsed import (
     readout_conditional,
     readout_covariance,
 )
-from widebayes.models import model_logdensity as _bridge
-from widebayes.models import network_prior
 from widebayes.networks import NetworkSpec, effective_temperature, param_shapes
 from widebayes.observables import layer_features
 

@@ -12,15 +12,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from widebayes.samplers.langevin import langevin
 
 from widebayes import checkpoint
 from widebayes.cli import main
 from widebayes.config import resolve
 from widebayes.errors import InputError
 from widebayes.experiment import build_experiment, build_sampler, device_data, prepare_run, run_setup_of
-from widebayes.input_reduction import (advance, decay_per_step, input_basis, reduced_inputs,
-                                       split_first_layer, stationary_variance, transition_moments)
-from widebayes.samplers.langevin import langevin
+from widebayes.input_reduction import (
+    advance,
+    decay_per_step,
+    input_basis,
+    reduced_inputs,
+    split_first_layer,
+    stationary_variance,
+    transition_moments,
+)
 from widebayes.sampling import sample_experiment
 
 with warnings.catch_warnings():

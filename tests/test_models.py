@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from widebayes.models import available_models, load_model, model_blocks, model_forward, model_logdensity
 
 from widebayes.cli import main
 from widebayes.config import resolve
 from widebayes.errors import InputError
 from widebayes.experiment import build_experiment
-from widebayes.models import available_models, load_model, model_blocks, model_forward, model_logdensity
 from widebayes.networks import NetworkSpec
 
 with warnings.catch_warnings():

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from widebayes.samplers.langevin import langevin
 
 from widebayes import checkpoint
 from widebayes.cli import main
@@ -13,7 +14,6 @@ from widebayes.config import resolve, to_toml
 from widebayes.experiment import prepare_run
 from widebayes.inference import init_carry, plan_chunks, run_chains
 from widebayes.sampling import sample_experiment
-from widebayes.samplers.langevin import langevin
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

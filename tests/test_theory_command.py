@@ -2,9 +2,10 @@
 
 import json
 
+import numpy as np
+
 from widebayes.cli import main
 from widebayes.theory.predict import to_jsonable
-import numpy as np
 
 EXP = """
 [task]

@@ -25,8 +25,6 @@ repeats, ratios are medians of the per-repeat ratios to ``joint``.
 
 from __future__ import annotations
 
-from widebayes.inference import blas_threads
-
 import statistics
 import time
 from collections.abc import Callable
@@ -49,6 +47,7 @@ from widebayes.collapsed import (
     solve_gram,
     solve_with,
 )
+from widebayes.inference import blas_threads
 from widebayes.observables import layer_features
 
 SIZES = ((100, 100), (500, 500), (500, 100), (100, 500))  # (N, P)

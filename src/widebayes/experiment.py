@@ -15,7 +15,7 @@ advanced by its exact AR(1) transition at every recorded draw (:func:`reduction_
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,16 @@ import numpy as np
 from widebayes import input_reduction
 from widebayes.config import layer_variances, num_draws, readout_gamma, replica_ratios
 from widebayes.errors import InputError
-from widebayes.inference import (ChainCarry, Chunk, RunSetup, Schedule, auto_draws_per_chunk, init_carry,
-                                 initial_positions, plan_chunks)
+from widebayes.inference import (
+    ChainCarry,
+    Chunk,
+    RunSetup,
+    Schedule,
+    auto_draws_per_chunk,
+    init_carry,
+    initial_positions,
+    plan_chunks,
+)
 from widebayes.models import load_model, model_blocks, model_forward, model_logdensity
 from widebayes.networks import NetworkSpec, auto_readout_variance, effective_temperature
 from widebayes.tasks import Dataset, make_task
@@ -50,10 +58,10 @@ class Experiment(NamedTuple):
     gamma: float  # readout exponent
     blocks: dict  # parameter block -> models.Block (shape, prior variance)
     preconditioner: dict  # parameter block -> M (the step scale)
-    anneal: Optional[Anneal]  # None: no annealing
+    anneal: Anneal | None  # None: no annealing
     step_size: float
     thin: int
-    reduction: Optional[input_reduction.InputBasis] = None  # bases Q, R with reduce_inputs, else None
+    reduction: input_reduction.InputBasis | None = None  # bases Q, R with reduce_inputs, else None
 
     def paper_time_per_step(self, block: str = "W1") -> float:
         """Paper Langevin time of one step for ``block``: ``step_size * M_block / T_eff``.
@@ -111,7 +119,7 @@ def preconditioner_of(blocks: dict, table) -> dict:
     return scales
 
 
-def anneal_of(table: dict, T_eff_per_T: float) -> Optional[Anneal]:
+def anneal_of(table: dict, T_eff_per_T: float) -> Anneal | None:
     if not table:
         return None
     return Anneal(table["schedule"] == "geometric", table["T_start"] * T_eff_per_T, int(table["num_steps"]))

@@ -20,8 +20,9 @@ how the run is cut into chunks, and a resumed run repeats an uninterrupted one b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -138,10 +139,10 @@ class RunSetup(NamedTuple):
     forward: Callable  # f(params, X, kwargs) -> (features bottom to top, output)
     store_all_layers: bool
     schedule_geometric: bool
-    complete: Optional[Callable] = None  # f(key, params, data, kwargs, T_eff) -> (params, extra draws)
+    complete: Callable | None = None  # f(key, params, data, kwargs, T_eff) -> (params, extra draws)
     # f(key, side, params, data, hyper, sampler_params, step_index) -> (side, params, data): advance
     # the side state to the end of step ``step_index`` and give the observation's view of params and data
-    side: Optional[Callable] = None
+    side: Callable | None = None
 
 
 def _logdensity_at(setup: RunSetup, data, hyper, T):

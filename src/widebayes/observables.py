@@ -64,12 +64,12 @@ def draw_observables(forward, params, data: dict, store_all_layers: bool = False
     draw = {**stored_blocks(params), "f_train": f_train, "loss": mse_loss(f_train, data["Y_train"]),
             "phi_L": feats[-1].T}
     if store_all_layers:
-        draw.update({f"phi_{l}": h.T for l, h in enumerate(feats[:-1], start=1)})
+        draw.update({f"phi_{layer}": h.T for layer, h in enumerate(feats[:-1], start=1)})
     kernels = {"train": gram_stack(data["X_train"], feats, data.get("input_dim"))}
     if "X_test" in data:
         feats_test, draw["f_test"] = forward(params, data["X_test"])
         draw["phi_L_test"] = feats_test[-1].T
         if store_all_layers:
-            draw.update({f"phi_{l}_test": h.T for l, h in enumerate(feats_test[:-1], start=1)})
+            draw.update({f"phi_{layer}_test": h.T for layer, h in enumerate(feats_test[:-1], start=1)})
         kernels["test"] = gram_stack(data["X_test"], feats_test, data.get("input_dim"))
     return draw, kernels

@@ -12,8 +12,8 @@ from widebayes import __version__, checkpoint, footprint, interrupt
 from widebayes.config import to_toml
 from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
 from widebayes.inference import RunResult, blas_threads, run_chains, unwhiten, warmup
-from widebayes.posterior import to_inferencedata
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
+from widebayes.posterior import to_inferencedata
 
 
 class SampleOutput(NamedTuple):

@@ -157,13 +157,13 @@ def _md_geometry(report: dict) -> list[str]:
             continue
         err = row.get("fewshot_error", [np.nan] * len(row["signal"]))
         label = row.get("kernel_sources") or [None] * len(row["signal"])
-        lines += [f"| {name}{f' [{label[l]}]' if label[l] else ''} | {l} | {row['signal'][l]:.4g} | "
-                  f"{row['dimension'][l]:.4g} | {err[l]:.4g} | {row['capacity'][l]:.4g} |"
-                  for l in range(len(row["signal"]))]
+        lines += [f"| {name}{f' [{label[layer]}]' if label[layer] else ''} | {layer} | {row['signal'][layer]:.4g} | "
+                  f"{row['dimension'][layer]:.4g} | {err[layer]:.4g} | {row['capacity'][layer]:.4g} |"
+                  for layer in range(len(row["signal"]))]
     rep = geo.get("representations")
     if rep:
         lines += ["", f"| sampled representations | layer | simulated error | {alpha} |", "|---|---|---|---|"]
-        lines += [f"| {rep['chains']} chain(s) | {l} | {e:.4g} ± {se:.2g} | {c:.4g} |" for l, e, se, c in
+        lines += [f"| {rep['chains']} chain(s) | {layer} | {e:.4g} ± {se:.2g} | {c:.4g} |" for layer, e, se, c in
                   zip(rep["layers"], rep["fewshot_error_simulated"], rep["fewshot_error_se"], rep["capacity"])]
     return lines + [""]
 

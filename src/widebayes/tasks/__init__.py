@@ -28,12 +28,29 @@ from typing import NamedTuple
 
 from widebayes.errors import InputError
 from widebayes.tasks import archive, images, synthetic
-from widebayes.tasks.common import (COMMON_DEFAULTS, MAX_CLASSES, RATIO_TOLERANCE, Dataset,
-                                    check_bool, check_common, input_dim, normalize, num_classes,
-                                    num_outputs, targets)
-from widebayes.tasks.images import (CIFAR_FOLDER, CIFAR_RAW_DIM, CIFAR_TEST_FILE,
-                                    CIFAR_TRAIN_FILES, CIFAR_WHERE, MNIST_FILES, MNIST_RAW_DIM,
-                                    MNIST_SAMPLE_TRAIN_FRACTION)
+from widebayes.tasks.common import (
+    COMMON_DEFAULTS,
+    MAX_CLASSES,
+    RATIO_TOLERANCE,
+    Dataset,
+    check_bool,
+    check_common,
+    input_dim,
+    normalize,
+    num_classes,
+    num_outputs,
+    targets,
+)
+from widebayes.tasks.images import (
+    CIFAR_FOLDER,
+    CIFAR_RAW_DIM,
+    CIFAR_TEST_FILE,
+    CIFAR_TRAIN_FILES,
+    CIFAR_WHERE,
+    MNIST_FILES,
+    MNIST_RAW_DIM,
+    MNIST_SAMPLE_TRAIN_FRACTION,
+)
 
 __all__ = ["Dataset", "TaskSizes", "make_task", "task_keys", "task_sizes", "TASK_DEFAULTS",
            "KIND_EXTRAS", "COMMON_DEFAULTS", "MAX_CLASSES", "RATIO_TOLERANCE", "MNIST_RAW_DIM",

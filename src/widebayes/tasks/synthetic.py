@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from widebayes.errors import InputError
-from widebayes.tasks.common import (block_labels, check_real, class_counts, input_dim,
-                                    num_classes, rng)
+from widebayes.tasks.common import block_labels, check_real, class_counts, input_dim, num_classes, rng
 
 EXTRAS = {
     "orthogonal": {"input_dim": 120, "num_classes": 2},

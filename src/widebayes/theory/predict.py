@@ -29,7 +29,6 @@ from widebayes.experiment import Experiment, build_experiment
 from widebayes.theory.bpkr import bpkr_prediction
 from widebayes.theory.nngp import nngp_kernels
 
-
 COVERED_MODELS = ("network_prior",)  # the models whose posterior these theories describe
 
 

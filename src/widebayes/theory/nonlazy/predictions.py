@@ -32,12 +32,15 @@ import numpy as np
 from widebayes.activations import get_activation
 from widebayes.codes import class_means, code_of_means
 from widebayes.errors import InputError
-from widebayes.theory.gp import lazy_gp_prediction, generalization_error
+from widebayes.theory.gp import generalization_error, lazy_gp_prediction
 from widebayes.theory.nngp import input_kernel
 from widebayes.theory.nonlazy import classes as cl
 from widebayes.theory.nonlazy import classpredict as cp
-from widebayes.theory.nonlazy.conditional_mode import (MAX_OUTPUTS, conditional_mode_test,
-                                                       solve_conditional_mode)
+from widebayes.theory.nonlazy.conditional_mode import (
+    MAX_OUTPUTS,
+    conditional_mode_test,
+    solve_conditional_mode,
+)
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
