@@ -200,7 +200,8 @@ def test_collapsed_logdensity_is_the_joint_integrated_over_a():
     logf = np.asarray(joint(jnp.asarray(np.stack([a0.ravel(), a1.ravel()], axis=1))))
     c = logf.max()  # keep exp() in range
     integral = np.sum(np.outer(w, w).ravel() * np.exp(logf - c)) * half[0] * half[1]
-    np.testing.assert_allclose(collapsed_logdensity(spec)(hidden, data, T_eff), c + np.log(integral), rtol=1e-10)
+    np.testing.assert_allclose(collapsed_logdensity(spec)(hidden, data, T_eff), c + np.log(integral),
+                               rtol=1e-10)
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)

@@ -70,7 +70,8 @@ def test_whitened_density_is_the_same_density():
     white = {n: v / np.sqrt(scales[n]) for n, v in params.items()}
     ld = model_logdensity(network_prior)
     kw = {"spec": spec}
-    np.testing.assert_allclose(whiten(ld, scales)(white, data, kw, 0.1), ld(params, data, kw, 0.1), rtol=1e-12)
+    np.testing.assert_allclose(whiten(ld, scales)(white, data, kw, 0.1), ld(params, data, kw, 0.1),
+                               rtol=1e-12)
 
 
 def test_tied_weights_share_one_matrix():

@@ -201,7 +201,8 @@ def test_runs_that_differ_in_numbers_only_compile_once():
 
     compiles = []
     monitoring.register_event_duration_secs_listener(
-        lambda event, duration, **kw: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+        lambda event, duration, **kw: (compiles.append(event)
+                                       if event == "/jax/core/compile/backend_compile_duration" else None))
     base = {"task": {"kind": "orthogonal", "num_train": 8, "input_dim": 12, "num_test": 3,
                      "class_ratios": [0.5, 0.5]},
             "network": {"depth": 2, "width": 16, "activation": "relu", "readout": 0.75, "temperature": 0.05,

@@ -165,7 +165,9 @@ def test_lazy_gp_prediction_uses_scaled_last_layer_kernel():
     res = gp.lazy_gp_prediction(X, Y, Xt, Yt, "tanh", [1.2, 0.7], 0.5, 0.1)
     k = nngp.nngp_kernels(X, "tanh", [1.2, 0.7], X_test=Xt)
     K = 0.5 * k.train[-1] + 0.1 * np.eye(7)
-    np.testing.assert_allclose(res.prediction.mean[:, 0], 0.5 * k.cross[-1].T @ np.linalg.solve(K, Y), rtol=1e-10)
-    direct = 0.5 * k.test_diag[-1] - np.einsum("pt,pq,qt->t", 0.5 * k.cross[-1], np.linalg.inv(K), 0.5 * k.cross[-1])
+    np.testing.assert_allclose(res.prediction.mean[:, 0], 0.5 * k.cross[-1].T @ np.linalg.solve(K, Y),
+                               rtol=1e-10)
+    direct = 0.5 * k.test_diag[-1] - np.einsum("pt,pq,qt->t", 0.5 * k.cross[-1], np.linalg.inv(K),
+                                               0.5 * k.cross[-1])
     np.testing.assert_allclose(res.prediction.var, direct, rtol=1e-9)
     assert res.gen_error.bias[0] == pytest.approx(np.mean((res.prediction.mean[:, 0] - Yt) ** 2))

@@ -75,7 +75,8 @@ def test_exact_equation_and_kernel_recursions(depth):
     np.testing.assert_allclose(K[-1], top, atol=1e-10)
     for layer in range(1, depth):
         prev = sigma_w2[layer - 1] * K[layer - 1]
-        np.testing.assert_allclose(K[layer + 1], sigma_w2[layer] * K[layer] @ np.linalg.solve(prev, K[layer]), atol=1e-9)
+        np.testing.assert_allclose(K[layer + 1], sigma_w2[layer] * K[layer] @ np.linalg.solve(prev, K[layer]),
+                                   atol=1e-9)
     eye = lin.solve_linear(np.eye(3), TOY_Y, [1.0] * depth, 1.0, 0.0)
     v = TOY_Y[:, 0] / np.linalg.norm(TOY_Y)
     for layer in range(1, depth + 1):

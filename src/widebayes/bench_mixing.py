@@ -131,8 +131,9 @@ def _timed_run(resolved: dict) -> TimedRun:
     for ch in chunks:
         shape = (ch.num_draws, ch.num_steps)
         if shape not in compiled:
-            compiled[shape] = chunk_fn.lower(carry, run.chain_keys, run.data, run.hyper, run.schedule, ch.start,
-                                             num_draws=ch.num_draws, num_steps=ch.num_steps).compile()
+            compiled[shape] = chunk_fn.lower(carry, run.chain_keys, run.data, run.hyper, run.schedule,
+                                             ch.start, num_draws=ch.num_draws,
+                                             num_steps=ch.num_steps).compile()
     draws, seconds, steps = [], 0.0, 0
     for ch in chunks:
         t0 = time.perf_counter()
@@ -274,6 +275,7 @@ def _print(cname: str, figs: list[SamplerFigures], reference: SamplerFigures) ->
     print(f"\n{cname}")
     for f in figs:
         b = bias(f, reference)
-        parts = [f"{k} {f.ess_per_s[k]:.3g}/s ({f.ess_per_s[k] / plain.ess_per_s[k]:.2g}x, bias {b.get(k, np.nan):+.1f}se)"
+        parts = [f"{k} {f.ess_per_s[k]:.3g}/s ({f.ess_per_s[k] / plain.ess_per_s[k]:.2g}x, "
+                 f"bias {b.get(k, np.nan):+.1f}se)"
                  for k in sorted(f.ess_per_s) if k in plain.ess_per_s and plain.ess_per_s[k] > 0]
         print(f"  {f.name:20s} {f.steps_per_s:7.1f} steps/s  " + "; ".join(parts))

@@ -136,7 +136,8 @@ def network_defaults(table) -> dict:
     """``[network]`` defaults: the common keys and the extra keys of the chosen model."""
     from widebayes.models import load_model
 
-    name = table.get("model", NETWORK_DEFAULTS["model"]) if isinstance(table, dict) else NETWORK_DEFAULTS["model"]
+    name = (table.get("model", NETWORK_DEFAULTS["model"]) if isinstance(table, dict)
+            else NETWORK_DEFAULTS["model"])
     if not isinstance(name, str):
         raise InputError(f"must be a model name, got {name!r}", key="network.model")
     return {**NETWORK_DEFAULTS, **load_model(name).network_keys}
@@ -293,13 +294,15 @@ def _check_sampler(smp: dict):
         raise InputError('must be "float32" or "float64"', key="sampler.precision")
     _check_preconditioner(smp["preconditioner"])
     if smp["readout"] not in READOUT_MODES:
-        raise InputError(f"must be one of {list(READOUT_MODES)}, got {smp['readout']!r}", key="sampler.readout")
+        raise InputError(f"must be one of {list(READOUT_MODES)}, got {smp['readout']!r}",
+                         key="sampler.readout")
     if smp["readout"] == "collapsed" and smp["kind"] not in ("langevin", "mala", "hmc", "nuts"):
         raise InputError(f"the collapsed readout is for langevin, mala, hmc and nuts, not {smp['kind']!r}",
                          key="sampler.readout")
     if smp["replica_exchange"]:
         if smp["kind"] == "smc":
-            raise InputError("replica exchange runs (init, step) samplers, not smc", key="sampler.replica_exchange")
+            raise InputError("replica exchange runs (init, step) samplers, not smc",
+                             key="sampler.replica_exchange")
         smp["replica_exchange"] = _resolve_table(smp["replica_exchange"], REPLICA_DEFAULTS,
                                                  "sampler.replica_exchange")
     if smp["anneal"] and smp["kind"] in ("hmc", "nuts", "smc"):
@@ -349,7 +352,8 @@ def replica_ratios(replica: dict, temperature: float) -> tuple:
     temps = replica["temperatures"]
     if temps:
         if not all(_is_number(t) and t > 0 for t in temps) or len(temps) < 2:
-            raise InputError("needs at least two positive numbers", key="sampler.replica_exchange.temperatures")
+            raise InputError("needs at least two positive numbers",
+                             key="sampler.replica_exchange.temperatures")
         if not math.isclose(temps[0], temperature, rel_tol=1e-9):
             raise InputError(f"must start at network.temperature = {temperature}",
                              key="sampler.replica_exchange.temperatures")

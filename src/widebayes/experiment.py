@@ -264,7 +264,8 @@ def sampler_params(step_size: float, ladder: tuple, num_chains: int, dtype) -> d
     return {"step_size": jnp.full((num_chains, len(ladder)) if ladder else num_chains, step_size, dtype)}
 
 
-def starting_points(key, exp: Experiment, moved: list[str], num_chains: int, num_replicas: int, dtype) -> dict:
+def starting_points(key, exp: Experiment, moved: list[str], num_chains: int, num_replicas: int,
+                    dtype) -> dict:
     """Prior draws of the moved blocks in whitened coordinates, (chain[, replica], ...) per block."""
     shapes = {b: exp.blocks[b].shape for b in moved}
     factors = {b: float(np.sqrt(exp.blocks[b].prior_variance / exp.preconditioner[b])) for b in moved}
@@ -289,7 +290,8 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
         logdensity, complete = collapsed_logdensity, collapsed_completion
     side = reduction_side if exp.reduction is not None else None
     return RunSetup(key, sampler, logdensity, model_forward(model), cfg["store_all_layers"],
-                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric", complete=complete, side=side)
+                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
+                    complete=complete, side=side)
 
 
 def collapsed_logdensity(params, data, kwargs, T_eff):

@@ -210,14 +210,16 @@ def _observe(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hy
     extra = {}
     if setup.complete is not None:
         T = temperature_at(schedule, step_index, setup.schedule_geometric)
-        params, extra = setup.complete(observation_key(chain_key, step_index), params, data, hyper["model"], T)
+        params, extra = setup.complete(observation_key(chain_key, step_index), params, data,
+                                       hyper["model"], T)
     forward = partial(setup.forward, kwargs=hyper["model"])
     draw, kernels = draw_observables(forward, params, data, setup.store_all_layers)
     draw = {**draw, **extra}
     alive = ~carry.dead
     draw = jax.tree.map(lambda x: jnp.where(alive, x, jnp.nan), draw)
     kernel_sum = jax.tree.map(lambda s, k: s + jnp.where(alive, k, 0.0), carry.kernel_sum, kernels)
-    return carry._replace(kernel_sum=kernel_sum, num_observed=carry.num_observed + alive.astype(carry.num_observed.dtype)), draw
+    return carry._replace(kernel_sum=kernel_sum,
+                          num_observed=carry.num_observed + alive.astype(carry.num_observed.dtype)), draw
 
 
 def run_chunk_one_chain(setup, carry, chain_key, data, hyper, schedule, start, num_draws, num_steps):
@@ -240,7 +242,8 @@ _CHUNK_CACHE: dict = {}
 
 
 def make_chunk_fn(setup: RunSetup):
-    """The jitted chunk over all chains: ``(carry, keys, data, hyper, schedule, start, ...) -> (carry, draws)``.
+    """The jitted chunk over all chains:
+    ``(carry, keys, data, hyper, schedule, start, ...) -> (carry, draws)``.
 
     Cached by ``setup.key``: a sweep whose points differ only in traced numbers (temperature,
     step size, prior variances, readout exponent, data of equal shapes) compiles once per shape.

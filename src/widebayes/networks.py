@@ -81,7 +81,8 @@ def param_shapes(spec: NetworkSpec) -> dict[str, tuple[int, int]]:
 
 def param_prior_variances(spec: NetworkSpec) -> dict[str, float]:
     """Prior variance of each parameter block (a tied ``W`` takes the hidden layers' variance)."""
-    var = {layer_weight_name(spec, layer): spec.layer_variances[layer - 1] for layer in range(1, spec.depth + 1)}
+    var = {layer_weight_name(spec, layer): spec.layer_variances[layer - 1]
+           for layer in range(1, spec.depth + 1)}
     var["a"] = spec.sigma_a2
     return var
 

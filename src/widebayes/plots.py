@@ -198,7 +198,8 @@ def outliers(data: dict) -> Figure:
     fig = new_figure(4.8, 3.2)
     ax = fig.add_subplot()
     x = np.arange(len(data["classes"]))
-    ax.bar(x, data["samples"], color=SAMPLE_COLOR, label=f"samples ({data['num_outliers']:.1f} outliers/draw)")
+    ax.bar(x, data["samples"], color=SAMPLE_COLOR,
+           label=f"samples ({data['num_outliers']:.1f} outliers/draw)")
     if data.get("theory") is not None:
         ax.plot(x, data["theory"], "o", color="black", mfc="none", ms=8, label="theory")
     ax.set_xticks(x, [f"class {c}" for c in data["classes"]])
@@ -304,7 +305,8 @@ def kernels(data: dict) -> Figure:
     columns = [(name, np.asarray(v, dtype=float)) for name, v in data["columns"].items() if v is not None]
     layers = data["layers"]
     shared = [stack for name, stack in columns if name in ("samples", "theory")]  # one colour scale
-    lo, hi = np.min([s.min(axis=(1, 2)) for s in shared], axis=0), np.max([s.max(axis=(1, 2)) for s in shared], axis=0)
+    lo, hi = (np.min([s.min(axis=(1, 2)) for s in shared], axis=0),
+              np.max([s.max(axis=(1, 2)) for s in shared], axis=0))
     fig = new_figure(2.6 * len(columns) + 0.6, 2.4 * len(layers) + 0.5)
     axes = fig.subplots(len(layers), len(columns), squeeze=False)
     for j, (name, stack) in enumerate(columns):

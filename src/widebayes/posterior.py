@@ -206,7 +206,8 @@ class PosteriorView:
         self.a, self.f_train = self.take(post["a"]), self.take(post["f_train"])
         self.f_test = self.take(post["f_test"]) if "f_test" in post else None
         self.loss = self.take(idata.sample_stats["loss"])
-        self.phi = {layer: self.take(reps[f"phi_{layer}"]) for layer in range(1, self.depth) if f"phi_{layer}" in reps}
+        self.phi = {layer: self.take(reps[f"phi_{layer}"])
+                    for layer in range(1, self.depth) if f"phi_{layer}" in reps}
         self.phi[self.depth] = self.take(reps["phi_L"])
         self.phi_test = self.take(reps["phi_L_test"]) if "phi_L_test" in reps else None
         self.phi_test_lower = {layer: self.take(reps[f"phi_{layer}_test"]) for layer in range(1, self.depth)

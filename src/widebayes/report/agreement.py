@@ -67,7 +67,8 @@ def _kernel_agreements(run: PosteriorView, kernels, theory_kernels) -> list[Agre
         return []
     return [AgreementRow(f"kernel K_{layer} on training inputs (Frobenius)",
                          float(np.linalg.norm(theory_kernels.kernels[layer])),
-                         float(np.linalg.norm(run.kernel[layer])), rel[layer], "", theory_kernels.sources[layer])
+                         float(np.linalg.norm(run.kernel[layer])), rel[layer], "",
+                         theory_kernels.sources[layer])
             for layer in range(1, run.depth + 1)]
 
 

@@ -67,14 +67,16 @@ class Coding(NamedTuple):
 
 def layer_thresholds(run: PosteriorView, nngp) -> dict:
     """Code threshold per layer (codes.default_threshold with the NNGP preactivation variance)."""
-    return {layer: dcodes.default_threshold(run.activation, float(np.mean(np.diag(nngp.preact_train[layer - 1]))))
+    return {layer: dcodes.default_threshold(run.activation,
+                                            float(np.mean(np.diag(nngp.preact_train[layer - 1]))))
             for layer in run.phi}
 
 
 def layer_code_ids(run: PosteriorView, thresholds: dict) -> dict:
     """Code ids ``(chain, draw, neuron)`` per stored layer on training inputs, and the feature
     layer's on test inputs under the key ``"test"``."""
-    ids = {layer: dcodes.code_ids(dcodes.class_means(phi, run.labels_train, run.num_classes), thresholds[layer])
+    ids = {layer: dcodes.code_ids(dcodes.class_means(phi, run.labels_train, run.num_classes),
+                                  thresholds[layer])
            for layer, phi in sorted(run.phi.items())}
     if run.phi_test is not None:
         s_test = dcodes.class_means(run.phi_test, run.labels_test, run.num_classes)
@@ -92,7 +94,8 @@ def coding_section(run: PosteriorView, thresholds: dict, ids: dict, theory) -> C
         test = None
         if layer in run.phi_test_lower:
             s_test = dcodes.class_means(run.phi_test_lower[layer], run.labels_test, run.num_classes)
-            test = dcodes.summarize_codes(dcodes.code_ids(s_test, thresholds[layer]), s_test, thresholds[layer])
+            test = dcodes.summarize_codes(dcodes.code_ids(s_test, thresholds[layer]), s_test,
+                                          thresholds[layer])
         elif layer == L and run.phi_test is not None:
             s_test = dcodes.class_means(run.phi_test, run.labels_test, run.num_classes)
             test = dcodes.summarize_codes(ids["test"], s_test, thresholds[L], run.a)
@@ -161,7 +164,8 @@ def readout_posterior_data(run: PosteriorView, theory, outliers, sparse: bool) -
         panel = {"edges": h.edges, "density": h.density, "theory_grid": None, "theory_density": None,
                  "theory_label": None}
         grid = np.linspace(h.edges[0], h.edges[-1], 400)
-        dens = dread.theory_readout_density(grid, theory, run.sigma_a2, r, bulk_only=sparse) if theory else None
+        dens = (dread.theory_readout_density(grid, theory, run.sigma_a2, r, bulk_only=sparse)
+                if theory else None)
         if dens is not None:
             panel.update(theory_grid=grid, theory_density=dens[0], theory_label=dens[1])
         classes.append(panel)
@@ -236,5 +240,6 @@ def symmetry_section(run: PosteriorView, ids) -> tuple[Symmetry, dict]:
         finite = r[np.isfinite(r)]
         top = max(float(finite.max()) if finite.size else 0.0, 0.05)
         counts, edges = np.histogram(finite, bins=20, range=(0.0, top))
-        layers.append({"layer": f"layer {layer}", "edges": edges, "counts": counts, "kept_fraction": kept[layer]})
+        layers.append({"layer": f"layer {layer}", "edges": edges, "counts": counts,
+                       "kept_fraction": kept[layer]})
     return Symmetry(kept, rate, per_neuron), {"layers": layers}

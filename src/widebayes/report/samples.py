@@ -124,7 +124,8 @@ def preactivation_data(run: PosteriorView, ids) -> dict:
     panels = []
     for code in dcodes.codes_by_use(idsL)[:4]:
         h = dread.histogram(z[idsL == code], bins=60, value_range=(lo, hi))
-        panels.append({"code": dcodes.code_string(code, run.num_classes), "fraction": float(np.mean(idsL == code)),
+        panels.append({"code": dcodes.code_string(code, run.num_classes),
+                       "fraction": float(np.mean(idsL == code)),
                        "edges": h.edges, "density": h.density})
     return {"class": cls, "codes": panels, "clipped_fraction": clipped, "theory_grid": None,
             "theory_density": None, "note": "no theory key for the preactivation posterior"}

@@ -193,7 +193,8 @@ def _spectrum(K0, Y, T):
 
 
 def _saddle_rhs(u, lam, yhat2, depth, scale, T):
-    """``Y^T (K_u+T)^{-1} K_u (K_u+T)^{-1} Y - Tr[(K_u+T)^{-1} K_u]`` in K0's eigenbasis (u may be an array)."""
+    """``Y^T (K_u+T)^{-1} K_u (K_u+T)^{-1} Y - Tr[(K_u+T)^{-1} K_u]`` in K0's eigenbasis
+    (u may be an array)."""
     x = scale * np.asarray(u, dtype=np.float64)[..., None] ** depth * lam
     d = x + T
     return np.sum(yhat2 * x / d**2, axis=-1) - np.sum(x / d, axis=-1)
@@ -466,7 +467,8 @@ def _split(Kl, P, with_test):
     return MeanKernels(Kl[:, :P, :P], cross, Kl[:, P:, P:] if with_test else None)
 
 
-def mean_layer_kernels(K0, Y, U, width, T, sigma_w2, sigma_a2=1.0, K0_cross=None, K0_test=None) -> MeanKernels:
+def mean_layer_kernels(K0, Y, U, width, T, sigma_w2, sigma_a2=1.0, K0_cross=None,
+                       K0_test=None) -> MeanKernels:
     """Posterior-mean layer kernels of a deep linear lazy network (THEORY.md 2.5, 3.5.2).
 
     With ``K_l = z_l z_l^T / N`` (layer 0: ``K0``) and the effective readout ``A_l`` of layer l
@@ -580,7 +582,8 @@ def bpkr_prediction(X_train, Y_train, X_test, Y_test, activation, sigma_w2, sigm
         pred = bpkr_predictor(*base, Y_train, sol.U, s2.size, T, 1.0, sigma_a2)
         gp = gp_posterior(*(sigma_a2 * k for k in base), Y_train, T)
     if Y_test is not None and pred is not None:
-        err, err_gp = generalization_error(pred.mean, pred.var, Y_test), generalization_error(gp.mean, gp.var, Y_test)
+        err, err_gp = (generalization_error(pred.mean, pred.var, Y_test),
+                       generalization_error(gp.mean, gp.var, Y_test))
     mk = _mean_kernels(kernels, act, Y_train, sol.U, s2, sigma_a2, width, T, X_test is not None, full_test)
     return BPKRResult(sol, sol.U, sol.u, sol.residual, sol.alpha, pred, err, gp, err_gp, kernels, mk,
                       readout_second_moment(sol.U, sigma_a2))

@@ -232,7 +232,8 @@ def _perturbative(s: _Setup):
     for layer in range(L, 0, -1):                          # backward: Ct^(l) = g dE[phi^T Ct phi]/dC
         firsts[layer - 1] = _first_order(s, C0[layer - 1], Cts[layer - 1], layer)
         if layer > 1:
-            Cts[layer - 2] = s.g[layer] * Cts[layer - 1] if s.analytic else _score_gradient(C0[layer - 1], firsts[layer - 1][1])
+            Cts[layer - 2] = (s.g[layer] * Cts[layer - 1] if s.analytic
+                              else _score_gradient(C0[layer - 1], firsts[layer - 1][1]))
     dC, Cs, pre = np.zeros_like(s.K0), [C0[0]], []
     for layer in range(1, L + 1):                          # forward: dC^(l+1)
         A_phi, A_h = firsts[layer - 1]

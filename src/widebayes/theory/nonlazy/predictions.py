@@ -71,7 +71,8 @@ class _Data:
             self.K0_test = input_kernel(d.X_test)
         self.T0 = exp.T
         self.N = exp.spec.width
-        self.num_classes = int(max(d.labels_train.max(), d.labels_test.max() if len(d.labels_test) else 0)) + 1
+        self.num_classes = int(max(d.labels_train.max(),
+                                   d.labels_test.max() if len(d.labels_test) else 0)) + 1
 
 
 def class_task(exp, activation: str | None = None) -> cl.ClassTask | None:

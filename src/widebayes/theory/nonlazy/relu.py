@@ -13,8 +13,8 @@ mass ``M_c = sum_{i codes c} |a_i|^2 / N = beta_a rho_c K_c``, ``K_c = sum s_i^2
 with the ReLU Cramér rate), readout ``a0 = a(s*)``, bulk output ``B_c = s*_c a0``.  Closure
 (derived in THEORY.md 1.5b, here with general beta_a):
 
-    (T0 + M_c) lambda_c = y_c - B_c,    condensed:   lambda_c = (y_c - B_c) / (sqrt(beta_a rho_c) |y_c - B_c|),
-                                                      M_c = sqrt(beta_a rho_c) |y_c - B_c| - T0,
+    (T0 + M_c) lambda_c = y_c - B_c,   condensed:  lambda_c = (y_c - B_c) / (sqrt(beta_a rho_c) |y_c - B_c|),
+                                                   M_c = sqrt(beta_a rho_c) |y_c - B_c| - T0,
     not condensed (M_c = 0):  T0 lambda_c = y_c - B_c,  beta_a rho_c |lambda_c|^2 <= 1.
 
 While all classes are condensed, L, s*, a0 do not depend on T0 and ``M_c(T0) = M_c(0) - T0``
