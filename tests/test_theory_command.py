@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from widebayes.cli import main
-from widebayes.theory.predict import to_jsonable
+from widebayes.io import json_value as to_jsonable
 
 EXP = """
 [task]

@@ -217,9 +217,19 @@ def _compare(args) -> int:
     return 0
 
 
+def write_theory(resolved: dict, path) -> dict:
+    """Compute the predictions of a resolved experiment and write them as strict JSON, atomically."""
+    from widebayes.experiment import build_experiment
+    from widebayes.io import json_value, write_json
+    from widebayes.theory.predict import predictions
+
+    out = json_value(predictions(build_experiment(resolved)))
+    write_json(path, out)
+    return out
+
+
 def _theory(args) -> int:
     from widebayes.footprint import check_theory
-    from widebayes.theory.predict import write_theory
 
     out = Path(args.out)
     if out.is_dir():

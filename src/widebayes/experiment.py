@@ -33,6 +33,7 @@ from widebayes.inference import (
     init_carry,
     initial_positions,
     plan_chunks,
+    roots_of,
 )
 from widebayes.models import load_model, model_blocks, model_forward, model_logdensity
 from widebayes.networks import NetworkSpec, auto_readout_variance, effective_temperature
@@ -235,7 +236,8 @@ def prepare_run(resolved: dict, exp: Experiment | None = None) -> PreparedRun:
     moved = moved_blocks(exp, cfg)
     hyper = {"model": {"spec": _cast_spec(exp.spec, dtype), **{k: jnp.asarray(v, dtype) for k, v in
                                                               exp.model_kwargs.items()}},
-             "roots": {name: jnp.asarray(np.sqrt(exp.preconditioner[name]), dtype) for name in moved}}
+             "roots": {b: jnp.asarray(r, dtype) for b, r in roots_of(exp.preconditioner).items()
+                       if b in moved}}
     schedule = Schedule(*(jnp.asarray(x, dtype) for x in schedule_of(exp)[:2]), schedule_of(exp).num_anneal)
     key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     chains = cfg["num_chains"]

@@ -58,9 +58,14 @@ def unwhiten(theta_white: dict, roots: dict) -> dict:
     return {name: x * roots[name] for name, x in theta_white.items()}
 
 
+def roots_of(scales: dict) -> dict:
+    """sqrt(M) per block: the factor from the sampler's whitened position to the parameters."""
+    return {name: float(np.sqrt(m)) for name, m in scales.items()}
+
+
 def whiten(logdensity: Callable, scales: dict) -> Callable:
     """``logdensity(Theta, *args)`` as a function of whitened Theta' (per-block scales M)."""
-    roots = {name: float(np.sqrt(m)) for name, m in scales.items()}
+    roots = roots_of(scales)
 
     def whitened(theta_white, *args):
         return logdensity(unwhiten(theta_white, roots), *args)

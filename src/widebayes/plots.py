@@ -11,7 +11,6 @@ Conventions, as in the papers: samples in gray or in colour, theory as dashed bl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,11 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(fig: Figure, path) -> Path:
-    """Write a PNG atomically (temporary file in the same folder, then rename)."""
+    """Write a PNG atomically (``io.atomic_write``: a uniquely named temporary file, then rename)."""
+    from widebayes.io import atomic_write
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI), durable=False)
     return path
 
 

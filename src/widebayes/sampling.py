@@ -11,7 +11,7 @@ import numpy as np
 from widebayes import __version__, checkpoint, footprint, interrupt
 from widebayes.config import to_toml
 from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
-from widebayes.inference import RunResult, blas_threads, run_chains, unwhiten, warmup
+from widebayes.inference import RunResult, blas_threads, roots_of, run_chains, unwhiten, warmup
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
 from widebayes.posterior import to_inferencedata
 
@@ -93,7 +93,7 @@ def sample_smc(exp: Experiment, resolved: dict):
     data = device_data(exp.data, dtype)
     model = load_model(exp.model).fn
     kwargs = {"spec": exp.spec, **exp.model_kwargs}
-    roots = {b: float(np.sqrt(m)) for b, m in exp.preconditioner.items()}
+    roots = roots_of(exp.preconditioner)
     logdensity = model_logdensity(model)
     forward = model_forward(model)
     num = cfg["smc_particles"] or 64
