@@ -92,8 +92,8 @@ def test_collapsed_matches_joint_on_the_demo_config():
     joint = {"step_size": 0.01, "num_steps": 200000, "burn_in": 50000, "thin": 100}
     coll = {"kind": "mala", "readout": "collapsed", "step_size": 0.03, "num_steps": 60000, "burn_in": 15000,
             "thin": 30}
-    runs = [sample_experiment(resolve({**base, "sampler": {"num_chains": 4, "seed": 1, "progress": False, **s}}))
-            for s in (joint, coll)]
+    runs = [sample_experiment(resolve({**base, "sampler": {"num_chains": 4, "seed": 1, "progress": False,
+                                                           **s}})) for s in (joint, coll)]
     assert_same_law(*runs)
 
 
@@ -105,7 +105,8 @@ def test_collapsed_matches_joint_on_the_bpkr_deep_linear_preset():
             "num_steps": 4000, "burn_in": 1000, "thin": 5}
     cfg = {"task": {"kind": "orthogonal", "num_train": 50, "input_dim": 60, "num_test": 10,
                     "class_ratios": [0.5, 0.5], "y_plus": 1.0, "y_minus": 0.0},
-           "network": {"depth": 2, "width": 100, "activation": "linear", "readout": "lazy", "temperature": 0.001}}
-    runs = [sample_experiment(resolve({**cfg, "sampler": {"num_chains": 4, "seed": 1, "progress": False, **s}}))
-            for s in (joint, coll)]
+           "network": {"depth": 2, "width": 100, "activation": "linear", "readout": "lazy",
+                       "temperature": 0.001}}
+    runs = [sample_experiment(resolve({**cfg, "sampler": {"num_chains": 4, "seed": 1, "progress": False,
+                                                          **s}})) for s in (joint, coll)]
     assert_same_law(*runs)
