@@ -57,6 +57,7 @@ SAMPLER_DEFAULTS = {
     "smc_target_ess": 0.5,
     "readout": "joint",
     "replica_exchange": {},
+    "devices": 0,
     "reduce_inputs": False,
 }
 
@@ -252,6 +253,7 @@ _SAMPLER_INT_RANGES = {  # key: (smallest, largest) allowed
     "smc_particles": (0, MAX_STEP_INDEX),
     "smc_mcmc_steps": (1, MAX_STEP_INDEX),
     "freeze_readout_at": (-1, MAX_STEP_INDEX),
+    "devices": (0, 1 << 16),  # 0: every device of the machine
 }
 
 

@@ -246,12 +246,34 @@ def run_chunk_one_chain(setup, carry, chain_key, data, hyper, schedule, start, n
 _CHUNK_CACHE: dict = {}
 
 
+class ChainLayout(NamedTuple):
+    """How the chains are spread: the devices they run on and the block of chains one call holds.
+
+    The block is fixed by the machine, not by how many devices a run uses: ``num_chains / D``, D the
+    largest count of this machine's devices that divides ``num_chains``.  A run on fewer devices
+    runs more blocks on each (one device: all D blocks, one after the other).
+    """
+
+    devices: tuple
+    block: int
+
+
+def chain_layout(num_chains: int, max_devices: int = 0) -> ChainLayout:
+    """The layout of ``num_chains`` chains on this process's devices (at most ``max_devices`` if > 0)."""
+    devices = jax.local_devices()
+    full = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
+    limit = max_devices or full
+    used = max(d for d in range(1, min(limit, full) + 1) if full % d == 0)
+    return ChainLayout(tuple(devices[:used]), num_chains // full)
+
+
 def make_chunk_fn(setup: RunSetup):
-    """The jitted chunk over all chains:
+    """The jitted chunk over a block of chains:
     ``(carry, keys, data, hyper, schedule, start, ...) -> (carry, draws)``.
 
     Cached by ``setup.key``: a sweep whose points differ only in traced numbers (temperature,
-    step size, prior variances, readout exponent, data of equal shapes) compiles once per shape.
+    step size, prior variances, readout exponent, data of equal shapes) compiles once per shape
+    (and once per device the chains are spread over).
     """
     if setup.key in _CHUNK_CACHE:
         return _CHUNK_CACHE[setup.key]
@@ -265,6 +287,41 @@ def make_chunk_fn(setup: RunSetup):
 
     _CHUNK_CACHE[setup.key] = chunk
     return chunk
+
+
+class ChainBlocks(NamedTuple):
+    """The chains of a run cut into the blocks of a :class:`ChainLayout`, each placed on its device.
+
+    Every block runs the same single-device program (:func:`make_chunk_fn`), wherever it runs, so
+    the draws are bit-identical however many devices the chains are spread over.  A partitioned
+    program (``jax.shard_map`` or a sharded ``vmap`` over a mesh of chains) is not: measured on
+    forced host devices (XLA:CPU, JAX 0.10), its draws differed from the single-device run's in
+    the last bits (1e-7 in float32 after one draw), because XLA compiles a partitioned program and
+    a single-device one to differently rounded kernels.  The blocks are dispatched asynchronously,
+    one call per block, so the devices run at the same time.
+    """
+
+    carries: list
+    keys: list
+    devices: list  # the device of each block
+
+    @classmethod
+    def split(cls, carry, chain_keys, layout: ChainLayout) -> ChainBlocks:
+        num_blocks = len(chain_keys) // layout.block
+        per_device = num_blocks // len(layout.devices)
+        devices = [layout.devices[b // per_device] for b in range(num_blocks)]
+        cut = [slice(b * layout.block, (b + 1) * layout.block) for b in range(num_blocks)]
+        if num_blocks == 1:
+            return cls([carry], [chain_keys], devices)
+        carries = [jax.device_put(jax.tree.map(lambda x, c=c: x[c], carry), d) for c, d in zip(cut, devices)]
+        keys = [jax.device_put(chain_keys[c], d) for c, d in zip(cut, devices)]
+        return cls(carries, keys, devices)
+
+    def joined(self, tree_list):
+        """Per-block trees (leading chain axis) as one tree over all chains, on the host."""
+        if len(tree_list) == 1:
+            return tree_list[0]
+        return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *tree_list)
 
 
 def initial_positions(rng_key, shapes: dict, factors: dict, num_chains: int, dtype) -> dict:
@@ -342,21 +399,31 @@ class RunResult(NamedTuple):
 
 def run_chains(setup: RunSetup, carry: ChainCarry, chain_keys, data, hyper, schedule: Schedule,
                chunks: list[Chunk], *, first_chunk: int = 0, host_draws: list | None = None,
-               on_chunk: Callable | None = None) -> RunResult:
-    """Run ``chunks[first_chunk:]``; ``on_chunk(index, carry, host_draws, chunk_draws)`` after each."""
+               on_chunk: Callable | None = None, layout: ChainLayout | None = None) -> RunResult:
+    """Run ``chunks[first_chunk:]``; ``on_chunk(index, carry, host_draws, chunk_draws)`` after each.
+
+    The chains are spread as ``layout`` says (default: :func:`chain_layout` over every device).
+    """
+    layout = chain_layout(len(chain_keys)) if layout is None else layout
+    blocks = ChainBlocks.split(carry, chain_keys, layout)
+    inputs = (data, hyper, schedule)
+    spread = len(layout.devices) > 1
+    placed = {d: jax.device_put(inputs, d) if spread else inputs for d in set(blocks.devices)}
     chunk_fn = make_chunk_fn(setup)
     host_draws = [] if host_draws is None else host_draws
     t0 = time.perf_counter()
+    carries = blocks.carries
     for index in range(first_chunk, len(chunks)):
         ch = chunks[index]
-        carry, draws = chunk_fn(carry, chain_keys, data, hyper, schedule, ch.start, ch.num_draws,
-                                ch.num_steps)
-        draws = jax.device_get(draws)
+        out = [chunk_fn(c, k, *placed[d], ch.start, ch.num_draws, ch.num_steps)
+               for c, k, d in zip(carries, blocks.keys, blocks.devices)]
+        carries = [c for c, _ in out]
+        draws = blocks.joined([jax.device_get(d) for _, d in out])
         if ch.num_draws:
             host_draws.append(draws)
         if on_chunk is not None:
-            on_chunk(index + 1, carry, host_draws, draws)
-    return collect(carry, host_draws, time.perf_counter() - t0)
+            on_chunk(index + 1, blocks.joined(carries), host_draws, draws)
+    return collect(blocks.joined(carries), host_draws, time.perf_counter() - t0)
 
 
 def collect(carry: ChainCarry, host_draws: list, seconds: float) -> RunResult:

@@ -11,7 +11,7 @@ import numpy as np
 from widebayes import __version__, checkpoint, footprint, interrupt
 from widebayes.config import to_toml
 from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
-from widebayes.inference import RunResult, blas_threads, roots_of, run_chains, unwhiten, warmup
+from widebayes.inference import RunResult, blas_threads, chain_layout, roots_of, run_chains, unwhiten, warmup
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
 from widebayes.posterior import to_inferencedata
 
@@ -70,7 +70,8 @@ def _run_mcmc(run: PreparedRun, cfg: dict, out_dir, resume, progress, config_tex
     bar = _progress(cfg, progress, chunks, first)
     on_chunk = _on_chunk(bar, chunks, out_dir, cfg["checkpoint_every"], config_text)
     result = run_chains(run.setup, carry, run.chain_keys, run.data, run.hyper, run.schedule, chunks,
-                        first_chunk=first, host_draws=host_draws, on_chunk=on_chunk)
+                        first_chunk=first, host_draws=host_draws, on_chunk=on_chunk,
+                        layout=chain_layout(cfg["num_chains"], cfg["devices"]))
     if bar is not None:
         bar.close()
     tuned = np.asarray(result.params["step_size"]).tolist()
@@ -134,7 +135,7 @@ def run_attrs(exp: Experiment, config_text: str, dynamics: bool = True) -> dict:
     cfg = exp.config["sampler"]
     attrs = {"config": config_text, "widebayes_version": __version__, "seed": cfg["seed"],
              "T_eff": exp.T_eff, "sampler": cfg["kind"], "model": exp.model,
-             "devices": [str(d) for d in jax.devices()]}
+             "devices": [str(d) for d in chain_layout(cfg["num_chains"], cfg["devices"]).devices]}
     if dynamics:
         attrs["paper_time_per_step"] = exp.paper_time_per_step("W1")
         if "a" in exp.preconditioner:
