@@ -185,7 +185,7 @@ def run_frozen_readout(resolved: dict, freeze_draw: int, mode: str = "langevin",
     ``mode = "langevin"``: the frozen run is the sampler's ``freeze_readout_at`` (the hidden
     weights keep their full Langevin dynamics, likelihood included).  ``mode = "prior"``: from
     ``t0`` on the hidden weights follow the prior-only Ornstein-Uhlenbeck process, sampled
-    exactly (THEORY 6.3, "Frozen readout"; one hidden layer only), see :func:`prior_only_draws`.
+    exactly (THEORY 6.3, "Frozen readout"; any depth, tied weights too), see :func:`prior_only_draws`.
     ``resolved`` needs a test set (``[task] num_test > 0``) and ``kind = "langevin"``.  With
     ``out_dir`` the plain run is written there as ``posterior.nc`` (``widebayes compare`` reads it).
     """
@@ -235,46 +235,50 @@ def state_at_draw(resolved: dict, freeze_draw: int):
 
 
 def check_prior_only(resolved: dict) -> None:
-    """The prior-only variant samples one hidden layer's OU process from W1 itself: refuse deeper
-    networks and reduced inputs (whose runs keep only W1's in-span part)."""
-    if resolved["network"]["depth"] != 1:
-        raise InputError("the prior-only frozen readout is implemented for one hidden layer",
-                         key="network.depth")
+    """The prior-only variant moves every hidden weight matrix itself: refuse reduced inputs (whose
+    runs keep only W1's in-span part)."""
     if resolved["sampler"]["reduce_inputs"]:
         raise InputError("the prior-only frozen readout moves W1 itself, which a reduced run does not keep; "
                          "set it to false", key="sampler.reduce_inputs")
 
 
 def prior_only_draws(resolved: dict, freeze_draw: int, num_draws: int, seed: int = 0) -> dict:
-    """Draws of the frozen run in which ``W`` follows the prior alone after ``t0`` (THEORY 6.3).
+    """Draws of the frozen run in which the hidden weights follow the prior alone after ``t0`` (THEORY 6.3).
 
     From the state at draw ``freeze_draw`` (identical to the plain run's), the readout is held at
-    ``a(t0)`` and ``W1`` follows ``dW = -(T/sigma^2) W dt + sqrt(2T) dB`` in paper time, sampled
-    exactly at the stored-draw times (:func:`widebayes.diagnostics.drift.simulate_ou`).  Returns
-    ``f_test``, ``phi_L``, ``a`` as (chain, draw, ...) arrays over ``num_draws`` draws; draws
-    up to ``freeze_draw`` are those of the driver.
+    ``a(t0)`` and every hidden weight matrix (``W1 .. WL``, or ``W1`` and the shared ``W`` of tied
+    weights) follows its prior's ``dW = -(T/sigma_l^2) W dt + sqrt(2T) dB`` in paper time, sampled
+    exactly at the stored-draw times (:func:`widebayes.diagnostics.drift.simulate_ou`; the paper
+    time of a draw per block, :meth:`Experiment.paper_time_per_step`).  Returns ``f_test``,
+    ``phi_L``, ``a`` as (chain, draw, ...) arrays over ``num_draws`` draws; draws up to
+    ``freeze_draw`` are those of the driver.
     """
     import jax.numpy as jnp
 
+    from widebayes.networks import param_prior_variances, weight_names
     from widebayes.observables import draw_observables, network_forward
 
     check_prior_only(resolved)
     exp, theta, before = state_at_draw(resolved, freeze_draw)
-    dt = exp.thin * exp.paper_time_per_step("W1")
-    times = dt * np.arange(num_draws - freeze_draw)
-    sigma2 = exp.spec.layer_variances[0]
+    variances = param_prior_variances(exp.spec)
     gen = np.random.default_rng([seed, freeze_draw])
-    W = np.stack([drift.simulate_ou(gen, w, exp.T_eff, sigma2, times) for w in theta["W1"]])
+    steps = np.arange(num_draws - freeze_draw)
+    paths = {name: np.stack([drift.simulate_ou(gen, w, exp.T_eff, variances[name],
+                                                exp.thin * exp.paper_time_per_step(name) * steps)
+                             for w in theta[name]])
+             for name in weight_names(exp.spec)}
     data = {"X_train": jnp.asarray(exp.data.X_train), "X_test": jnp.asarray(exp.data.X_test),
             "Y_train": jnp.asarray(exp.data.Y_train)}
+    forward = network_forward(exp.spec)
     after = {k: [] for k in ("f_test", "phi_L", "a")}
-    for c in range(W.shape[0]):
-        for d in range(1, W.shape[1]):
-            draw, _ = draw_observables(network_forward(exp.spec),
-                                       {"W1": jnp.asarray(W[c, d]), "a": jnp.asarray(theta["a"][c])}, data)
+    num_chains, num_after = theta["a"].shape[0], len(steps) - 1
+    for c in range(num_chains):
+        for d in range(1, num_after + 1):
+            params = {name: jnp.asarray(W[c, d]) for name, W in paths.items()}
+            draw, _ = draw_observables(forward, {**params, "a": jnp.asarray(theta["a"][c])}, data)
             for k in after:
                 after[k].append(np.asarray(draw[k]))
-    shape = (W.shape[0], W.shape[1] - 1)
+    shape = (num_chains, num_after)
     return {k: np.concatenate([np.asarray(before[k], dtype=np.float64),
                                np.stack(after[k]).reshape(*shape, *after[k][0].shape)], axis=1)
             for k in after}
