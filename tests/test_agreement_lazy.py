@@ -79,7 +79,7 @@ def deep_linear_numbers(resolved):
     readout = np.einsum("cdnr,cdnr->c", a, a) / (a.shape[1] * N * a.shape[3])  # <|a|^2>/(N m)
     f = out.result.draws["f_test"]
     y = out.experiment.data.Y_test
-    var = f.var(axis=1).mean()
+    var = f.reshape(-1, *f.shape[2:]).var(axis=0).mean()  # over every draw of every chain
     gen = np.mean((f.mean(axis=(0, 1)) - y) ** 2) + var
     m = y.shape[1]
     return {"readout": readout, "u": np.trace(th["readout_second_moment"]) / m,
@@ -101,8 +101,11 @@ def check_deep_linear(r, var_tol):
 
 
 def test_deep_linear_readout_and_variance_follow_bpkr_at_alpha_half():
-    """L = 2, N = 100, P = 50.  The predictor variance on test inputs sits 6-8% below BPKR at
-    N = 100 and 2.6% below at N = 200 (same alpha): a finite-width deficit, hence 10% here."""
+    """L = 2, N = 100, P = 50.  The predictor variance on test inputs, over all draws of all chains:
+    0.691 against BPKR's 0.716 and the exact finite-width value 0.725 (theory/finite_width.py; the
+    test points' f decorrelates on the prior time sigma^2/T, about 7 draws, so a within-chain
+    variance would sit 5-9% low).  Hence 10% here; tests/test_finite_width.py checks the exact
+    finite-width value where it parts from BPKR."""
     check_deep_linear(deep_linear_numbers(deep_linear(50, steps=80000)), var_tol=0.10)
 
 
