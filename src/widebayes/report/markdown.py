@@ -194,7 +194,8 @@ def _md_fewshot(report: dict) -> list[str]:
              "| source | layer | " + " | ".join(f"{m}-shot simulated / predicted" for m in shots) + " |",
              "|---|---|" + "---|" * len(shots)]
     for name, src in few["sources"].items():
-        sim, se, pred = (np.asarray(src[k], dtype=np.float64) for k in ("simulated", "simulated_se", "predicted"))
+        sim, se, pred = (np.asarray(src[k], dtype=np.float64)
+                         for k in ("simulated", "simulated_se", "predicted"))
         for layer in few["layers"]:
             if np.all(np.isnan(sim[:, layer])):
                 continue

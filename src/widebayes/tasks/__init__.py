@@ -19,8 +19,8 @@ above the trained ones (``0 .. num_classes-1``) kept out of training and test, w
 class numbers) for few-shot learning of new classes (``diagnostics.fewshot``).
 
 Targets are one-hot (``y_plus`` on the own class, ``y_minus`` elsewhere) or, for two classes,
-one binary output (``y_plus`` for class 0, ``y_minus`` for class 1), or an npz's ``Y`` as given. With ``normalize`` every
-input is rescaled to norm ``sqrt(N0)``, as in the papers. Bad input raises
+one binary output (``y_plus`` for class 0, ``y_minus`` for class 1), or an npz's ``Y`` as given.
+With ``normalize`` every input is rescaled to norm ``sqrt(N0)``, as in the papers. Bad input raises
 :class:`widebayes.errors.InputError` naming the ``task.<key>`` at fault.
 
 Modules: ``common`` (Dataset, defaults, checks, targets, selection), ``synthetic`` (orthogonal,
