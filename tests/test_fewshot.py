@@ -210,6 +210,7 @@ def test_fewshot_curve_averages_over_a_stack_and_checks_shots():
     np.testing.assert_allclose(two.predicted, one.predicted)  # scale free
     np.testing.assert_allclose(two.signal, one.signal)
     assert dfew.usable_shots([1, 5, 20], labels) == [1, 5]
+    assert dfew.usable_shots([1, 5, 20], labels, 0.2) == [1]
     with pytest.raises(ValueError):
         dfew.fewshot_curve(X @ X.T, labels, [20])
     np.testing.assert_allclose(dfew.draw_kernels(X.T[None])[0], X @ X.T / 10)
@@ -225,7 +226,7 @@ num_train = 16
 num_test = 6
 input_dim = 20
 heldout_classes = [6, 8, 9]
-heldout_per_class = 8
+heldout_per_class = 25
 
 [network]
 width = 12
@@ -252,8 +253,8 @@ def test_end_to_end_sample_and_compare_with_heldout_classes(tmp_path):
     from widebayes import posterior
 
     view = posterior.PosteriorView(posterior.load(out))
-    assert sorted(view.phi_heldout) == [1, 2] and view.phi_heldout[2].shape[2:] == (12, 24)
-    assert view.kernel_heldout.shape == (3, 24, 24)
+    assert sorted(view.phi_heldout) == [1, 2] and view.phi_heldout[2].shape[2:] == (12, 75)
+    assert view.kernel_heldout.shape == (3, 75, 75)
     np.testing.assert_array_equal(np.unique(view.labels_heldout), [6, 8, 9])
     assert set(view.labels_train) == {0, 1} and view.num_classes == 2
     # the stored mean kernel is the draws' kernels averaged (layer 2; all draws of chain 0)
@@ -266,7 +267,7 @@ def test_end_to_end_sample_and_compare_with_heldout_classes(tmp_path):
     rep = json.loads((out / "report" / "report.json").read_text())
     few = rep["fewshot_heldout"]
     assert few["heldout_classes"] == [6, 8, 9] and few["trained_classes"] == [0, 1]
-    assert few["layers"] == [0, 1, 2] and few["shots"] == [1, 5] and few["heldout_per_class"] == [8] * 3
+    assert few["layers"] == [0, 1, 2] and few["shots"] == [1, 5] and few["heldout_per_class"] == [25] * 3
     theory = [name for name in few["sources"] if name.startswith("theory")]
     assert set(few["sources"]) == {"samples (per draw)", "samples (posterior-mean kernel)", "NNGP (prior)",
                                    *theory} and len(theory) == 1 and "BPKR" in theory[0]

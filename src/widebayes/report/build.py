@@ -98,7 +98,7 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
     pred, pred_fig, err_fig = predictor.predictor_section(run, theory)
     geo, geo_fig = geometry.geometry_section(run, nngp, th_kernels)
     drift = geometry.drift_section(run)
-    heldout, heldout_fig = fewshot.fewshot_heldout_section(run, theory)
+    heldout, heldout_fig = fewshot.fewshot_heldout_section(run)
     sections = {"coding": codes, "readout": readout, "symmetry": symmetry, "kernels": kern,
                 "predictor": pred, "geometry": geo, "drift": drift, "fewshot_heldout": heldout}
     scheme = codes.scheme.scheme

@@ -30,9 +30,9 @@ import numpy as np
 
 from widebayes.diagnostics import fewshot as dfew
 from widebayes.posterior import PosteriorView
-from widebayes.report.kernels import INPUT_KERNEL, NNGP, theory_source
+from widebayes.report.kernels import INPUT_KERNEL, NNGP, THEORY_SOURCES
 
-FEWSHOT_SHOTS = (1, 5, 20)
+FEWSHOT_SHOTS = (1, 5, 20)  # those with m <= MAX_SHOT_FRACTION x the smallest held-out class
 FEWSHOT_EPISODES = 200  # per ordered class pair, kernel and m
 FEWSHOT_DRAWS = 8  # sampled draws (spread over chains and the chain) for "samples (per draw)"
 SAMPLES_PER_DRAW = "samples (per draw)"
@@ -101,28 +101,36 @@ def draw_indices(num_chains: int, num_draws: int, limit: int = FEWSHOT_DRAWS) ->
     return [divmod(int(i), num_draws) for i in flat]
 
 
-def theory_heldout_kernels(run: PosteriorView, theory) -> tuple[np.ndarray | None, list | None, str | None]:
-    """The theory's posterior-mean kernels ``(layer, P_h, P_h)`` on the held-out pool, the label
-    of each layer, and a note when there are none (non-lazy networks, no theory)."""
-    if theory is None:
-        return None, None, "no theory for this experiment"
-    if theory.get("regime") != "lazy":
-        return None, None, (f"{theory.get('regime')} regime: no theory of the kernels on new inputs here "
-                            "(lazy networks only)")
-    from widebayes.activations import get_activation
-    from widebayes.theory.bpkr import bpkr_prediction
+def theory_heldout_kernels(run: PosteriorView) -> tuple[np.ndarray | None, list | None, str]:
+    """The lazy theory's posterior-mean kernels ``(layer, P_h, P_h)`` on the held-out pool, the
+    label of each layer, and the source's name (or None and a note saying why there are none).
 
-    p = theory["inputs"]
-    res = bpkr_prediction(run.X_train, run.Y_train, run.X_heldout, None, p["activation"], p["sigma_w2"],
-                          p["sigma_a2"], p["width"], p["T_eff"], full_test=True)
-    label = theory_source(theory)
-    linear = get_activation(p["activation"]).is_linear
+    ``theory.bpkr.bpkr_prediction`` with the training data of the run and the held-out pool as
+    test inputs (``full_test``): BPKR, exact for deep linear networks (THEORY.md 2.5); for
+    nonlinear ones the NNGP below the feature layer and the BPKR heuristic on it (THEORY.md 2.6).
+    Computed here rather than taken from the experiment's theory JSON, so that it does not depend
+    on the other predictions (e.g. a kernel-adaptation saddle that fails to converge).  Lazy
+    readout (gamma = 1/2) of ``network_prior`` only.
+    """
+    from widebayes.activations import get_activation
+    from widebayes.config import readout_gamma
+    from widebayes.theory.bpkr import bpkr_prediction
+    from widebayes.theory.predict import COVERED_MODELS
+
+    net = run.config["network"]
+    if net.get("model", "network_prior") not in COVERED_MODELS or readout_gamma(net["readout"]) != 0.5:
+        return None, None, (f"no theory of the kernels on new inputs for readout = {net['readout']!r}, "
+                            f"model {net.get('model', 'network_prior')!r} (lazy network_prior only)")
+    linear = get_activation(run.activation).is_linear
+    res = bpkr_prediction(run.X_train, run.Y_train, run.X_heldout, None, run.activation, run.sigma_w2,
+                          run.sigma_a2, run.width, run.T_eff, full_test=True)
+    label = THEORY_SOURCES["bpkr" if linear else "bpkr-heuristic"]
     sources = [INPUT_KERNEL] + [label if linear or layer == run.depth else NNGP
                                 for layer in range(1, run.depth + 1)]
-    return res.mean_kernels.test, sources, None
+    return res.mean_kernels.test, sources, f"theory ({label})"
 
 
-def fewshot_heldout_section(run: PosteriorView, theory, seed: int = 0) -> tuple[FewShotHeldout, dict | None]:
+def fewshot_heldout_section(run: PosteriorView, seed: int = 0) -> tuple[FewShotHeldout, dict | None]:
     """The report's few-shot section on the held-out classes and its figure data (None without a
     held-out pool)."""
     from widebayes.theory.nngp import input_kernel, nngp_kernels
@@ -131,10 +139,11 @@ def fewshot_heldout_section(run: PosteriorView, theory, seed: int = 0) -> tuple[
         return FewShotHeldout(note="no held-out classes ([task] heldout_classes)"), None
     labels = run.labels_heldout
     classes, counts = np.unique(labels, return_counts=True)
-    shots = dfew.usable_shots(FEWSHOT_SHOTS, labels)
+    shots = dfew.usable_shots(FEWSHOT_SHOTS, labels, dfew.MAX_SHOT_FRACTION)
     if len(classes) < 2 or not shots:
-        return FewShotHeldout(note="few-shot learning needs two or more held-out classes of two or more "
-                                   "inputs each"), None
+        return FewShotHeldout(note=f"few-shot learning needs two or more held-out classes of "
+                                   f"{int(np.ceil(1 / dfew.MAX_SHOT_FRACTION))} or more inputs each "
+                                   "(shots take at most a fifth of a class)"), None
     L, notes = run.depth, []
     inputs = dfew.fewshot_curve(input_kernel(run.X_heldout), labels, shots, seed, FEWSHOT_EPISODES)
     picks = draw_indices(*run.phi[L].shape[:2]) if run.phi_heldout else []
@@ -152,12 +161,11 @@ def fewshot_heldout_section(run: PosteriorView, theory, seed: int = 0) -> tuple[
     nngp = nngp_kernels(run.X_heldout, run.activation, run.sigma_w2).train
     kernels[NNGP_PRIOR] = ({0: inputs, **{layer: nngp[layer] for layer in range(1, L + 1)}},
                            [INPUT_KERNEL] + [NNGP] * L)
-    K_th, th_sources, th_note = theory_heldout_kernels(run, theory)
+    K_th, th_sources, th_name = theory_heldout_kernels(run)
     if K_th is not None:
-        kernels[f"theory ({theory_source(theory)})"] = (
-            {0: inputs, **{layer: K_th[layer] for layer in range(1, L + 1)}}, th_sources)
+        kernels[th_name] = ({0: inputs, **{layer: K_th[layer] for layer in range(1, L + 1)}}, th_sources)
     else:
-        notes.append(f"theory: {th_note}")
+        notes.append(f"theory: {th_name}")
     sources = {}
     for i, (name, (by_layer, labelled)) in enumerate(kernels.items()):
         curves = _curves(by_layer, labels, shots, L, seed + 100 * (i + 1))
