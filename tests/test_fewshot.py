@@ -280,3 +280,38 @@ def test_end_to_end_sample_and_compare_with_heldout_classes(tmp_path):
     assert len({json.dumps(src["simulated"][0][0]) for src in few["sources"].values()}) == 1
     assert (out / "report" / "fewshot_heldout.png").exists()
     assert "Few-shot learning of held-out classes" in (out / "report" / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- agreement (slow)
+
+AGREEMENT = {
+    "task": {"kind": "mnist", "num_classes": 5, "num_train": 50, "num_test": 0,
+             "heldout_classes": [5, 6, 7, 8, 9], "heldout_per_class": 50, "seed": 1},
+    "network": {"depth": 2, "width": 100, "activation": "linear", "readout": "lazy", "temperature": 0.01,
+                "sigma_w2": 0.5, "sigma_a2": 0.5},
+    "sampler": {"step_size": 5e-4, "num_steps": 12000, "burn_in": 2000, "thin": 100, "num_chains": 2,
+                "progress": False},
+}
+
+
+@pytest.mark.slow
+def test_heldout_fewshot_of_samples_agrees_with_the_exact_linear_theory(tmp_path):
+    """Deep linear lazy network (BPKR exact) sampled on digits 0-4: on the held-out digits 5-9 the
+    posterior-mean kernel of every layer is the theory's within the sampling error, and so are the
+    few-shot errors it predicts; the SNR prediction matches the simulated error of the samples."""
+    from widebayes import posterior
+    from widebayes.config import resolve
+    from widebayes.report.fewshot import SAMPLES_MEAN, fewshot_heldout_section, theory_heldout_kernels
+    from widebayes.sampling import sample_experiment
+
+    sample_experiment(resolve(AGREEMENT), out_dir=tmp_path)
+    view = posterior.PosteriorView(posterior.load(tmp_path))
+    K_theory, _, name = theory_heldout_kernels(view)
+    for layer in (1, 2):
+        S, K = view.kernel_heldout[layer], K_theory[layer]
+        assert np.linalg.norm(S - K) / np.linalg.norm(K) < 0.12, layer
+    section, _ = fewshot_heldout_section(view)
+    assert section.shots == [1, 5]
+    samples, theory = section.sources[SAMPLES_MEAN], section.sources[name]
+    np.testing.assert_allclose(samples.predicted, theory.predicted, atol=0.02)
+    np.testing.assert_allclose(samples.simulated, samples.predicted, rtol=0.12)
