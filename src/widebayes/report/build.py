@@ -100,7 +100,9 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
     drift = geometry.drift_section(run)
     heldout, heldout_fig = fewshot.fewshot_heldout_section(run)
     sections = {"coding": codes, "readout": readout, "symmetry": symmetry, "kernels": kern,
-                "predictor": pred, "geometry": geo, "drift": drift, "fewshot_heldout": heldout}
+                "predictor": pred, "geometry": geo, "drift": drift}
+    if run.X_heldout is not None:  # [task] heldout_classes: report.json fewshot_heldout
+        sections["fewshot_heldout"] = heldout
     scheme = codes.scheme.scheme
     view = samples.sample_view(run, ids, scheme, outliers)
     L = run.depth
