@@ -315,3 +315,19 @@ def test_heldout_fewshot_of_samples_agrees_with_the_exact_linear_theory(tmp_path
     samples, theory = section.sources[SAMPLES_MEAN], section.sources[name]
     np.testing.assert_allclose(samples.predicted, theory.predicted, atol=0.02)
     np.testing.assert_allclose(samples.simulated, samples.predicted, rtol=0.12)
+
+
+def test_reduced_inputs_carry_the_heldout_pool_exactly():
+    """With ``reduce_inputs`` the held-out pool is reduced like the test inputs,
+    ``[X_h Q, X_h R]``, so the first layer sees it whole: ``[X_h Q, X_h R] [Q, R]^T = X_h``."""
+    from widebayes.config import resolve
+    from widebayes.experiment import build_experiment, device_data
+
+    cfg = resolve({"task": {**MNIST, "heldout_classes": [4, 5], "heldout_per_class": 6},
+                   "network": {"width": 8}, "sampler": {"reduce_inputs": True}})
+    exp = build_experiment(cfg)
+    data = device_data(exp.data, np.float32, exp.reduction)
+    basis = np.concatenate([exp.reduction.Q, exp.reduction.R], axis=1)
+    for name in ("X_test", "X_heldout"):
+        np.testing.assert_allclose(np.asarray(data[name]) @ basis.T, getattr(exp.data, name), atol=1e-4)
+    assert "X_heldout" not in device_data(build_experiment(resolve({"task": MNIST})).data, np.float32)
