@@ -331,3 +331,16 @@ def test_reduced_inputs_carry_the_heldout_pool_exactly():
     for name in ("X_test", "X_heldout"):
         np.testing.assert_allclose(np.asarray(data[name]) @ basis.T, getattr(exp.data, name), atol=1e-4)
     assert "X_heldout" not in device_data(build_experiment(resolve({"task": MNIST})).data, np.float32)
+
+
+def test_fewshot_section_without_a_usable_pool_is_a_note():
+    from types import SimpleNamespace
+
+    from widebayes.report.fewshot import draw_indices, fewshot_heldout_section
+
+    none, fig = fewshot_heldout_section(SimpleNamespace(X_heldout=None))
+    assert fig is None and "heldout_classes" in none.to_json()["note"]
+    small = SimpleNamespace(X_heldout=np.ones((8, 3)), labels_heldout=np.repeat([5, 6], 4))
+    assert "two or more held-out classes" in fewshot_heldout_section(small)[0].note  # 4 < 5 per class
+    assert draw_indices(2, 10, 4) == [(0, 0), (0, 6), (1, 3), (1, 9)]
+    assert draw_indices(1, 3) == [(0, 0), (0, 1), (0, 2)]
