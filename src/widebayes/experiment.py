@@ -92,7 +92,8 @@ def build_experiment(resolved: dict) -> Experiment:
     model = load_model(net["model"])
     model_kwargs = {key: float(net[key]) for key in model.network_keys}
     smp = resolved["sampler"]
-    reduction = input_reduction.input_basis(data.X_train, data.X_test) if smp["reduce_inputs"] else None
+    reduction = (input_reduction.input_basis(data.X_train, _unseen_inputs(data)) if smp["reduce_inputs"]
+                 else None)
     X_blocks = data.X_train if reduction is None else data.X_train @ reduction.Q
     blocks = model_blocks(model.fn, X_blocks, data.Y_train, {"spec": spec, **model_kwargs})
     T_eff = effective_temperature(net["temperature"], spec.width, gamma)
@@ -139,17 +140,28 @@ def device_data(data: Dataset, dtype, reduction: input_reduction.InputBasis | No
     host, then cast), :func:`widebayes.input_reduction.reduced_inputs`.
     """
     X_train, X_test = data.X_train, data.X_test if len(data.X_test) else None
-    if reduction is not None:
-        X_train, X_test = input_reduction.reduced_inputs(reduction, X_train, X_test)
+    num_heldout = 0 if data.X_heldout is None else len(data.X_heldout)
+    if reduction is not None:  # the held-out inputs are reduced like test inputs, then split off
+        X_train, unseen = input_reduction.reduced_inputs(reduction, X_train, _unseen_inputs(data))
+        n_test = len(data.X_test)
+        X_test = unseen[:n_test] if n_test else None
+        X_heldout = None if unseen is None else unseen[n_test:]
     out = {"X_train": jnp.asarray(X_train, dtype), "Y_train": jnp.asarray(data.Y_train, dtype)}
     if X_test is not None:
         out["X_test"] = jnp.asarray(X_test, dtype)
+    if num_heldout:
+        out["X_heldout"] = jnp.asarray(data.X_heldout if reduction is None else X_heldout, dtype)
     return out
 
 
+def _unseen_inputs(data: Dataset) -> np.ndarray:
+    """The test inputs followed by the held-out pool (inputs the training never sees)."""
+    return data.X_test if data.X_heldout is None else np.concatenate([data.X_test, data.X_heldout])
+
+
 def check_finite(data: Dataset):
-    for name in ("X_train", "Y_train", "X_test", "Y_test"):
-        if not np.all(np.isfinite(getattr(data, name))):
+    for name in ("X_train", "Y_train", "X_test", "Y_test", "X_heldout"):
+        if getattr(data, name) is not None and not np.all(np.isfinite(getattr(data, name))):
             raise InputError(f"{name} contains NaN or inf", key="task")
 
 

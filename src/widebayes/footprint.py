@@ -74,12 +74,13 @@ def estimate(resolved: dict, sizes) -> Footprint:
     smc = smp["kind"] == "smc"
     particles = (smp["smc_particles"] or SMC_DEFAULT_PARTICLES) if smc else 1
     draws = particles if smc else num_draws(smp)
-    per_draw = N * m + inputs * m + 2 + N * inputs * (L if smp["store_all_layers"] else 1)
-    per_state = STATE_COPIES * n_params + WORK_COPIES * L * N * inputs
-    kernels = KERNEL_COPIES * chains * (L + 1) * (sizes.num_train**2 + sizes.num_test**2) * b
+    held = sizes.num_heldout  # the held-out classes' pool: features and kernels, no outputs
+    per_draw = N * m + inputs * m + 2 + N * (inputs + held) * (L if smp["store_all_layers"] else 1)
+    per_state = STATE_COPIES * n_params + WORK_COPIES * L * N * (inputs + held)
+    kernels = KERNEL_COPIES * chains * (L + 1) * (sizes.num_train**2 + sizes.num_test**2 + held**2) * b
     return Footprint(draws=chains * draws * (per_draw * b + 1),
                      states=chains * particles * per_state * b, kernels=kernels,
-                     data=sizes.stored_bytes + inputs * (sizes.input_dim + m) * b,
+                     data=sizes.stored_bytes + (inputs * (sizes.input_dim + m) + held * sizes.input_dim) * b,
                      draw_shape=(chains, draws, per_draw, b))
 
 

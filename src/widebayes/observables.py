@@ -55,9 +55,10 @@ def draw_observables(forward, params, data: dict, store_all_layers: bool = False
     ``forward(params, X) -> (features, f)`` is the model's forward map (the ``phi_l`` and ``f``
     sites of a NumPyro model, or :func:`network_forward`).  Returns ``(draw, kernels)``: ``draw``
     holds the stored parameter blocks (``a``, biases...), ``f_train``, ``loss``, ``phi_L``
-    (neuron, train) and, with a test set, ``f_test`` and ``phi_L_test``; with
-    ``store_all_layers`` also ``phi_1 ... phi_{L-1}`` (and ``phi_1_test ...``).  ``kernels``
-    holds ``train`` (and ``test``) Gram stacks; ``data["input_dim"]``, when present, is the ``N0``
+    (neuron, train) and, with a test set, ``f_test`` and ``phi_L_test``; with held-out classes
+    (``data["X_heldout"]``) ``phi_L_heldout``; with ``store_all_layers`` also ``phi_1 ...
+    phi_{L-1}`` (and ``phi_1_test ...``, ``phi_1_heldout ...``).  ``kernels`` holds ``train`` (and
+    ``test``, ``heldout``) Gram stacks; ``data["input_dim"]``, when present, is the ``N0``
     of the input kernel (reduced inputs, :mod:`widebayes.input_reduction`).
     """
     feats, f_train = forward(params, data["X_train"])
@@ -72,4 +73,10 @@ def draw_observables(forward, params, data: dict, store_all_layers: bool = False
         if store_all_layers:
             draw.update({f"phi_{layer}_test": h.T for layer, h in enumerate(feats_test[:-1], start=1)})
         kernels["test"] = gram_stack(data["X_test"], feats_test, data.get("input_dim"))
+    if "X_heldout" in data:  # the held-out classes' pool (tasks.heldout_classes): features only
+        feats_held, _ = forward(params, data["X_heldout"])
+        draw["phi_L_heldout"] = feats_held[-1].T
+        if store_all_layers:
+            draw.update({f"phi_{layer}_heldout": h.T for layer, h in enumerate(feats_held[:-1], start=1)})
+        kernels["heldout"] = gram_stack(data["X_heldout"], feats_held, data.get("input_dim"))
     return draw, kernels

@@ -538,7 +538,31 @@ def frozen_readout(data: dict) -> Figure:
     return fig
 
 
+def fewshot_heldout(data: dict) -> Figure:
+    """m-shot prototype error of the held-out classes per layer, one panel per kernel source:
+    simulated (markers, standard errors) and predicted by the few-shot SNR (lines)."""
+    sources = data["sources"]
+    fig = new_figure(3.4 * len(sources), 3.2)
+    axes = np.atleast_1d(fig.subplots(1, len(sources), sharey=True))
+    colors = class_colors(len(data["shots"]))
+    for ax, (name, src) in zip(axes, sources.items()):
+        f = lambda key: np.asarray(src[key], dtype=np.float64)  # noqa: E731 - report.json None -> NaN
+        for i, m in enumerate(data["shots"]):
+            ax.plot(data["layers"], f("predicted")[i], "-", color=colors[i], label=f"m = {m} predicted")
+            ax.errorbar(data["layers"], f("simulated")[i], yerr=f("simulated_se")[i], fmt="o", ms=4,
+                        color=colors[i], label=f"m = {m} simulated")
+        ax.set_title(_wrap(name), fontsize=8)
+        ax.set_xlabel("layer l (0 = input)")
+        ax.set_xticks(data["layers"])
+    axes[0].set_ylabel("few-shot error, held-out classes")
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"Trained on classes {data['trained_classes']}, few-shot on held-out "
+                 f"{data['heldout_classes']}", fontsize=10)
+    return fig
+
+
 FIGURES = {
+    "fewshot_heldout": fewshot_heldout,
     "drift": drift,
     "frozen_readout": frozen_readout,
     "geometry": geometry,

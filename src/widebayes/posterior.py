@@ -9,9 +9,13 @@ Groups and dimension names (DESIGN.md, README "posterior.nc"):
   (each ``(chain, draw)``);
 * ``representations``: ``phi_L (chain, draw, neuron, train)``, ``phi_L_test``, ``phi_1 ...``
   (and their ``_test``) with ``store_all_layers = true``, ``kernel (chain, layer, train_row,
-  train_col)`` with layer 0 the input kernel, ``kernel_test``;
+  train_col)`` with layer 0 the input kernel, ``kernel_test``; with held-out classes
+  (``[task] heldout_classes``) ``phi_L_heldout (chain, draw, neuron, heldout)`` (and
+  ``phi_1_heldout ...`` with ``store_all_layers``) and ``kernel_heldout (chain, layer,
+  heldout_row, heldout_col)``;
 * ``observed_data``: ``X_train``, ``y_train``, ``labels_train`` and, with a test set, the same
-  for test;
+  for test; with held-out classes ``X_heldout (heldout, input)`` and ``labels_heldout`` (the
+  original class numbers);
 * attributes: the resolved config as TOML (``config``), ``widebayes_version``, ``seed``,
   ``T_eff``, ``paper_time_per_step``, ``sampler``.
 
@@ -50,6 +54,7 @@ _DRAW_DIMS = {
     "diverging": (),
     "phi_L": ("neuron", "train"),
     "phi_L_test": ("neuron", "test"),
+    "phi_L_heldout": ("neuron", "heldout"),
 }
 _DRAW_DIMS.update({"swap_accept": ("pair",),  # replica exchange: acceptance per neighbour pair
                    # the collapsed readout's Rao-Blackwellised predictor: E and Var of f given W
@@ -67,7 +72,8 @@ def _dims_and_group(name: str, ndim: int) -> tuple[tuple, str]:
     if name in _DRAW_DIMS:
         return _DRAW_DIMS[name], _GROUP_OF.get(name, "representations")
     if name.startswith("phi_"):
-        return ("neuron", "test") if name.endswith("_test") else ("neuron", "train"), "representations"
+        inputs = next((s for s in ("test", "heldout") if name.endswith(f"_{s}")), "train")
+        return ("neuron", inputs), "representations"
     return tuple(f"{name}_dim_{i}" for i in range(ndim)), "posterior"
 
 
@@ -89,9 +95,10 @@ def to_inferencedata(result, data, attrs: dict, has_accept: bool = True):
         groups[group][name] = (("chain", "draw", *dims), value)
     groups["representations"]["kernel"] = (("chain", "layer", "train_row", "train_col"),
                                            result.kernels["train"])
-    if "test" in result.kernels:
-        groups["representations"]["kernel_test"] = (("chain", "layer", "test_row", "test_col"),
-                                                    result.kernels["test"])
+    for inputs in ("test", "heldout"):
+        if inputs in result.kernels:
+            groups["representations"][f"kernel_{inputs}"] = (
+                ("chain", "layer", f"{inputs}_row", f"{inputs}_col"), result.kernels[inputs])
     groups["observed_data"] = _observed(data)
     datasets = {g: xr.Dataset(v, attrs=attrs) for g, v in groups.items()}
     return az.InferenceData(attrs=attrs, **datasets)
@@ -103,6 +110,9 @@ def _observed(data) -> dict:
     if len(data.X_test):
         out.update({"X_test": (("test", "input"), data.X_test), "y_test": (("test", "output"), data.Y_test),
                     "labels_test": (("test",), data.labels_test)})
+    if data.X_heldout is not None and len(data.X_heldout):
+        out.update({"X_heldout": (("heldout", "input"), data.X_heldout),
+                    "labels_heldout": (("heldout",), data.labels_heldout)})
     return out
 
 
@@ -178,8 +188,14 @@ class PosteriorView:
         Feature-layer activations on the test inputs (or None) and the lower layers' (dict).
     kernel, kernel_test : ndarray (layer, P, P)
         Layer kernels averaged over the chains used (``kernel_test`` None without a test set).
+    phi_heldout : dict layer -> ndarray (chain, draw, neuron, heldout)
+        The stored layers' activations on the held-out classes' pool (empty without one).
+    kernel_heldout : ndarray (layer, P_heldout, P_heldout) or None
+        Layer kernels on the held-out pool averaged over draws and the chains used.
     X_train, Y_train, labels_train, X_test, Y_test, labels_test, num_classes
         The data of ``observed_data`` (test arrays None without a test set).
+    X_heldout, labels_heldout
+        The held-out pool and its original class numbers (None without held-out classes).
     """
 
     def __init__(self, idata):
@@ -215,6 +231,9 @@ class PosteriorView:
         mean = lambda name: np.asarray(reps[name].values[self.chains], dtype=np.float64).mean(axis=0)  # noqa: E731
         self.kernel = mean("kernel")
         self.kernel_test = mean("kernel_test") if "kernel_test" in reps else None
+        self.phi_heldout = {layer: self.take(reps[name]) for layer in range(1, self.depth + 1)
+                            if (name := f"phi_{'L' if layer == self.depth else layer}_heldout") in reps}
+        self.kernel_heldout = mean("kernel_heldout") if "kernel_heldout" in reps else None
 
     def _data(self, obs):
         self.X_train, self.Y_train = obs["X_train"].values, obs["y_train"].values.astype(np.float64)
@@ -223,5 +242,8 @@ class PosteriorView:
         self.X_test = obs["X_test"].values if has_test else None
         self.Y_test = obs["y_test"].values.astype(np.float64) if has_test else None
         self.labels_test = obs["labels_test"].values.astype(int) if has_test else None
+        has_held = "X_heldout" in obs and obs["X_heldout"].shape[0] > 0
+        self.X_heldout = obs["X_heldout"].values if has_held else None
+        self.labels_heldout = obs["labels_heldout"].values.astype(int) if has_held else None
         labels = [self.labels_train] + ([self.labels_test] if has_test else [])
         self.num_classes = int(max(int(lab.max()) for lab in labels if lab.size)) + 1

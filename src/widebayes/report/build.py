@@ -6,7 +6,8 @@
    closed forms; an ``InputError`` (no theory for this experiment yet) means "no theory": the
    figures show samples only and report.md says so;
 3. compute the sections (:func:`build_sections`: typed results of ``report.coding``,
-   ``report.kernels``, ``report.predictor``, ``report.geometry``, ``report.agreement``) and every
+   ``report.kernels``, ``report.predictor``, ``report.geometry``, ``report.fewshot``,
+   ``report.agreement``) and every
    figure's data, and lay them out as report.json's dict (:func:`build_report`);
 4. draw the figures (``widebayes.plots``) into ``DIR/report/``, write ``report.json`` (every
    number plotted, under ``figures.<name>.data``, plus the summaries) and ``report.md``.
@@ -26,7 +27,7 @@ from widebayes.diagnostics import codes as dcodes
 from widebayes.diagnostics import convergence as dconv
 from widebayes.errors import InputError
 from widebayes.posterior import PosteriorView
-from widebayes.report import coding, geometry, kernels, predictor, samples
+from widebayes.report import coding, fewshot, geometry, kernels, predictor, samples
 from widebayes.report.agreement import agreements
 from widebayes.report.common import as_dict, jsonable, write_text
 from widebayes.report.markdown import CAPTIONS, markdown
@@ -97,8 +98,11 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
     pred, pred_fig, err_fig = predictor.predictor_section(run, theory)
     geo, geo_fig = geometry.geometry_section(run, nngp, th_kernels)
     drift = geometry.drift_section(run)
+    heldout, heldout_fig = fewshot.fewshot_heldout_section(run)
     sections = {"coding": codes, "readout": readout, "symmetry": symmetry, "kernels": kern,
                 "predictor": pred, "geometry": geo, "drift": drift}
+    if run.X_heldout is not None:  # [task] heldout_classes: report.json fewshot_heldout
+        sections["fewshot_heldout"] = heldout
     scheme = codes.scheme.scheme
     view = samples.sample_view(run, ids, scheme, outliers)
     L = run.depth
@@ -119,6 +123,7 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
         "predictor_test": pred_fig,
         "gen_error": err_fig,
         "geometry": geo_fig,
+        "fewshot_heldout": heldout_fig,
         "drift": None if drift.note else drift,
         "kernel_adaptation": kern_figs.adaptation,
     }

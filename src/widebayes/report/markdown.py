@@ -21,6 +21,11 @@ CAPTIONS = {
                 "of the sampled representations (squares), and the mean-field alpha_M of the class "
                 "manifolds per layer (for a few classes a per-manifold descriptor about the stated origin, "
                 "not a capacity prediction; THEORY.md 6.2b).",
+    "fewshot_heldout": "Few-shot learning of held-out classes (perspective Figs. 2C-D, 3A-B): 2-way m-shot "
+                       "prototype error of classes never trained on, per layer, simulated (markers) and "
+                       "predicted from the layer's manifold geometry by the few-shot SNR (lines), for the "
+                       "sampled draws' kernels, their mean, the NNGP (prior, a baseline) and the theory's "
+                       "mean kernels (lazy networks).",
     "readout_samples": "Readout weights of one sample, neurons ordered by code then strength "
                        "(cf. coding-schemes Fig. 2a).",
     "activations": "Feature-layer activations of the same sample, neurons ordered by code, inputs by class "
@@ -64,8 +69,8 @@ def markdown(report: dict, figures: bool = True) -> str:
 
     With ``figures=False`` the text alone (for a notebook cell).
     """
-    parts = [_md_header, _md_theory, _md_coding, _md_agreements, _md_predictor, _md_geometry, _md_drift,
-             _md_convergence, _md_notes]
+    parts = [_md_header, _md_theory, _md_coding, _md_agreements, _md_predictor, _md_geometry, _md_fewshot,
+             _md_drift, _md_convergence, _md_notes]
     if figures:
         parts.append(_md_figures)
     return "\n".join(line for part in parts for line in part(report)) + "\n"
@@ -176,6 +181,28 @@ def _md_geometry(report: dict) -> list[str]:
                   for layer, e, se, c in zip(rep["layers"], rep["fewshot_error_simulated"],
                                              rep["fewshot_error_se"], rep["capacity"])]
     return lines + [""]
+
+
+def _md_fewshot(report: dict) -> list[str]:
+    few = report.get("fewshot_heldout")
+    if not few or "note" in few:
+        return []
+    shots = few["shots"]
+    lines = ["## Few-shot learning of held-out classes", "",
+             f"Trained on classes {few['trained_classes']}; held out {few['heldout_classes']} "
+             f"({few['heldout_per_class']} inputs each). {few['definition']}", "",
+             "| source | layer | " + " | ".join(f"{m}-shot simulated / predicted" for m in shots) + " |",
+             "|---|---|" + "---|" * len(shots)]
+    for name, src in few["sources"].items():
+        sim, se, pred = (np.asarray(src[k], dtype=np.float64)
+                         for k in ("simulated", "simulated_se", "predicted"))
+        for layer in few["layers"]:
+            if np.all(np.isnan(sim[:, layer])):
+                continue
+            cells = " | ".join(f"{sim[i, layer]:.3g} ± {se[i, layer]:.1g} / {pred[i, layer]:.3g}"
+                               for i in range(len(shots)))
+            lines.append(f"| {name} [{src['kernel_sources'][layer]}] | {layer} | {cells} |")
+    return lines + [""] + [f"- {n}" for n in few.get("notes") or []] + [""]
 
 
 def _md_drift(report: dict) -> list[str]:

@@ -10,11 +10,17 @@ Kinds (the ``[task]`` table of an experiment, see DESIGN.md):
   restricted unpickler that executes nothing.
 - ``xor``: four Gaussian clusters, ``+-mu1`` class 0 and ``+-mu2`` class 1 (Refinetti et al.
   2021).
-- ``npz``: a user archive with ``X``, ``labels`` and optionally ``X_test``, ``labels_test``.
+- ``npz``: a user archive with ``X``, ``labels`` and/or a target matrix ``Y``, and optionally
+  ``X_test``, ``labels_test``, ``Y_test``.
+
+Held-out classes (``heldout_classes``, ``heldout_per_class``; kinds mnist, cifar10, npz): classes
+above the trained ones (``0 .. num_classes-1``) kept out of training and test, with a pool of
+``heldout_per_class`` inputs of each (``Dataset.X_heldout``, ``labels_heldout``, their original
+class numbers) for few-shot learning of new classes (``diagnostics.fewshot``).
 
 Targets are one-hot (``y_plus`` on the own class, ``y_minus`` elsewhere) or, for two classes,
-one binary output (``y_plus`` for class 0, ``y_minus`` for class 1). With ``normalize`` every
-input is rescaled to norm ``sqrt(N0)``, as in the papers. Bad input raises
+one binary output (``y_plus`` for class 0, ``y_minus`` for class 1), or an npz's ``Y`` as given.
+With ``normalize`` every input is rescaled to norm ``sqrt(N0)``, as in the papers. Bad input raises
 :class:`widebayes.errors.InputError` naming the ``task.<key>`` at fault.
 
 Modules: ``common`` (Dataset, defaults, checks, targets, selection), ``synthetic`` (orthogonal,
@@ -31,10 +37,15 @@ from widebayes.tasks import archive, images, synthetic
 from widebayes.tasks.common import (
     COMMON_DEFAULTS,
     MAX_CLASSES,
+    MAX_INPUTS,
     RATIO_TOLERANCE,
     Dataset,
+    Split,
     check_bool,
     check_common,
+    check_int,
+    heldout_classes,
+    heldout_list,
     input_dim,
     normalize,
     num_classes,
@@ -78,6 +89,7 @@ class TaskSizes(NamedTuple):
     input_dim: int  # N0
     num_outputs: int  # m
     stored_bytes: int  # the task's arrays while it is made (inputs, targets, work space)
+    num_heldout: int = 0  # inputs of the held-out pool (heldout_classes x heldout_per_class)
 
 
 def task_keys(kind: str) -> set[str]:
@@ -114,12 +126,21 @@ def make_task(cfg: dict) -> Dataset:
         and the file).
     """
     cfg = _resolve(cfg)
-    X_tr, lab_tr, X_te, lab_te, k = _BUILDERS[cfg["kind"]](cfg)
+    s = Split(*_BUILDERS[cfg["kind"]](cfg))
+    X_tr, X_te, X_ho = s.X_train, s.X_test, s.X_heldout
     if check_bool(cfg, "normalize"):
         X_tr, X_te = normalize(X_tr), normalize(X_te)
-    Y_tr, Y_te = (targets(lab, k, cfg) for lab in (lab_tr, lab_te))
-    name = f"{cfg['kind']}(P={len(lab_tr)}, P_test={len(lab_te)}, N0={X_tr.shape[1]}, classes={k})"
-    return Dataset(X_tr, Y_tr, lab_tr, X_te, Y_te, lab_te, name)
+        X_ho = None if X_ho is None else normalize(X_ho)
+    k = s.num_classes
+    if s.Y_train is None:
+        Y_tr, Y_te = (targets(lab, k, cfg) for lab in (s.labels_train, s.labels_test))
+    else:
+        Y_tr, Y_te = s.Y_train, s.Y_test
+    name = (f"{cfg['kind']}(P={len(X_tr)}, P_test={len(X_te)}, N0={X_tr.shape[1]}, classes={k}"
+            + ("" if X_ho is None else f", held out {sorted(set(s.labels_heldout.tolist()))}")
+            + ("" if s.Y_train is None else f", targets Y (m={Y_tr.shape[1]})") + ")")
+    return Dataset(X_tr, Y_tr, s.labels_train, X_te, Y_te, s.labels_test, name, X_ho,
+                   s.labels_heldout)
 
 
 def task_sizes(cfg: dict) -> TaskSizes:
@@ -136,8 +157,9 @@ def task_sizes(cfg: dict) -> TaskSizes:
     """
     cfg = _resolve(cfg)
     kind, f64 = cfg["kind"], 8
+    m = None
     if kind == "npz":
-        P, P_test, N0, k, work = archive.sizes(cfg)
+        P, P_test, N0, k, work, m = archive.sizes(cfg)
     else:
         P, P_test, k = cfg["num_train"], cfg["num_test"], num_classes(cfg)
         N0 = input_dim(cfg, images.RAW_DIM.get(kind))
@@ -146,8 +168,13 @@ def task_sizes(cfg: dict) -> TaskSizes:
         raw = images.RAW_DIM.get(kind, 0)
         work = (2 * N0 * (P + P_test) * f64 if kind == "orthogonal"
                 else (P + P_test) * (raw + N0) * f64)  # the pixels as floats, and projected
-    m = num_outputs(cfg, k)
-    return TaskSizes(P, P_test, N0, m, work + (P + P_test) * (N0 + m) * f64)
+    m = num_outputs(cfg, k) if m is None else m
+    held = 0
+    if "heldout_classes" in cfg and len(heldout_list(cfg)):
+        if kind != "npz":
+            heldout_classes(cfg, k, range(MAX_CLASSES[kind]))
+        held = len(heldout_list(cfg)) * check_int(cfg, "heldout_per_class", 2, MAX_INPUTS)
+    return TaskSizes(P, P_test, N0, m, work + (P + P_test) * (N0 + m) * f64 + held * N0 * f64, held)
 
 
 def _resolve(cfg: dict) -> dict:

@@ -16,7 +16,10 @@ from widebayes.errors import InputError
 
 
 class Dataset(NamedTuple):
-    """Train and test arrays of a task (float64 inputs and targets, int64 labels)."""
+    """Train and test arrays of a task (float64 inputs and targets, int64 labels), and the
+    held-out pool: inputs of ``heldout_classes`` (never in training or test), with their
+    original class labels, for few-shot learning of new classes (empty without held-out
+    classes)."""
 
     X_train: np.ndarray
     Y_train: np.ndarray
@@ -25,6 +28,24 @@ class Dataset(NamedTuple):
     Y_test: np.ndarray
     labels_test: np.ndarray
     name: str
+    X_heldout: np.ndarray | None = None
+    labels_heldout: np.ndarray | None = None
+
+
+class Split(NamedTuple):
+    """What a task kind's builder returns: train and test inputs and labels, the number of
+    classes ``k``, targets when the data carries them (npz ``Y``, ``Y_test``; else None: made
+    from the labels) and the held-out pool (None without held-out classes)."""
+
+    X_train: np.ndarray
+    labels_train: np.ndarray
+    X_test: np.ndarray
+    labels_test: np.ndarray
+    num_classes: int
+    Y_train: np.ndarray | None = None
+    Y_test: np.ndarray | None = None
+    X_heldout: np.ndarray | None = None
+    labels_heldout: np.ndarray | None = None
 
 
 RATIO_TOLERANCE = 1e-9
@@ -43,7 +64,8 @@ COMMON_DEFAULTS = {
 }
 MAX_CLASSES = {"mnist": 10, "cifar10": 10, "xor": 2}
 RNG_ROLES = ("inputs", "labels", "test_inputs", "test_labels", "train_order", "test_order",
-             "projection")
+             "projection", "heldout_order")
+HELDOUT_DEFAULTS = {"heldout_classes": [], "heldout_per_class": 100}  # class-labelled kinds
 
 
 # ----------------------------------------------------------------------------- value checks
@@ -223,3 +245,70 @@ def check_available(wanted: int, available: int, key: str, source: str) -> None:
     if wanted > available:
         raise InputError(f"asks for {wanted} inputs but only {available} are available "
                          f"({source})", key=key)
+
+
+# ----------------------------------------------------------------------------- held-out classes
+
+
+def heldout_list(cfg: dict) -> np.ndarray:
+    """``heldout_classes`` as sorted int64: distinct non-negative integers (empty: none).
+
+    Raises
+    ------
+    InputError
+        Naming ``task.heldout_classes``: not a list of integers, a negative or repeated class.
+    """
+    key, value = "task.heldout_classes", cfg.get("heldout_classes", [])
+    if not isinstance(value, (list, tuple)) or any(
+            isinstance(c, bool) or not isinstance(c, Integral) for c in value):
+        raise InputError(f"must be a list of class numbers (integers), got {value!r}", key=key)
+    classes = np.asarray([int(c) for c in value], dtype=np.int64)
+    if len(set(classes.tolist())) != len(classes):
+        raise InputError(f"lists a class twice: {value!r}", key=key)
+    if np.any(classes < 0):
+        raise InputError(f"unknown class {int(classes.min())}: classes are 0, 1, ...", key=key)
+    return np.sort(classes)
+
+
+def heldout_classes(cfg: dict, k: int, known) -> np.ndarray:
+    """``heldout_classes`` checked against the task: each a ``known`` class (of the kind, or
+    found in the archive's labels) and none among the trained classes ``0 .. k-1`` (the first
+    ``num_classes``).  Held-out classes therefore lie above the trained ones: train on digits
+    0-4 (``num_classes = 5``), hold out 5-9.
+
+    Raises
+    ------
+    InputError
+        Naming ``task.heldout_classes``: as :func:`heldout_list`, an unknown class, every
+        trained class held out, or a trained class held out.
+    """
+    key, classes = "task.heldout_classes", heldout_list(cfg)
+    known = {int(c) for c in known}
+    unknown = [int(c) for c in classes if int(c) not in known]
+    if unknown:
+        raise InputError(f"unknown class {unknown[0]}; this task's classes are "
+                         f"{sorted(known) if len(known) <= 20 else f'{min(known)} .. {max(known)}'}",
+                         key=key)
+    trained = sorted(int(c) for c in classes if c < k)
+    if len(trained) == k:
+        raise InputError(f"holds out every trained class 0 .. {k - 1}: nothing left to train on",
+                         key=key)
+    if trained:
+        raise InputError(f"class {trained[0]} is trained (num_classes = {k}: classes 0 .. {k - 1} "
+                         f"are trained); held-out classes must lie outside them", key=key)
+    return classes
+
+
+def select_heldout(cfg: dict, labels: np.ndarray, classes: np.ndarray, source: str) -> np.ndarray:
+    """Indices of ``heldout_per_class`` items of every held-out class (in ``classes`` order),
+    each class's taken in a random order of the ``heldout_order`` generator."""
+    if len(classes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    per_class = check_int(cfg, "heldout_per_class", 2, MAX_INPUTS)
+    order = rng(cfg, "heldout_order").permutation(len(labels))
+    parts = []
+    for c in classes:
+        part = order[labels[order] == c]
+        check_available(per_class, len(part), "task.heldout_per_class", f"{source}, class {c}")
+        parts.append(part[:per_class])
+    return np.concatenate(parts).astype(np.int64)

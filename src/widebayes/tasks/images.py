@@ -14,7 +14,18 @@ import numpy as np
 
 from widebayes.errors import InputError
 from widebayes.tasks import readers
-from widebayes.tasks.common import check_bool, input_dim, num_classes, rng, select
+from widebayes.tasks.common import (
+    HELDOUT_DEFAULTS,
+    MAX_CLASSES,
+    Split,
+    check_bool,
+    heldout_classes,
+    input_dim,
+    num_classes,
+    rng,
+    select,
+    select_heldout,
+)
 
 MNIST_RAW_DIM = 784
 CIFAR_RAW_DIM = readers.CIFAR_RAW_DIM
@@ -33,7 +44,7 @@ CIFAR_WHERE = (
     "test_batch, the 'CIFAR-10 python version' (cifar-10-python.tar.gz from "
     "https://www.cs.toronto.edu/~kriz/cifar.html, unpacked into task.data_dir)"
 )
-_IMAGE_EXTRAS = {"num_classes": 3, "data_dir": None, "center": False}
+_IMAGE_EXTRAS = {"num_classes": 3, "data_dir": None, "center": False, **HELDOUT_DEFAULTS}
 EXTRAS = {
     "mnist": {**_IMAGE_EXTRAS, "input_dim": MNIST_RAW_DIM},
     "cifar10": {**_IMAGE_EXTRAS, "input_dim": CIFAR_RAW_DIM},
@@ -65,30 +76,40 @@ def data_dir(cfg: dict) -> str:
     return os.fspath(folder)
 
 
-def _image_task(cfg: dict, pools: tuple, raw_dim: int, source: str):
-    """Select, scale pixels to [0, 1], optionally centre and project. Pools hold uint8 rows."""
+def _image_task(cfg: dict, pools: tuple, raw_dim: int, source: str) -> Split:
+    """Select, scale pixels to [0, 1], optionally centre and project. Pools hold uint8 rows.
+
+    The held-out pool (``heldout_classes``) comes from the training pool's images of those
+    classes, which training never uses (it takes the first ``num_classes`` classes), and is
+    scaled, centred (by the training mean) and projected like the training inputs.
+    """
     k, N0 = num_classes(cfg), input_dim(cfg, raw_dim)
     center = check_bool(cfg, "center")
+    held = heldout_classes(cfg, k, range(MAX_CLASSES[cfg["kind"]]))
     images_tr, labels_tr, images_te, labels_te = pools
     idx_tr = select(labels_tr, rng(cfg, "train_order").permutation(len(labels_tr)), k,
                     cfg["class_ratios"], cfg["num_train"], "task.num_train", source)
     idx_te = select(labels_te, rng(cfg, "test_order").permutation(len(labels_te)), k,
                     cfg["class_ratios"], cfg["num_test"], "task.num_test", source + ", test")
-    X_tr, X_te = (images[idx].astype(np.float64) / 255.0
-                  for images, idx in ((images_tr, idx_tr), (images_te, idx_te)))
+    idx_ho = select_heldout(cfg, labels_tr, held, source)
+    X_tr, X_te, X_ho = (images[idx].astype(np.float64) / 255.0 for images, idx in
+                        ((images_tr, idx_tr), (images_te, idx_te), (images_tr, idx_ho)))
     if center:
         mean = X_tr.mean(axis=0)
-        X_tr, X_te = X_tr - mean, X_te - mean
+        X_tr, X_te, X_ho = X_tr - mean, X_te - mean, X_ho - mean
     if N0 < raw_dim:
-        X_tr, X_te = _project(cfg, X_tr, X_te, N0)
-    return X_tr, labels_tr[idx_tr], X_te, labels_te[idx_te], k
+        X_tr, X_te, X_ho = _project(cfg, (X_tr, X_te, X_ho), N0)
+    return Split(X_tr, labels_tr[idx_tr], X_te, labels_te[idx_te], k,
+                 X_heldout=X_ho if len(held) else None,
+                 labels_heldout=labels_tr[idx_ho] if len(held) else None)
 
 
-def _project(cfg: dict, X_tr: np.ndarray, X_te: np.ndarray, dim: int):
-    """Random projection ``X R^T / sqrt(D)``, ``R`` Gaussian ``(dim, D)`` from the seed."""
-    raw_dim = X_tr.shape[1]
+def _project(cfg: dict, arrays: tuple, dim: int) -> tuple:
+    """Random projection ``X R^T / sqrt(D)`` of each array, ``R`` Gaussian ``(dim, D)`` from
+    the seed (one ``R`` for all)."""
+    raw_dim = arrays[0].shape[1]
     R = rng(cfg, "projection").standard_normal((dim, raw_dim))
-    return X_tr @ R.T / np.sqrt(raw_dim), X_te @ R.T / np.sqrt(raw_dim)
+    return tuple(X @ R.T / np.sqrt(raw_dim) for X in arrays)
 
 
 # ----------------------------------------------------------------------------- MNIST
