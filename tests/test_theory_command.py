@@ -57,3 +57,25 @@ def test_lazy_linear_theory_reports_the_saddle_beside_the_mean(tmp_path):
     assert mean.shape == saddle.shape == nngp.shape == (2, 12, 12)
     np.testing.assert_allclose(saddle[0], nngp[0])  # the input kernel is not adapted
     assert not np.allclose(saddle[1], nngp[1])
+
+
+def test_lazy_linear_theory_survives_a_saddle_that_does_not_converge(monkeypatch):
+    """The kernel-adaptation saddle is an extra: when its iteration fails, BPKR is still reported."""
+    from widebayes.config import resolve
+    from widebayes.experiment import build_experiment
+    from widebayes.theory import kernel_adaptation
+    from widebayes.theory.predict import predictions
+
+    def no_saddle(*args, **kwargs):
+        raise RuntimeError("saddle did not converge: residual 1e-3 after 5000 steps")
+
+    monkeypatch.setattr(kernel_adaptation, "solve_kernels", no_saddle)
+    exp = build_experiment(resolve({
+        "task": {"kind": "orthogonal", "num_train": 12, "input_dim": 16, "num_test": 4,
+                 "class_ratios": [0.5, 0.5], "y_minus": 0.0},
+        "network": {"depth": 2, "width": 30, "activation": "linear", "readout": "lazy",
+                    "temperature": 0.01}}))
+    out = predictions(exp)
+    assert "kernel_train_saddle" not in out
+    assert "saddle did not converge" in out["note"]
+    assert np.isfinite(out["u"]).all() and out["kernel_train"].shape == (3, 12, 12)

@@ -75,7 +75,10 @@ def lazy_predictions(exp: Experiment) -> dict:
            "readout_second_moment": res.readout_second_moment,
            "kernel_train": res.mean_kernels.train, "kernel_train_nngp": res.nngp.train}
     if linear:  # the rate-function mode (Fischer et al.); closed form, cheap
-        out["kernel_train_saddle"] = adapted_kernels(exp, "saddle")
+        try:
+            out["kernel_train_saddle"] = adapted_kernels(exp, "saddle")
+        except RuntimeError as err:  # the damped iteration may not converge: BPKR stands without it
+            out["note"] = f"no kernel-adaptation saddle: {err}"
     else:  # the saddle needs a damped Monte Carlo iteration (minutes); the O(1/N) step, seconds
         out["kernel_train_perturbative"] = adapted_kernels(exp, "perturbative")
     if has_test:
