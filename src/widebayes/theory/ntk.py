@@ -346,11 +346,12 @@ def linearised_prediction(ntk: NTK, Y, T: float, times) -> LinearisedPrediction:
     Y, t = as_2d(Y), np.asarray(times, dtype=np.float64)
     lam, V = np.linalg.eigh(ntk.train)
     if lam[0] <= 0:
-        raise ValueError("the NTK on the training inputs is singular; the first phase needs it positive definite")
+        raise ValueError("the NTK on the training inputs is singular: the first phase needs it invertible")
     decay = np.exp(-lam[None, :] * t[:, None])                              # (n, P)
     Yv, Kv = V.T @ Y, V.T @ ntk.gp_train @ V
     train_mean = np.einsum("ij,nj,jr->nir", V, 1.0 - decay, Yv)
-    cov_v = decay[:, :, None] * Kv[None] * decay[:, None, :] + T * np.eye(lam.size) * (1.0 - decay**2)[:, :, None]
+    noise_v = T * np.eye(lam.size) * (1.0 - decay**2)[:, :, None]
+    cov_v = decay[:, :, None] * Kv[None] * decay[:, None, :] + noise_v
     train_var = np.einsum("ij,njk,ik->ni", V, cov_v, V)
     resid = train_mean - Y[None]
     loss = 0.5 * (np.sum(resid**2, axis=(1, 2)) + Y.shape[1] * np.einsum("njj->n", cov_v))
@@ -366,7 +367,8 @@ def linearised_prediction(ntk: NTK, Y, T: float, times) -> LinearisedPrediction:
     A2 = (ntk.cross.T @ V) ** 2 / lam                                        # A_i^2
     relax = (1.0 - np.exp(-2.0 * lam[None, :] * t[:, None])) / (2.0 * lam[None, :])
     noise_var = 2.0 * T * (t[:, None] * (ntk.test_diag - A2.sum(axis=1))[None] + relax @ A2.T)
-    return LinearisedPrediction(t, train_mean, train_var, test_mean, np.maximum(init_var + noise_var, 0.0), loss)
+    test_var = np.maximum(init_var + noise_var, 0.0)
+    return LinearisedPrediction(t, train_mean, train_var, test_mean, test_var, loss)
 
 
 # ----------------------------------------------------------------------------- both phases
