@@ -102,6 +102,10 @@ class TwoPhases(NamedTuple):
     relaxation_time_measured: float  # the same on the measured D2 (interpolated), NaN if not reached
     segment_mismatch: float
     ntk_eigenvalues: np.ndarray  # (P,)
+    posterior_mean: np.ndarray  # (P_test, m) NNGP posterior mean at T
+    posterior_var: np.ndarray  # (P_test,) its variance
+    ntk_predictor: np.ndarray  # (P_test, m) the NTK interpolant Theta_xX Theta^{-1} y
+    theory_test_mean: np.ndarray  # (n_grid, P_test, m) the Langevin mean m_t on theory_times
 
 
 # --------------------------------------------------------------------------- recording
@@ -298,7 +302,8 @@ def analyse(traj: Trajectory, exp, points_per_decade: int = 150) -> TwoPhases:
         float(np.max(z[first])) if first.any() else float("nan"),
         float(np.max(rel[first])) if first.any() else float("nan"),
         float(np.max(rel_cond[first][1:])) if first.sum() > 1 else float("nan"),
-        scale, tau_th, tau_meas, traj.segment_mismatch, np.linalg.eigvalsh(ntk.train))
+        scale, tau_th, tau_meas, traj.segment_mismatch, np.linalg.eigvalsh(ntk.train), gp.mean, gp.var,
+        ntk_pred, mean.test)
 
 
 def run(resolved: dict, num_steps: int, draws_per_segment: int = 100, folder=None, segments=None,
@@ -328,3 +333,55 @@ def summary(res: TwoPhases) -> dict:
             "relaxation_time_measured": round(res.relaxation_time_measured, 3),
             "relaxation_scale_fit": round(res.relaxation_scale, 3),
             "segment_mismatch": float(f"{res.segment_mismatch:.3g}")}
+
+
+def figure(res: TwoPhases, traj: Trajectory, test_index: int = 0):
+    """The two phases (perspective Fig. 4B): (A) training error against time, chains and their
+    mean, the NTK's linearised SDE; (B) the chain-mean test predictor's squared distance to the
+    NNGP posterior mean, against the Langevin mean theory and the NTK plateau; (C) one test
+    point's predictor in every chain, the Langevin mean and the posterior mean +- sd.  Log time
+    axis; dotted: ``t_phase1``, dashed: ``sigma^2 / T`` of the hidden weights."""
+    from widebayes.plots import new_figure
+
+    fig = new_figure(13.5, 3.6)
+    axes = fig.subplots(1, 3)
+    t, tt = res.times, res.theory_times[1:]
+
+    def marks(ax):
+        ax.axvline(res.t_phase1, color="0.5", ls=":", lw=1)
+        ax.axvline(res.tau_prior, color="0.3", ls="--", lw=1, label=r"$\sigma^2/T$")
+        ax.set_xscale("log")
+        ax.set_xlabel("paper time t")
+
+    ax = axes[0]
+    ax.plot(t, res.train_loss.T, color="C0", alpha=0.15, lw=0.7)
+    ax.errorbar(t, res.loss_mean, res.loss_se, color="C0", lw=1.2, label="Langevin, chain mean")
+    ax.plot(tt, res.theory_loss_ntk[1:], color="C3", lw=1.2, label="NTK (linearised SDE)")
+    ax.set_yscale("log")
+    ax.set_ylabel("training error L")
+    marks(ax)
+    ax.legend(fontsize=7)
+    ax.set_title("(A) first phase: gradient-driven", fontsize=9)
+
+    ax = axes[1]
+    ax.errorbar(t, res.dist2, res.dist2_se, color="C0", lw=1.0, label="chains")
+    ax.plot(tt, res.theory_dist2[1:], color="C3", lw=1.2, label="Langevin mean (Volterra)")
+    ax.axhline(res.dist2_ntk, color="C2", ls="-.", lw=1, label="NTK predictor")
+    ax.set_ylabel(r"$|\bar f_t - m_\infty|^2$ (test)")
+    marks(ax)
+    ax.legend(fontsize=7)
+    fitted = f"time scale x{res.relaxation_scale:.2f} of theory" if np.isfinite(res.relaxation_scale) \
+        else "record ends before it"
+    ax.set_title(f"(B) relaxation to the posterior: {fitted}", fontsize=9)
+
+    ax = axes[2]
+    ax.plot(t, traj.f_test[:, :, test_index, 0].T, lw=0.7, alpha=0.7)
+    ax.plot(tt, res.theory_test_mean[1:, test_index, 0], color="k", lw=1.2, label="Langevin mean")
+    mu, sd = res.posterior_mean[test_index, 0], np.sqrt(res.posterior_var[test_index])
+    ax.axhspan(mu - sd, mu + sd, color="C3", alpha=0.15, label="posterior mean +- sd")
+    ax.axhline(res.ntk_predictor[test_index, 0], color="C2", ls="-.", lw=1, label="NTK predictor")
+    ax.set_ylabel(f"f_t(x_test[{test_index}])")
+    marks(ax)
+    ax.legend(fontsize=7)
+    ax.set_title("(C) one test input, every chain", fontsize=9)
+    return fig
