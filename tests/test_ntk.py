@@ -121,8 +121,8 @@ def _empirical_ntk(X, spec, seeds):
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "linear"])
 def test_ntk_against_the_empirical_ntk_of_a_wide_network(name):
     """At N = 1500, depth 2, the empirical NTK (two prior draws) is within its O(N^-1/2) scatter
-    of the infinite-width one (measured relative deviations 0.6-2%); a missing block (the readout's
-    term is 20-50% of the NTK) would fail."""
+    of the infinite-width one (measured relative deviations 1.1-3.4%); without the readout's term
+    (48-90% of the NTK here) it is far off."""
     X, Xt, _ = _inputs(P=5, P_test=2)
     Z = np.vstack([X, Xt])
     s2, sa = (2.0, 1.5), 0.8
@@ -132,12 +132,11 @@ def test_ntk_against_the_empirical_ntk_of_a_wide_network(name):
     ntk = nt.ntk_kernels(X, name, s2, sa, Xt)
     full = np.block([[ntk.train, ntk.cross], [ntk.cross.T, np.diag(ntk.test_diag)]])
     mask = np.ones_like(full, bool)
-    mask[5:, 5:] = np.eye(2, dtype=bool)
+    mask[5:, 5:] = np.eye(2, dtype=bool)  # the test-test block: only its diagonal is computed
     rel = np.linalg.norm((emp - full)[mask]) / np.linalg.norm(full[mask])
-    assert rel < 0.05
-    without_readout = np.linalg.norm((emp - full + ntk.blocks["a"].mean())[mask]) / np.linalg.norm(full[mask])
-    assert np.linalg.norm(ntk.blocks["a"]) / np.linalg.norm(ntk.train) > 0.15
-    assert without_readout > rel
+    assert rel < 0.06
+    without_readout = np.linalg.norm(emp[:5, :5] - (ntk.train - ntk.blocks["a"])) / np.linalg.norm(ntk.train)
+    assert without_readout > 0.4
 
 
 # ----------------------------------------------------------------------------- the first phase

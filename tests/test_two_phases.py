@@ -15,14 +15,11 @@ from widebayes.studies import two_phases as tp
 from widebayes.theory import ntk as nt
 
 
-def _config(T=0.002, width=512, chains=16, dt=0.02, **network):
-    """Lazy erf-sigmoid network on normalised XOR: NTK eigenvalues 0.14-3.2, so dt * lam_max = 0.06."""
-    return {"task": {"kind": "xor", "input_dim": 20, "noise": 1.0, "separation": 0.9, "normalize": True,
-                     "num_train": 12, "num_test": 256, "seed": 0},
-            "network": {"depth": 1, "width": width, "activation": "sigmoid", "readout": "lazy",
-                        "sigma_w2": 4.0, "sigma_a2": 4.0, "temperature": T, **network},
-            "sampler": {"kind": "langevin", "preconditioner": "isotropic", "step_size": dt * T,
-                        "num_chains": chains, "seed": 1}}
+def _config(T=0.002, width=512, chains=16, **network):
+    """The README's experiment (lazy erf-sigmoid network on normalised XOR), ``network`` overridden."""
+    cfg = tp.example_config(T, width, chains)
+    cfg["network"].update(network)
+    return cfg
 
 
 # --------------------------------------------------------------------------- pieces

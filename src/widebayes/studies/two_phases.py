@@ -108,6 +108,23 @@ class TwoPhases(NamedTuple):
     theory_test_mean: np.ndarray  # (n_grid, P_test, m) the Langevin mean m_t on theory_times
 
 
+# --------------------------------------------------------------------------- the example
+
+
+def example_config(T: float = 0.01, width: int = 512, num_chains: int = 16, dt: float = 0.02,
+                   num_steps: int = 30000) -> dict:
+    """The README's experiment (unresolved): a lazy erf-sigmoid network, N = ``width``, on normalised
+    XOR (12 training, 256 test inputs, N0 = 20), ``sigma_w2 = sigma_a2 = 4``, temperature ``T``,
+    isotropic Langevin with ``dt = step_size / T`` of paper time per step (NTK eigenvalues
+    0.14-3.3: dt lam_max = 0.065 at dt = 0.02)."""
+    return {"task": {"kind": "xor", "input_dim": 20, "noise": 1.0, "separation": 0.9, "normalize": True,
+                     "num_train": 12, "num_test": 256, "seed": 0},
+            "network": {"depth": 1, "width": width, "activation": "sigmoid", "readout": "lazy",
+                        "sigma_w2": 4.0, "sigma_a2": 4.0, "temperature": T},
+            "sampler": {"kind": "langevin", "preconditioner": "isotropic", "step_size": dt * T,
+                        "num_steps": num_steps, "num_chains": num_chains, "seed": 1}}
+
+
 # --------------------------------------------------------------------------- recording
 
 
@@ -385,3 +402,27 @@ def figure(res: TwoPhases, traj: Trajectory, test_index: int = 0):
     ax.legend(fontsize=7)
     ax.set_title("(C) one test input, every chain", fontsize=9)
     return fig
+
+
+def main(argv=None) -> None:
+    """``python -m widebayes.studies.two_phases``: the README's numbers (JSON on stdout)."""
+    import argparse
+    import json
+
+    from widebayes.config import resolve
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--temperature", type=float, default=0.01)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--chains", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=30000)
+    parser.add_argument("--dt", type=float, default=0.02, help="paper time per step")
+    parser.add_argument("--draws-per-segment", type=int, default=100)
+    args = parser.parse_args(argv)
+    cfg = example_config(args.temperature, args.width, args.chains, args.dt, args.steps)
+    res = run(resolve(cfg), args.steps, args.draws_per_segment)
+    print(json.dumps(summary(res), indent=1))
+
+
+if __name__ == "__main__":
+    main()
