@@ -183,13 +183,13 @@ def sample_trajectory(resolved: dict, segments, time_per_step: float, folder=Non
     """Sample every segment of ``segments`` (``[(thin, steps), ...]``) and merge their records.
 
     Where two segments record the same step the finer one is kept and their difference measured
-    (``Trajectory.segment_mismatch``).  With ``folder`` each segment is cached in
-    ``folder/thin{thin}``.
+    (``Trajectory.segment_mismatch``).  With ``folder`` each segment is cached in its own folder
+    beside it, ``{folder}-thin{thin}``.
     """
     records = {}
     mismatch = 0.0
     for thin, steps in segments:
-        sub = None if folder is None else f"{folder}/thin{thin}"
+        sub = None if folder is None else f"{folder}-thin{thin}"
         seg = sample_segment(segment_config(resolved, thin, steps), sub)
         for d, step in enumerate(range(thin, steps + 1, thin)):
             here = {k: v[:, d] for k, v in seg.items()}
@@ -327,7 +327,7 @@ def run(resolved: dict, num_steps: int, draws_per_segment: int = 100, folder=Non
         **analyse_kw) -> TwoPhases:
     """Sample the trajectories of ``resolved`` up to ``num_steps`` (log-spaced records,
     :func:`log_segments`, unless ``segments = [(thin, steps), ...]`` is given) and analyse them
-    (:func:`analyse`); with ``folder`` the segments are cached there."""
+    (:func:`analyse`); with ``folder`` the segments are cached beside it (:func:`sample_trajectory`)."""
     from widebayes.experiment import build_experiment
 
     exp = build_experiment(resolved)
