@@ -121,9 +121,15 @@ def test_first_phase_follows_the_ntk():
 
 @pytest.mark.slow
 def test_predictor_relaxes_to_the_posterior_on_the_predicted_time_scale():
-    """T = 0.01 (sigma^2 / T = 400), 30000 steps to t = 600 = 3 / rate: the chain-mean test predictor's
-    squared distance to the NNGP posterior mean decays on the Volterra equation's time scale."""
-    res = tp.run(resolve(_config(T=0.01)), 30000, draws_per_segment=100, points_per_decade=100)
+    """T = 0.02 (sigma^2 / T = 200), 32 chains, 15000 steps to t = 300 = 3 / rate: the chain-mean test
+    predictor's squared distance to the NNGP posterior mean relaxes on the Volterra equation's time
+    scale (64 chains measured 26.5 against 31.6 for the 1/e time, a fitted time scale 0.76 of the
+    theory's), and reaches the posterior, not the NTK predictor (whose distance is 13)."""
+    res = tp.run(resolve(_config(T=0.02, chains=32)), 15000, draws_per_segment=100, points_per_decade=100)
     assert res.segment_mismatch == 0.0
-    assert abs(np.log(res.relaxation_scale)) < np.log(1.35)
-    assert res.relaxation_time_measured == pytest.approx(res.relaxation_time_theory, rel=0.35)
+    assert res.relaxation_time_measured == pytest.approx(res.relaxation_time_theory, rel=0.3)
+    assert abs(np.log(res.relaxation_scale)) < np.log(1.6)
+    late = res.times >= 2.0 / res.relaxation_rate
+    assert np.mean(res.dist2[late]) < 0.1 * res.dist2_ntk
+    plateau = (res.times >= 0.05 / res.relaxation_rate) & (res.times <= 0.2 / res.relaxation_rate)
+    assert np.mean(res.dist2[plateau]) > 0.5 * res.dist2_ntk
