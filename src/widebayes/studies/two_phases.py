@@ -122,7 +122,7 @@ def example_config(T: float = 0.01, width: int = 512, num_chains: int = 16, dt: 
             "network": {"depth": 1, "width": width, "activation": "sigmoid", "readout": "lazy",
                         "sigma_w2": 4.0, "sigma_a2": 4.0, "temperature": T},
             "sampler": {"kind": "langevin", "preconditioner": "isotropic", "step_size": dt * T,
-                        "num_steps": num_steps, "num_chains": num_chains, "seed": 1}}
+                        "num_steps": num_steps, "burn_in": 0, "thin": 1, "num_chains": num_chains, "seed": 1}}
 
 
 # --------------------------------------------------------------------------- recording
@@ -408,8 +408,10 @@ def main(argv=None) -> None:
     """``python -m widebayes.studies.two_phases``: the README's numbers (JSON on stdout)."""
     import argparse
     import json
+    import sys
 
     from widebayes.config import resolve
+    from widebayes.io import json_value
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--temperature", type=float, default=0.01)
@@ -420,8 +422,12 @@ def main(argv=None) -> None:
     parser.add_argument("--draws-per-segment", type=int, default=100)
     args = parser.parse_args(argv)
     cfg = example_config(args.temperature, args.width, args.chains, args.dt, args.steps)
-    res = run(resolve(cfg), args.steps, args.draws_per_segment)
-    print(json.dumps(summary(res), indent=1))
+    try:
+        res = run(resolve(cfg), args.steps, args.draws_per_segment)
+    except InputError as err:  # one line, exit status 2, as the widebayes command
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(json.dumps(json_value(summary(res)), indent=1))
 
 
 if __name__ == "__main__":
