@@ -18,7 +18,7 @@ NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 FAMILIES = {"coding_schemes_depth1", "deep_layerwise_codes", "mnist_generalization",
             "lazy_kernel_renormalization", "geometry_across_layers", "representational_drift",
-            "kernel_adaptation_criticality"}
+            "kernel_adaptation_criticality", "two_phases_ntk"}
 
 
 def test_there_is_a_notebook_per_figure_family():

@@ -80,6 +80,9 @@ class Activation(NamedTuple):
     mean_closed_form, second_closed_form : callable or None
         ``(m, v) -> E[phi(u)]`` and ``E[phi(u)^2]`` for ``u ~ N(m, v)``, where a closed form exists
         (:meth:`mean` and :meth:`second_moment` fall back to Gauss-Hermite quadrature).
+    derivative_kernel : callable or None
+        ``(c12, c11, c22) -> E[phi'(u) phi'(v)]``, the derivative kernel of the NTK recursion
+        (``widebayes.theory.ntk``), where a closed form exists (else quadrature there).
     """
 
     name: str
@@ -94,6 +97,7 @@ class Activation(NamedTuple):
     inverse: ArrayFn | None = None
     mean_closed_form: ArrayFn | None = None
     second_closed_form: ArrayFn | None = None
+    derivative_kernel: ArrayFn | None = None
 
     @property
     def bounded(self) -> bool:
@@ -230,6 +234,37 @@ def relu2_kernel(c12, c11, c22):
     return norm**2 / (2.0 * np.pi) * (3.0 * np.sin(t) * cos_t + (np.pi - t) * (1.0 + 2.0 * cos_t**2))
 
 
+# ----------------------------------------------------------------------------- derivative kernels
+
+
+def linear_derivative_kernel(c12, c11, c22):
+    """E[phi'(u) phi'(v)] = 1 for phi(z) = z."""
+    return np.ones(np.broadcast(np.asarray(c12), np.asarray(c11), np.asarray(c22)).shape)
+
+
+def sigmoid_derivative_kernel(c12, c11, c22):
+    """Erf sigmoid, ``phi' = (s / sqrt(pi)) exp(-s^2 z^2)``, s = sqrt(pi)/2 (Williams 1998):
+
+    E[phi'(u) phi'(v)] = (s^2 / pi) / sqrt((1 + 2 s^2 c11)(1 + 2 s^2 c22) - 4 s^4 c12^2),
+
+    the Gaussian integral ``E[exp(-s^2 (u^2 + v^2))] = det(I + 2 s^2 C)^(-1/2)``; 1/4 at C = 0.
+    """
+    a = 2.0 * SIGMOID_SLOPE**2
+    c12, c11, c22 = (np.asarray(c, dtype=np.float64) for c in (c12, c11, c22))
+    det = (1.0 + a * c11) * (1.0 + a * c22) - a**2 * c12**2
+    return SIGMOID_SLOPE**2 / np.pi / np.sqrt(det)
+
+
+def relu_derivative_kernel(c12, c11, c22):
+    """Arc-cosine kernel of degree 0 (Cho & Saul 2009): E[step(u) step(v)] = (pi - t) / (2 pi)."""
+    return (np.pi - _arc_cosine_angle(c12, c11, c22)[2]) / (2.0 * np.pi)
+
+
+def relu2_derivative_kernel(c12, c11, c22):
+    """``phi' = 2 relu``: E[phi'(u) phi'(v)] = 4 E[relu(u) relu(v)] (:func:`relu_kernel`)."""
+    return 4.0 * relu_kernel(c12, c11, c22)
+
+
 # ----------------------------------------------------------------------------- Gaussian moments
 
 
@@ -306,7 +341,8 @@ def _softplus_inverse(p):
 
 
 def make_activation(name: str, fn, *, growth: str, value_range, kernel=None, is_linear=False,
-                    homogeneous=False, inverse=None, mean=None, second=None) -> Activation:
+                    homogeneous=False, inverse=None, mean=None, second=None,
+                    derivative_kernel=None) -> Activation:
     """An :class:`Activation` from ``fn(z, xp)`` (written against the array namespace ``xp``:
     ``jax.numpy`` or ``numpy``) and its facts; checks that the facts agree with each other.
 
@@ -326,6 +362,8 @@ def make_activation(name: str, fn, *, growth: str, value_range, kernel=None, is_
         NumPy inverse of a strictly monotone phi.
     mean, second : callable, optional
         Closed forms ``(m, v) -> E[phi(u)]``, ``E[phi(u)^2]`` for ``u ~ N(m, v)``.
+    derivative_kernel : callable, optional
+        Closed form ``(c12, c11, c22) -> E[phi'(u) phi'(v)]``.
 
     Raises
     ------
@@ -346,7 +384,7 @@ def make_activation(name: str, fn, *, growth: str, value_range, kernel=None, is_
     closed = kernel is not None
     kernel = kernel if closed else partial(quadrature.trapezoid_kernel, phi_np)
     return Activation(name, partial(fn, xp=jnp), phi_np, kernel, closed, growth, (lo, hi),
-                      is_linear, homogeneous, inverse, mean, second)
+                      is_linear, homogeneous, inverse, mean, second, derivative_kernel)
 
 
 _INF = float("inf")
@@ -354,18 +392,21 @@ _INF = float("inf")
 ACTIVATIONS = {
     "linear": make_activation("linear", _linear, growth="linear", value_range=(-_INF, _INF),
                               kernel=linear_kernel, is_linear=True, homogeneous=True,
-                              inverse=lambda p: p, mean=linear_mean, second=linear_second),
+                              inverse=lambda p: p, mean=linear_mean, second=linear_second,
+                              derivative_kernel=linear_derivative_kernel),
     "sigmoid": make_activation("sigmoid", _sigmoid, growth="bounded", value_range=(0.0, 1.0),
                                kernel=sigmoid_kernel, inverse=_sigmoid_inverse, mean=sigmoid_mean,
-                               second=sigmoid_second),
+                               second=sigmoid_second, derivative_kernel=sigmoid_derivative_kernel),
     "relu": make_activation("relu", _relu, growth="relu-like", value_range=(0.0, _INF),
-                            kernel=relu_kernel, homogeneous=True, mean=relu_mean, second=relu_second),
+                            kernel=relu_kernel, homogeneous=True, mean=relu_mean, second=relu_second,
+                            derivative_kernel=relu_derivative_kernel),
     "tanh": make_activation("tanh", _tanh, growth="bounded", value_range=(-1.0, 1.0),
                             inverse=np.arctanh),
     "softplus": make_activation("softplus", _softplus, growth="relu-like", value_range=(0.0, _INF),
                                 inverse=_softplus_inverse),
     "relu2": make_activation("relu2", _relu2, growth="quadratic", value_range=(0.0, _INF),
-                             kernel=relu2_kernel, mean=relu_second, second=relu_fourth),
+                             kernel=relu2_kernel, mean=relu_second, second=relu_fourth,
+                             derivative_kernel=relu2_derivative_kernel),
 }
 
 
