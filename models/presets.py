@@ -43,6 +43,29 @@ PRESETS = {
         "sampler": {"kind": "langevin", "step_size": 0.003, "num_steps": 60000, "burn_in": 20000,
                     "thin": 200, "num_chains": 2, "seed": 1},
     },
+    # van Meegen & Sompolinsky at the paper's own sizes (Figs. 2 and 4; Methods): classes 1/2, 1/4, 1/4
+    "paper-linear": {
+        "task": {**_TOY, "num_train": 200, "input_dim": 220, "y_minus": 0.0},
+        "network": {"depth": 1, "width": 200, "activation": "linear", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 100000, "burn_in": 40000,
+                    "thin": 500, "num_chains": 2, "seed": 1},
+    },
+    "paper-sigmoid": {
+        "task": {**_TOY, "num_train": 500, "input_dim": 520, "y_minus": 0.5},
+        "network": {"depth": 1, "width": 500, "activation": "sigmoid", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 60000, "burn_in": 40000,
+                    "thin": 500, "num_chains": 1, "seed": 1,
+                    "anneal": {"schedule": "geometric", "T_start": 1.0, "num_steps": 30000}},
+    },
+    "paper-relu": {
+        "task": {**_TOY, "num_train": 500, "input_dim": 520, "y_minus": -0.5},
+        "network": {"depth": 1, "width": 500, "activation": "relu", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.001, "num_steps": 60000, "burn_in": 30000,
+                    "thin": 500, "num_chains": 1, "seed": 1},
+    },
     # Li & Sompolinsky: deep linear lazy network in the proportional regime (THEORY.md 3.5.3)
     "bpkr-deep-linear": {
         "task": {"kind": "orthogonal", "num_train": 50, "input_dim": 60, "num_test": 10,
