@@ -15,6 +15,9 @@ Here every kernel is a kernel of the joint training + test inputs:
 - ``saddle``: the rate function's mode (Monte Carlo fixed point; minutes at P ~ 100);
 - ``linear_mean``: the exact posterior-mean kernels of deep linear networks (BPKR with cross
   kernels, THEORY.md 2.5);
+- ``bpkr_heuristic``: the perspective's Eq. 15 for nonlinear networks, the NNGP bulk plus the
+  deep-linear BPKR spikes (:func:`widebayes.theory.bpkr.heuristic_layer_kernels`; identical to
+  ``linear_mean`` for linear networks);
 - ``samples``: posterior-mean kernels from a sampled run (``[sampler] store_all_layers = true``).
 
 Geometry (THEORY.md 6.1c, :func:`widebayes.diagnostics.geometry.geometry_from_kernels`): per layer
@@ -31,10 +34,12 @@ from typing import NamedTuple
 import numpy as np
 
 from widebayes.diagnostics.geometry import geometry_from_kernels
+from widebayes.theory.bpkr import heuristic_layer_kernels, solve_U
+from widebayes.theory.gp import as_2d
 from widebayes.theory.kernel_adaptation import solve_kernels
 from widebayes.theory.nngp import input_kernel
 
-METHODS = ("nngp", "perturbative", "saddle", "linear_mean")
+METHODS = ("nngp", "perturbative", "saddle", "linear_mean", "bpkr_heuristic")
 
 
 class LayerGeometry(NamedTuple):
@@ -77,6 +82,11 @@ def joint_layer_kernels(X_train, Y_train, X_test, activation, g, width, T, metho
     test and cross blocks); ``solver`` goes to it (``num_samples``, ``seed``, ...).
     """
     X = np.concatenate([np.asarray(X_train), np.asarray(X_test)]) if X_test is not None else X_train
+    if method == "bpkr_heuristic":
+        nngp = solve_kernels(input_kernel(X), Y_train, activation, g, width, T, "nngp").layer_kernels
+        P, L = len(Y_train), len(g) - 1
+        U = solve_U(nngp[-1][:P, :P], Y_train, L, width, T, 1.0, g[-1]).U
+        return heuristic_layer_kernels(nngp, P, as_2d(Y_train), U, width, T, g[:-1], g[-1])
     return np.asarray(solve_kernels(input_kernel(X), Y_train, activation, g, width, T, method,
                                     **solver).layer_kernels)
 
