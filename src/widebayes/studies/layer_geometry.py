@@ -64,9 +64,14 @@ def layer_geometry(K, labels) -> LayerGeometry:
 
     ``D_a`` of a pair depends on class ``a`` only, so the class mean is the mean over the rows of the
     pair matrix; the signal is averaged over every ordered pair (``||dx0||^2 / R_a^2`` is not
-    symmetric in a, b).
+    symmetric in a, b).  Classes with fewer than two inputs (no radius) are left out.
     """
-    geom, _ = geometry_from_kernels(K, labels)
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    keep = np.isin(labels, classes[counts >= 2])
+    if np.unique(labels[keep]).size < 2:
+        raise ValueError("geometry needs two classes with at least two inputs each")
+    geom, _ = geometry_from_kernels(np.asarray(K)[..., keep, :][..., keep], labels[keep])
     C = geom.dist2.shape[-1]
     off = ~np.eye(C, dtype=bool)
     signal = geom.dist2[..., off]
@@ -121,11 +126,11 @@ def geometry_comparison(X_train, Y_train, X_test, labels_test, activation, depth
                         methods=("nngp", "perturbative"), on="test", **solver) -> GeometryComparison:
     """Signal and dimension per layer for each theory kernel in ``methods`` (perspective Fig. 7).
 
-    Every weight variance (hidden and readout) is ``sigma2`` (the perspective's single sigma^2);
-    ``on = 'test'`` measures the test inputs' manifolds (the perspective's choice), ``'train'`` the
+    ``sigma2``: one variance for every weight (hidden and readout; the perspective's single
+    sigma^2), or the list ``[sigma_1^2, ..., sigma_L^2, sigma_a^2]``.  ``on = 'test'`` measures the test inputs' manifolds (the perspective's choice), ``'train'`` the
     training inputs' (then ``labels_test`` are the training labels).
     """
-    g = [sigma2] * (depth + 1)
+    g = list(np.broadcast_to(np.asarray(sigma2, dtype=np.float64), (depth + 1,)))
     P = len(X_train)
     out = {}
     for method in methods:
@@ -152,3 +157,49 @@ def trend(x, rtol=0.01) -> str:
     if np.all(d < rtol):
         return "falls"
     return "non-monotonic"
+
+
+def run_comparison(view, methods=("nngp", "perturbative"), on="test", **solver) -> GeometryComparison:
+    """:func:`geometry_comparison` for a sampled run (a :class:`widebayes.posterior.PosteriorView`)
+    at its own data and settings, with the sampled mean kernels' geometry under ``'samples'``
+    (``[sampler] store_all_layers = true`` for the hidden layers below the top)."""
+    g = [*view.sigma_w2, view.sigma_a2]
+    labels = view.labels_test if on == "test" else view.labels_train
+    out = geometry_comparison(view.X_train, view.Y_train, view.X_test, labels, view.activation,
+                              view.depth, g, view.width, view.T_eff, methods, on, **solver)
+    K = view.kernel_test if on == "test" else view.kernel
+    return out._replace(geometry={**out.geometry, "samples": layer_geometry(K, labels)})
+
+
+class LayerKernels(NamedTuple):
+    """Kernels of chosen layers on inputs ordered by class (perspective Fig. 6 panels).
+
+    Attributes
+    ----------
+    layers : list of int
+    kernels : dict
+        method -> ndarray (len(layers), P, P), rows and columns ordered by ``labels``.
+    order : ndarray (P,)
+        The input order used.
+    labels : ndarray (P,)
+        The labels in that order.
+    """
+
+    layers: list
+    kernels: dict
+    order: np.ndarray
+    labels: np.ndarray
+
+
+def layer_kernels(X, Y, labels, activation, depth, sigma2, width, T, layers,
+                  methods=("nngp", "bpkr_heuristic"), **solver) -> LayerKernels:
+    """Training-input kernels of ``layers`` by each theory in ``methods``, ordered by class.
+
+    Perspective Fig. 6A-B: eight digits, ``depth = 1``, ``sigma2 = 0.04``, layers ``[1]``; Fig. 6D:
+    four digits with :func:`even_odd_targets`, ``depth = 4``, layers ``[2, 4]``.
+    """
+    g = list(np.broadcast_to(np.asarray(sigma2, dtype=np.float64), (depth + 1,)))
+    order = np.argsort(np.asarray(labels), kind="stable")
+    ix = np.ix_(list(layers), order, order)
+    out = {m: joint_layer_kernels(X, Y, None, activation, g, width, T, m, **solver)[ix] for m in methods}
+    return LayerKernels(list(layers), out, order, np.asarray(labels)[order])
