@@ -203,3 +203,34 @@ def layer_kernels(X, Y, labels, activation, depth, sigma2, width, T, layers,
     ix = np.ix_(list(layers), order, order)
     out = {m: joint_layer_kernels(X, Y, None, activation, g, width, T, m, **solver)[ix] for m in methods}
     return LayerKernels(list(layers), out, order, np.asarray(labels)[order])
+
+
+class BlockContrast(NamedTuple):
+    """Block structure of kernels ``(..., P, P)``, relative to the mean self-similarity ``<K_ii>``.
+
+    Attributes
+    ----------
+    group : ndarray (...)
+        ``(mean K over pairs of different classes in the same group - mean K over pairs in
+        different groups) / <K_ii>``: the higher-order (e.g. even vs odd) blocks of Fig. 6D.
+    cls : ndarray (...)
+        ``(mean K over distinct pairs of one class - mean K over pairs of different classes in the
+        same group) / <K_ii>``: the class blocks.
+    """
+
+    group: np.ndarray
+    cls: np.ndarray
+
+
+def block_contrast(K, labels, groups) -> BlockContrast:
+    """:class:`BlockContrast` of kernels ``K`` on inputs of class ``labels`` in group ``groups``
+    (perspective Fig. 6D: ``groups = labels % 2``; one group for all: ``cls`` is own class against
+    every other class and ``group`` is NaN)."""
+    K, labels, groups = np.asarray(K), np.asarray(labels), np.asarray(groups)
+    same_cls = (labels[:, None] == labels[None, :]) & ~np.eye(labels.size, dtype=bool)
+    same_grp = (groups[:, None] == groups[None, :]) & (labels[:, None] != labels[None, :])
+    diff_grp = groups[:, None] != groups[None, :]
+    diag = np.diagonal(K, axis1=-2, axis2=-1).mean(-1)
+    def mean(mask):  # NaN where no pair qualifies (e.g. one group)
+        return K[..., mask].mean(-1) if mask.any() else np.full(K.shape[:-2], np.nan)
+    return BlockContrast((mean(same_grp) - mean(diff_grp)) / diag, (mean(same_cls) - mean(same_grp)) / diag)
