@@ -184,8 +184,9 @@ def test_fig7_linear_theory_dimension_falls_signal_does_not_stay(eight_digits):
     NOT stay unchanged as the paper's Fig. 7A shows: it rises to 2.9x (0.79 1.23 2.25 2.29 2.12).
     NNGP: both exactly flat (tested above)."""
     d = eight_digits
-    th = lg.geometry_comparison(d.X_train, d.Y_train, d.X_test, d.labels_test, "linear", FIG7["depth"],
-                                FIG7["sigma2"], FIG7["width"], FIG7["T"], ("linear_mean",)).geometry["linear_mean"]
+    c = lg.geometry_comparison(d.X_train, d.Y_train, d.X_test, d.labels_test, "linear", FIG7["depth"],
+                               FIG7["sigma2"], FIG7["width"], FIG7["T"], ("linear_mean",))
+    th = c.geometry["linear_mean"]
     assert th.dimension[-1] < 0.6 * th.dimension[0]
     assert np.all(np.diff(th.dimension[1:]) < 0)
     assert th.signal.max() > 2.0 * th.signal[0]

@@ -127,8 +127,9 @@ def geometry_comparison(X_train, Y_train, X_test, labels_test, activation, depth
     """Signal and dimension per layer for each theory kernel in ``methods`` (perspective Fig. 7).
 
     ``sigma2``: one variance for every weight (hidden and readout; the perspective's single
-    sigma^2), or the list ``[sigma_1^2, ..., sigma_L^2, sigma_a^2]``.  ``on = 'test'`` measures the test inputs' manifolds (the perspective's choice), ``'train'`` the
-    training inputs' (then ``labels_test`` are the training labels).
+    sigma^2), or the list ``[sigma_1^2, ..., sigma_L^2, sigma_a^2]``.  ``on = 'test'`` measures
+    the test inputs' manifolds (the perspective's choice), ``'train'`` the training inputs' (then
+    ``labels_test`` are the training labels).
     """
     g = list(np.broadcast_to(np.asarray(sigma2, dtype=np.float64), (depth + 1,)))
     P = len(X_train)
