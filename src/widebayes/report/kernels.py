@@ -6,7 +6,8 @@ Every theory kernel carries a label saying what produced it, layer by layer
 2.6) puts its learned correction on the feature layer only, so its lower layers are the NNGP; the
 report calls them "NNGP", or, where the theory also gives the per-layer O(1/N) kernel-adaptation
 kernels (``kernel_train_perturbative``, ``theory/kernel_adaptation.py``, THEORY.md 3.3/3.5), uses
-those there under the label "kernel adaptation O(1/N)".
+those there under the label "kernel adaptation O(1/N)".  Theory files that list
+``kernel_train_methods`` (theory/predict.py) name each layer's source themselves.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ THEORY_SOURCES = {
     "sparse-codes": "non-lazy mean field, sparse codes (THEORY.md 1.5b)",
     "conditional-mode": "non-lazy conditional mode (THEORY.md 1.4, the paper's MNIST theory)",
 }
+# what made one layer's theory kernel (``kernel_train_methods``, theory/predict.py ``kernel_methods``)
+LAYER_METHODS = {"input": INPUT_KERNEL, "nngp": NNGP, "perturbative": KERNEL_ADAPTATION,
+                 "saddle": "kernel adaptation saddle (rate-function mode)",
+                 "bpkr": THEORY_SOURCES["bpkr"], "bpkr-heuristic": THEORY_SOURCES["bpkr-heuristic"]}
 ADAPTATION_KEYS = {"kernel_train_saddle": "saddle", "kernel_train_perturbative": "O(1/N)"}
 KERNEL_DEFINITION = ("K_l = phi_l . phi_l / N averaged over draws and chains; learned part K_l - K_l^NNGP; "
                      "alignment CKA(K_l, Y Y^T) (Kornblith et al. 2019)")
@@ -57,7 +62,9 @@ class TheoryKernels(NamedTuple):
 def theory_layer_kernels(theory, like) -> TheoryKernels | None:
     """The theory's kernel of every layer, each labelled by what it is.
 
-    Layer 0 is the input kernel.  A layer where ``kernel_train`` is the theory's own NNGP kernel
+    Where the theory lists ``kernel_train_methods`` (one per layer, theory/predict.py) each layer
+    is labelled by :data:`LAYER_METHODS`.  Otherwise (older theory files): layer 0 is the input
+    kernel.  A layer where ``kernel_train`` is the theory's own NNGP kernel
     (``kernel_train_nngp``, equal to the last bit) is the NNGP: labelled :data:`NNGP`, or replaced by
     the O(1/N) kernel-adaptation kernel ``kernel_train_perturbative`` where the theory gives it
     (:data:`KERNEL_ADAPTATION`).  Every other layer is the theory's own (:func:`theory_source`).
@@ -66,6 +73,9 @@ def theory_layer_kernels(theory, like) -> TheoryKernels | None:
     K = theory_kernels(theory, "kernel_train", like)
     if K is None:
         return None
+    methods = theory.get("kernel_train_methods")
+    if methods is not None and len(methods) == len(K):
+        return TheoryKernels(np.asarray(K), [LAYER_METHODS.get(m, f"theory method {m}") for m in methods])
     nngp = theory_kernels(theory, "kernel_train_nngp", like)
     adapted = theory_kernels(theory, "kernel_train_perturbative", like)
     K, sources = K.copy(), [INPUT_KERNEL]

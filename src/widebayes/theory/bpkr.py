@@ -502,16 +502,61 @@ def mean_layer_kernels(K0, Y, U, width, T, sigma_w2, sigma_a2=1.0, K0_cross=None
         ``train`` (L+1, P, P), ``cross`` (L+1, P, P_test), ``test`` (L+1, P_test, P_test).
     """
     s2 = layer_variances(sigma_w2)
-    depth, P, m = s2.size, np.shape(K0)[0], np.atleast_2d(U).shape[0]
     Kj = _joint_kernel(K0, K0_cross, K0_test)
-    w, moments = _learned_moments(Kj, P, Y, U, sigma_a2 * np.prod(s2), depth, T)
-    K, layers = Kj, [Kj]
+    bulk = np.cumprod(np.concatenate([[1.0], s2]))[:, None, None] * Kj
+    return _split(_spiked_layers(bulk, np.shape(K0)[0], Y, U, width, T, s2, sigma_a2), np.shape(K0)[0],
+                  K0_test is not None)
+
+
+def _spiked_layers(bulk, P, Y, U, width, T, s2, sigma_a2) -> np.ndarray:
+    """``<K_l> = (1 - m/N)^l B_l + S_l``, ``S_l = (1 - m/N) sigma_l^2 S_{l-1} + spike_l``, ``S_0 = 0``.
+
+    ``B_l`` (``bulk``, (L+1, n, n)) is the prior kernel of layer l on the joint inputs (the first
+    P observed) and ``spike_l = sum_r <(f q_r)(f q_r)^T> / (N s_l w_r^{L+1-l})`` with the outputs'
+    GP of kernel ``sigma_a2 w_r^L B_L``.  With ``B_l = prod_{l' <= l} sigma_l'^2 K0`` this is the
+    unrolled recursion of :func:`mean_layer_kernels`; with the NNGP kernels it is
+    :func:`heuristic_layer_kernels`.
+    """
+    depth, m = s2.size, np.atleast_2d(U).shape[0]
+    w, moments = _learned_moments(bulk[-1], P, Y, U, sigma_a2, depth, T)
+    learned, layers = np.zeros_like(bulk[0]), [bulk[0]]
     for layer in range(1, depth + 1):
         s_l = sigma_a2 * np.prod(s2[layer:])
         spike = sum(M / (width * s_l * w[r] ** (depth + 1 - layer)) for r, M in enumerate(moments))
-        K = (1.0 - m / width) * s2[layer - 1] * K + spike
-        layers.append(K)
-    return _split(np.stack(layers), P, K0_test is not None)
+        learned = (1.0 - m / width) * s2[layer - 1] * learned + spike
+        layers.append((1.0 - m / width) ** layer * bulk[layer] + learned)
+    return np.stack(layers)
+
+
+def heuristic_layer_kernels(nngp_joint, P, Y, U, width, T, sigma_w2, sigma_a2=1.0) -> np.ndarray:
+    """Mean kernels of every layer of a nonlinear lazy network, perspective Eq. 15's heuristic.
+
+    ``<K_l> ~= K_l^GP + N^-1 Y G_l(U) Y^T`` (perspective paper, "Mean layer-wise kernels", Eq. 15):
+    the exact deep-linear recursion of :func:`mean_layer_kernels` unrolled,
+    ``<K_l> = (1 - m/N)^l B_l + S_l`` (:func:`_spiked_layers`), with the NNGP kernels ``K_l^GP`` as
+    the bulk ``B_l`` and the learned spikes propagated upward as in the linear network (by
+    ``(1 - m/N) sigma_l^2``).  Identical to :func:`mean_layer_kernels` for linear phi; for nonlinear
+    phi a heuristic like THEORY.md 2.6 (the spikes do not pass through phi).
+
+    Parameters
+    ----------
+    nngp_joint : array (L+1, n, n)
+        NNGP kernels ``K_0 .. K_L`` of the joint inputs, the first P of them training inputs.
+    P : int
+    Y : array (P, m)
+    U : array (m, m)
+        From :func:`solve_U` with ``K_L^GP`` as base kernel and ``s = sigma_a2``.
+    width : int
+    T : float
+    sigma_w2 : sequence of float, length L
+    sigma_a2 : float
+
+    Returns
+    -------
+    ndarray (L+1, n, n)
+    """
+    return _spiked_layers(np.asarray(nngp_joint, dtype=np.float64), P, Y, U, width, T,
+                          layer_variances(sigma_w2), sigma_a2)
 
 
 def mean_feature_kernel(K_L, Y, U, depth, width, T, sigma_a2=1.0, K_cross=None, K_test=None) -> MeanKernels:

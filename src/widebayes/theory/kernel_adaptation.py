@@ -32,6 +32,14 @@ enters only through ``sum_s (w_s - 1/S) phi_s phi_s^T`` added to the exact NNGP 
 Carlo error of the adaptation ``K - K_NNGP`` of a few percent for P ~ 30; THEORY.md 3.5.3 used
 ``10**6``.
 
+Test points.  ``K0`` may be the joint kernel of ``P`` training inputs (first, the rows of ``Y``)
+and ``P'`` test inputs.  The test outputs enter no likelihood: the action is that of the joint
+network with the boundary ``Ct^(L+1)`` zero outside the training block, which is exact in the field
+theory (integrating out unobserved outputs leaves the training marginal unchanged: for linear phi
+the training blocks of every ``C``, ``Ct`` equal the training-only solution exactly, for nonlinear
+phi up to Monte Carlo error), and the kernels' test and cross blocks are the adapted kernels on the
+test inputs, the analogue of BPKR's cross kernels (:func:`bpkr.mean_layer_kernels`).
+
 The saddle is the MODE of the rate function, not the posterior mean: in the proportional limit
 it misses the learned spike by O(alpha) (THEORY.md 3.5.2); ``method = 'linear_mean'`` gives the
 exact posterior-mean kernels of deep linear networks (BPKR, :func:`bpkr.mean_layer_kernels`).
@@ -113,10 +121,18 @@ def kernel_map_derivative(act: Activation, C, dC) -> np.ndarray:
 
 
 def output_conjugate(C_out, Y, N, T) -> np.ndarray:
-    """Boundary ``Ct^(L+1) = (1/2N)[K^-1 Y Y^T K^-1 - m K^-1]``, ``K = C^(L+1) + T I`` (THEORY 3.5.1)."""
-    Kinv = np.linalg.inv(C_out + T * np.eye(C_out.shape[0]))
+    """Boundary ``Ct^(L+1) = (1/2N)[K^-1 Y Y^T K^-1 - m K^-1]``, ``K = C^(L+1) + T I`` (THEORY 3.5.1).
+
+    ``Y`` has a row for each of the first ``P`` inputs of ``C_out``; further inputs (test points)
+    carry no likelihood, so their rows and columns of ``Ct^(L+1)`` are zero and ``K`` is the
+    ``P x P`` training block (module docstring, "Test points").
+    """
+    P = Y.shape[0]
+    Kinv = np.linalg.inv(C_out[:P, :P] + T * np.eye(P))
     a = Kinv @ Y
-    return symmetric_part(a @ a.T - Y.shape[1] * Kinv) / (2.0 * N)
+    out = np.zeros_like(C_out, dtype=np.float64)
+    out[:P, :P] = symmetric_part(a @ a.T - Y.shape[1] * Kinv) / (2.0 * N)
+    return out
 
 
 def _chunks(S: int, P: int, seed: int, layer: int):
@@ -259,8 +275,13 @@ def _linear_mean(s: _Setup):
     if not s.act.is_linear:
         raise ValueError(f"method 'linear_mean' needs a linear network, got activation {s.act.name!r}")
     L, N = s.g.size - 1, int(round(s.N))
-    sol = solve_U(s.K0, s.Y, L, N, s.T, sigma_w2=s.g[:L], sigma_a2=s.g[L])
-    K = mean_layer_kernels(s.K0, s.Y, sol.U, N, s.T, s.g[:L], sigma_a2=s.g[L]).train
+    P = s.Y.shape[0]
+    K0, Kc, Kt = s.K0[:P, :P], s.K0[:P, P:], s.K0[P:, P:]
+    sol = solve_U(K0, s.Y, L, N, s.T, sigma_w2=s.g[:L], sigma_a2=s.g[L])
+    mk = mean_layer_kernels(K0, s.Y, sol.U, N, s.T, s.g[:L], sigma_a2=s.g[L],
+                            K0_cross=Kc if Kc.size else None, K0_test=Kt if Kc.size else None)
+    K = mk.train if mk.cross is None else np.block([[mk.train, mk.cross],
+                                                    [np.swapaxes(mk.cross, 1, 2), mk.test]])
     return AdaptedKernels(K * s.g[:, None, None], None, K, K[1:].copy(), float(sol.residual), "linear_mean")
 
 
@@ -273,9 +294,11 @@ def solve_kernels(K0, Y, activation, g, N, T, method="saddle", *, num_samples=NU
 
     Parameters
     ----------
-    K0 : array (P, P)
-        Input kernel ``X X^T / N0``.
+    K0 : array (n, n), n >= P
+        Input kernel ``X X^T / N0`` of the training inputs, optionally followed by test inputs
+        (``n - P`` of them, no likelihood: module docstring, "Test points").
     Y : array (P,) or (P, m)
+        Targets of the first P inputs.
     activation : str or Activation
     g : sequence of float, length L+1
         ``[sigma_1^2, ..., sigma_L^2, sigma_a^2]``.
@@ -305,8 +328,11 @@ def solve_kernels(K0, Y, activation, g, N, T, method="saddle", *, num_samples=NU
         raise ValueError("g must list [g_1, ..., g_L, g_{L+1}] (at least one hidden layer)")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    s = _Setup(act, np.asarray(K0, dtype=np.float64), as_2d(np.asarray(Y, dtype=np.float64)), g,
-               float(N), float(T), closed_form and act.is_linear, int(num_samples), int(seed))
+    K0, Y = np.asarray(K0, dtype=np.float64), as_2d(np.asarray(Y, dtype=np.float64))
+    if K0.ndim != 2 or K0.shape[0] != K0.shape[1] or Y.shape[0] > K0.shape[0]:
+        raise ValueError(f"K0 must be square with at least a row per row of Y, got {K0.shape} and {Y.shape}")
+    s = _Setup(act, K0, Y, g, float(N), float(T), closed_form and act.is_linear, int(num_samples),
+               int(seed))
     if method == "nngp":
         return _nngp(s)
     if method == "perturbative":

@@ -6,7 +6,9 @@ the posterior mean where the theory gives it), ``kernel_train_nngp``, ``f_test_m
 ``f_test_var`` (test x output), ``gen_error`` and ``gen_error_gp`` (per output, with ``bias`` and
 ``variance``), ``codes``, ``num_outliers``, ``outlier_mass``; for lazy networks the kernel-adaptation
 kernels ``kernel_train_saddle`` (linear: the rate function's mode, closed form) or
-``kernel_train_perturbative`` (nonlinear: the O(1/N) correction at fixed P); plus ``inputs`` (what it
+``kernel_train_perturbative`` (nonlinear: the O(1/N) correction at fixed P), and
+``kernel_train_methods`` (what made each layer of ``kernel_train``: for nonlinear lazy networks the
+O(1/N) kernel adaptation below the feature layer, BPKR's heuristic at it); plus ``inputs`` (what it
 used) and ``regime``/``method`` (which theory made them).
 
 Lazy networks (gamma = 1/2): NNGP + GP at T, and back-propagating kernel renormalisation (exact for
@@ -62,8 +64,21 @@ def adapted_kernels(exp: Experiment, method: str, **solver) -> np.ndarray:
     return np.asarray(res.layer_kernels)
 
 
+def kernel_methods(depth: int, linear: bool) -> list:
+    """What made each layer's ``kernel_train`` of a lazy network, layer 0 (the input kernel) first.
+
+    Linear: BPKR's exact mean kernels (``'bpkr'``) at every layer.  Nonlinear: the O(1/N)
+    kernel adaptation (``'perturbative'``, THEORY.md 3.5.4) at the hidden layers ``1..L-1`` and
+    BPKR's heuristic feature kernel (``'bpkr-heuristic'``, THEORY.md 2.6; it carries the
+    proportional-limit renormalisation U) at the feature layer L.
+    """
+    hidden = ["bpkr"] * depth if linear else ["perturbative"] * (depth - 1) + ["bpkr-heuristic"]
+    return ["input", *hidden]
+
+
 def lazy_predictions(exp: Experiment) -> dict:
-    """NNGP/GP and BPKR for a lazy network."""
+    """NNGP/GP and BPKR for a lazy network; per-layer mean kernels labelled by
+    :func:`kernel_methods` (``kernel_train_methods``)."""
     d, s = exp.data, exp.spec
     linear = get_activation(s.activation).is_linear
     has_test = len(d.X_test) > 0
@@ -80,7 +95,11 @@ def lazy_predictions(exp: Experiment) -> dict:
         except RuntimeError as err:  # the damped iteration may not converge: BPKR stands without it
             out["note"] = f"no kernel-adaptation saddle: {err}"
     else:  # the saddle needs a damped Monte Carlo iteration (minutes); the O(1/N) step, seconds
-        out["kernel_train_perturbative"] = adapted_kernels(exp, "perturbative")
+        adapted = adapted_kernels(exp, "perturbative")
+        out["kernel_train_perturbative"] = adapted
+        out["kernel_train"] = np.concatenate([res.mean_kernels.train[:1], adapted[1:-1],
+                                              res.mean_kernels.train[-1:]])
+    out["kernel_train_methods"] = kernel_methods(s.depth, linear)
     if has_test:
         m = d.Y_train.shape[1]
         out.update({"f_test_mean": res.prediction.mean, "f_test_var": per_output(res.prediction.var, m),
