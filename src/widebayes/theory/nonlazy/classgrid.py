@@ -27,17 +27,18 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
 from widebayes.theory.nonlazy.classmatrix import ClassMatrix, class_matrix
 from widebayes.theory.nonlazy.shifted import shifted_law
 
 FIELD_RANGE = 30.0
-TABLE_POINTS = 601
+TABLE_POINTS = 201
 #: total grid nodes (the per-class points are the k-th root, at most MAX_AXIS)
-GRID_BUDGET = 1_000_000
-MAX_AXIS = 96
+GRID_BUDGET = 300_000
+MAX_AXIS = 72
 #: a local maximum of the grid density counts when it holds this much of the peak density
-PEAK_FRACTION = 1e-3
+PEAK_FRACTION = 1e-2
 
 
 class ClassGrid(NamedTuple):
@@ -69,21 +70,27 @@ def axis_points(k: int) -> int:
 
 
 def class_axis(act, d: float, w: float, n: float, points: int):
-    """One class's axis: s, log of the Cramér density times the tau step, within-class variance."""
+    """One class's axis: s, log of the Cramér density times the node's weight, within-class
+    variance.  The nodes are uniform in tau, mapped to theta by a monotone cubic (PCHIP) fit of the
+    tabulated ``theta(tau)``, and weighted with that map's exact Jacobian
+    (``ds = kappa''(theta) (d theta / d tau) d tau``), so the rule is a change of variables."""
     theta = np.linspace(-FIELD_RANGE, FIELD_RANGE, TABLE_POINTS)
     law = shifted_law(act, theta, 0.0, d, w)
     root = np.sqrt(np.maximum(law.v_phi, 0.0))
     tau = np.concatenate([[0.0], np.cumsum(0.5 * (root[1:] + root[:-1]) * np.diff(theta))])
+    fit = PchipInterpolator(tau, theta)
     nodes = np.linspace(0.0, tau[-1], points)
-    th = np.interp(nodes, tau, theta)
+    th, slope = fit(nodes), fit.derivative()(nodes)
     law = shifted_law(act, th, 0.0, d, w)
     step = np.full(points, nodes[1] - nodes[0])
     step[[0, -1]] *= 0.5
-    logp = 0.5 * np.log(n / (2.0 * np.pi)) - n * (th * law.m_phi - law.kappa) + np.log(step)
+    var = np.maximum(law.v_phi, 1e-300)
+    logp = (0.5 * np.log(n * var / (2.0 * np.pi)) - n * (th * law.m_phi - law.kappa)
+            + np.log(np.maximum(slope, 1e-300) * step))
     return law.m_phi, logp, law.v_phi
 
 
-def class_grid(act, counts, d, Q, w, threshold: float, points: int | None = None) -> ClassGrid:
+def class_grid(act, counts, d, Q, w, threshold: float | None = None, points: int | None = None) -> ClassGrid:
     """Integrate layer 1's class-mean measure on the grid (module docstring).
 
     Parameters
@@ -94,8 +101,9 @@ def class_grid(act, counts, d, Q, w, threshold: float, points: int | None = None
         Inputs per class, input-diagonal tilt, within-class prior variance.
     Q : ndarray (k, k)
         Class-mean tilt (``s^T Q s``).
-    threshold : float
-        Code threshold of the activation.
+    threshold : float, optional
+        Code threshold of the activation; without it no codes or peaks are read off (the kernel
+        alone, as the solver needs).
     """
     k = len(counts)
     points = axis_points(k) if points is None else points
@@ -122,6 +130,8 @@ def class_grid(act, counts, d, Q, w, threshold: float, points: int | None = None
             second[c, e] = second[e, c] = s[c] @ pair @ s[e]
     v = np.array([m @ a[2] for m, a in zip(marg, axes)])
     kernel = class_matrix(v, second - np.diag(v / counts), counts)
+    if threshold is None:
+        return ClassGrid(kernel, second, mean, [], 0)
     return ClassGrid(kernel, second, mean, _orthant_codes(W, s, threshold), _peaks(W))
 
 

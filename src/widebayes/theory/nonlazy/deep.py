@@ -82,18 +82,19 @@ from widebayes.quadrature import pack_symmetric, unpack_symmetric
 from widebayes.theory.nonlazy import classmatrix as cm
 from widebayes.theory.nonlazy.classes import ClassTask, initial_fields
 from widebayes.theory.nonlazy.classgrid import class_grid
+from widebayes.theory.nonlazy.sigmoid import solve_redundant
 from widebayes.theory.nonlazy.layer import (LayerMixture, LayerProblem, find_modes, mixture,
                                             shift_factor)
 
 NEWTON_ITERATIONS = 60
-TOL = 1e-10
+TOL = 1e-9
 #: fraction above which a mode counts as occupied (multimodal layer / broken symmetry)
 OCCUPIED = 1e-3
 COUPLINGS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_GRID_CLASSES = 3
 #: largest relative change of a block of unknowns in one Newton step
 TRUST = 0.2
-INTERMEDIATE_TOL = 1e-6
+INTERMEDIATE_TOL = 1e-5
 MIN_COUPLING_STEP = 1e-3
 
 
@@ -284,15 +285,18 @@ def merged_codes(mix: LayerMixture, threshold: float) -> list:
             for code, e in sorted(merged.items(), key=lambda kv: -kv[1]["fraction"])]
 
 
-def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.0, anchor=None) -> _Forward:
+def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.0, anchor=None,
+            track: bool | None = None) -> _Forward:
     """Solve every layer given the unknowns x; residuals of the readout and tilt equations.
 
-    ``tracked``: per layer, the modes to start from (updated in place when ``search``).
+    ``tracked``: per layer, the modes to start from, updated in place when ``track`` (default:
+    ``search``); ``search`` adds the sign-pattern corners to the starts (finds new modes).
     ``coupling`` c and ``anchor`` (per lower layer a tilt (d, Q)): the lower tilts solve
     ``Kt_l = c * backward + (1 - c) * anchor`` (the continuation of :func:`solve_deep`).
     """
     act = get_activation(deep.task.activation)
     threshold = act.code_threshold(deep.task.variance)
+    track = search if track is None else track
     L, lower = unpack(x, deep)
     tilts = lower + [top_tilt(L, deep)]
     layers, K_below = [], None
@@ -300,7 +304,7 @@ def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.
         w, E = layer_prior(K_below, deep, l)
         d, Q = tilts[l - 1]
         if uses_grid(deep, l):
-            g = class_grid(act, deep.counts, d, Q, w, threshold)
+            g = class_grid(act, deep.counts, d, Q, w, threshold if track else None)
             layers.append(LayerResult(g.kernel, None, g.codes, g.num_peaks, "grid", None))
         else:
             prob = LayerProblem(act, deep.counts, d, Q, w, E)
@@ -308,7 +312,7 @@ def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.
             if not modes:
                 raise RuntimeError(f"layer {l}: no mode of the single-neuron measure found")
             mix = mixture(prob, modes)
-            if search:
+            if track:
                 tracked[l - 1] = mix.modes
             layers.append(LayerResult(mix.kernel, mix.preact, merged_codes(mix, threshold),
                                       int(np.sum(mix.weights > OCCUPIED)), "modes", mix))
@@ -328,13 +332,22 @@ def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.
 # ----------------------------------------------------------------------------- solve
 
 
+def equilibrium_fields(task: ClassTask) -> np.ndarray | None:
+    """Readout fields of the one-layer equilibrium: for bounded phi the P = inf redundant code of
+    ``sigmoid.solve_redundant`` (the minimiser of a convex dual, hence the equilibrium among the
+    many solutions of the finite-P equations), None otherwise (a start from ``initial_fields``)."""
+    if not get_activation(task.activation).bounded:
+        return None
+    return solve_redundant(task).L.ravel()
+
+
 def one_layer_start(deep: DeepTask):
     """Start and continuation anchor: the one-hidden-layer solution of the same task (its fields L
     on top, and its top tilt as the first layer's: the first layer starts with the one-layer codes,
     near where a sampled deep network's first layer sits, not at its prior); layers 2..L-1 start
     untilted (a tilt taken from elsewhere can make a linear layer's Gaussian improper)."""
     one = DeepTask(deep.task, deep.sigma_w2[:1])
-    sol = solve_deep(one)
+    sol = solve_deep(one, x0=equilibrium_fields(deep.task))
     if sol.residual > INTERMEDIATE_TOL:
         raise RuntimeError(f"the one-layer start did not converge (residual {sol.residual:.1e})")
     k = len(deep.task.rho)
@@ -421,15 +434,22 @@ def _trust(x, dx, blocks) -> float:
     return t
 
 
+def _scaled_norm(residual, x, blocks) -> float:
+    """Max-norm of the residual, each block relative to the size of its unknowns (at least 1)."""
+    return max(float(np.max(np.abs(residual[b]))) / max(1.0, float(np.max(np.abs(x[b])))) for b in blocks)
+
+
 def _newton(x, deep: DeepTask, tracked: list, coupling: float, anchor, tol: float, max_iter: int):
     """Newton-Broyden on the residual at fixed ``coupling``, in the symmetric subspace
     (:func:`symmetry_basis`): a forward-difference Jacobian (modes tracked), rank-one Broyden
     updates after accepted steps, a fresh Jacobian when a step fails or the mode sets change;
-    steps capped by :func:`_trust` and halved until the max-norm residual drops."""
+    steps capped by :func:`_trust` and halved until the scaled residual (:func:`_scaled_norm`)
+    drops.  Every accepted step searches for new modes (a Jacobian is recomputed when the mode
+    sets change)."""
     B = symmetry_basis(deep)
     blocks = _blocks(deep)
     fw, x = _proper_start(B @ (B.T @ x), deep, tracked, coupling, anchor)
-    norm = float(np.max(np.abs(fw.residual)))
+    norm = _scaled_norm(fw.residual, x, blocks)
     J, fresh, it = None, False, 0
     reduced = lambda f: B.T @ f.residual
     while it < max_iter and norm >= tol:
@@ -442,7 +462,7 @@ def _newton(x, deep: DeepTask, tracked: list, coupling: float, anchor, tol: floa
         t, trial = _trust(x, step, blocks), None
         while t > 1e-4:
             trial = _evaluate(x + t * step, deep, tracked, coupling, anchor)
-            if trial is not None and np.max(np.abs(trial.residual)) < norm:
+            if trial is not None and _scaled_norm(trial.residual, x + t * step, blocks) < norm:
                 break
             trial, t = None, 0.5 * t
         if trial is None:
@@ -458,7 +478,7 @@ def _newton(x, deep: DeepTask, tracked: list, coupling: float, anchor, tol: floa
         fw = forward(x, deep, tracked, True, coupling, anchor)
         if [len(m) for m in tracked] != counts:
             J = None
-        norm = float(np.max(np.abs(fw.residual)))
+        norm = _scaled_norm(fw.residual, x, blocks)
     return x, fw, norm, it
 
 
@@ -491,7 +511,8 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     if x0 is not None:
         x = np.asarray(x0, dtype=np.float64)
     elif deep.depth == 1:
-        x = pack(initial_fields(deep.task), [], deep)
+        start = equilibrium_fields(deep.task)
+        x = pack(initial_fields(deep.task), [], deep) if start is None else start
     else:
         x, anchor = one_layer_start(deep)
     tracked: list = [[] for _ in range(deep.depth)]
