@@ -335,10 +335,14 @@ def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.
 def equilibrium_fields(task: ClassTask) -> np.ndarray | None:
     """Readout fields of the one-layer equilibrium: for bounded phi the P = inf redundant code of
     ``sigmoid.solve_redundant`` (the minimiser of a convex dual, hence the equilibrium among the
-    many solutions of the finite-P equations), None otherwise (a start from ``initial_fields``)."""
+    many solutions of the finite-P equations), None otherwise or when that solve fails (a start
+    from ``initial_fields``)."""
     if not get_activation(task.activation).bounded:
         return None
-    return solve_redundant(task).L.ravel()
+    try:
+        return solve_redundant(task).L.ravel()
+    except (RuntimeError, ValueError):  # its search can lose every maximum (e.g. y- < 0)
+        return None
 
 
 def one_layer_start(deep: DeepTask):
