@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-
-from widebayes.errors import InputError
 from widebayes.models.network_prior import network_prior
 from widebayes.models.presets import PRESETS, preset
+
+from widebayes.errors import InputError
 
 DEFAULT_MODEL = "network_prior"
 _NOT_MODELS = {"presets"}

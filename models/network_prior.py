@@ -26,13 +26,16 @@ from widebayes.networks import NetworkSpec, hidden_layers, param_prior_variances
 def network_prior(X, Y=None, *, spec: NetworkSpec, T_eff=1.0):
     """NumPyro model of a wide network: Gaussian weight priors and the tempered MSE likelihood."""
     variances = param_prior_variances(spec)
+    # W1 has one column per input coordinate the data carry: N0, or r for the reduced inputs X Q
+    # of widebayes.input_reduction (the scaling z1 = X W1^T / sqrt(N0) keeps spec.input_dim)
+    shapes = {**param_shapes(spec), "W1": (spec.width, X.shape[1])}
     params = {
         name: numpyro.sample(name, dist.Normal(0.0, jnp.sqrt(variances[name])).expand(shape).to_event(2))
-        for name, shape in param_shapes(spec).items()
+        for name, shape in shapes.items()
     }
     phi = get_activation(spec.activation).phi
-    features = [numpyro.deterministic(f"phi_{l}", phi(z))
-                for l, z in enumerate(hidden_layers(params, X, spec), start=1)]
+    features = [numpyro.deterministic(f"phi_{layer}", phi(z))
+                for layer, z in enumerate(hidden_layers(params, X, spec), start=1)]
     f = numpyro.deterministic("f", readout(params, features[-1], spec))
     numpyro.sample("Y", dist.Normal(f, jnp.sqrt(T_eff)).to_event(2), obs=Y)
     return f

@@ -33,7 +33,8 @@ def network_with_biases(X, Y=None, *, spec: NetworkSpec, T_eff=1.0, sigma_b2=0.1
     phi = get_activation(spec.activation).phi
     h, fan_in = X, spec.input_dim
     for layer in range(1, spec.depth + 1):
-        b = numpyro.sample(f"b{layer}", dist.Normal(0.0, jnp.sqrt(sigma_b2)).expand((spec.width,)).to_event(1))
+        b = numpyro.sample(f"b{layer}",
+                           dist.Normal(0.0, jnp.sqrt(sigma_b2)).expand((spec.width,)).to_event(1))
         z = h @ w[layer_weight_name(spec, layer)].T / math.sqrt(fan_in) + b
         h, fan_in = numpyro.deterministic(f"phi_{layer}", phi(z)), spec.width
     f = numpyro.deterministic("f", readout(w, h, spec))

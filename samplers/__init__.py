@@ -8,10 +8,11 @@ window adaptation), replica exchange around any of them, and tempered SMC
 
 from __future__ import annotations
 
-from widebayes.base import Sampler, StepInfo
 from widebayes.samplers.hmc import hmc, nuts
 from widebayes.samplers.langevin import langevin
 from widebayes.samplers.mala import mala
 from widebayes.samplers.replica_exchange import replica_exchange
+
+from widebayes.base import Sampler, StepInfo
 
 __all__ = ["Sampler", "StepInfo", "langevin", "mala", "hmc", "nuts", "replica_exchange"]

@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from widebayes.samplers.noise import gaussian_like
 
 from widebayes.base import Sampler, StepInfo
-from widebayes.samplers.noise import gaussian_like
 
 
 class LangevinState(NamedTuple):

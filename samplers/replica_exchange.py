@@ -74,7 +74,8 @@ def replica_exchange(base: Sampler, ratios: tuple, swap_every: int) -> Sampler:
         return per, shared
 
     def init_all(positions, logdensity_at):
-        return jax.vmap(lambda x, rk: base.init(x, logdensity_at(rk)))(positions, r().astype(_dtype(positions)))
+        return jax.vmap(lambda x, rk: base.init(x, logdensity_at(rk)))(
+            positions, r().astype(_dtype(positions)))
 
     def init(position, logdensity_at) -> ReplicaState:
         return ReplicaState(init_all(position, logdensity_at))

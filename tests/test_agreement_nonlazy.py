@@ -10,11 +10,11 @@ fractions: binomial standard error sqrt(p(1-p)/N) ~ 0.045 per chain), finite N a
 
 import numpy as np
 import pytest
+from widebayes.models.presets import preset
 
 from widebayes.config import resolve
 from widebayes.diagnostics.codes import class_means, code_id_of, code_ids, default_threshold, readout_outliers
 from widebayes.diagnostics.readout import readout_second_moment
-from widebayes.models.presets import preset
 from widebayes.sampling import sample_experiment
 from widebayes.theory.predict import predictions
 

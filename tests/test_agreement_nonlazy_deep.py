@@ -45,10 +45,10 @@ at fixed P, not at fixed P / N.
 
 import numpy as np
 import pytest
+from widebayes.models.presets import preset
 
 from widebayes.config import resolve
 from widebayes.diagnostics.readout import readout_second_moment
-from widebayes.models.presets import preset
 from widebayes.sampling import sample_experiment
 from widebayes.theory.predict import predictions
 
@@ -83,9 +83,9 @@ def measured(out, th) -> dict:
     K_th = np.asarray(th["kernel_train"])
     Q = np.linalg.qr(out.experiment.data.Y_train)[0]
     res = {"U": (aa, np.asarray(th["readout_second_moment"]))}
-    for l in range(1, DEPTH + 1):
-        res[f"K{l}"] = (K[l], K_th[l])
-        res[f"task{l}"] = (Q.T @ K[l] @ Q, Q.T @ K_th[l] @ Q)
+    for layer in range(1, DEPTH + 1):
+        res[f"K{layer}"] = (K[layer], K_th[layer])
+        res[f"task{layer}"] = (Q.T @ K[layer] @ Q, Q.T @ K_th[layer] @ Q)
     return res
 
 

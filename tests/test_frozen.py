@@ -120,8 +120,9 @@ def test_drift_command_writes_the_experiment_and_refuses_bad_input(tmp_path, cap
     assert (out / "drift" / "frozen_readout.png").stat().st_size > 10_000
     assert "| tau / tau_prior |" in (out / "drift" / "frozen_readout.md").read_text()
     capsys.readouterr()
-    assert main(["drift", str(path), "--out", str(out), "--freeze-draw", "500"]) == 2
+    bad = str(tmp_path / "bad")
+    assert main(["drift", str(path), "--out", bad, "--freeze-draw", "500"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("widebayes: error: freeze_draw:") and "\n" not in err
-    assert main(["drift", str(path), "--out", str(out), "--set", "task.num_test=0"]) == 2
+    assert main(["drift", str(path), "--out", bad, "--set", "task.num_test=0"]) == 2
     assert "task.num_test" in capsys.readouterr().err

@@ -51,16 +51,16 @@ def _rate_objective(K0, Y, g, N, T):
     def fun(x):
         Cs = unpack(x)
         val, grads = 0.0, [np.zeros((P, P)) for _ in Cs]
-        for l in range(L):
-            A, B, gl = Cs[l], Cs[l + 1], g[l + 1]
+        for layer in range(L):
+            A, B, gl = Cs[layer], Cs[layer + 1], g[layer + 1]
             M = np.linalg.solve(gl * A, B)
             sign, logdet = np.linalg.slogdet(M)
             if sign <= 0:
                 return np.inf, np.zeros_like(x)
             val += 0.5 * N * (np.trace(M) - P - logdet)
             Ai, Bi = np.linalg.inv(A), np.linalg.inv(B)
-            grads[l + 1] += 0.5 * N * (Ai / gl - Bi)
-            grads[l] += 0.5 * N * (Ai - Ai @ B @ Ai / gl)
+            grads[layer + 1] += 0.5 * N * (Ai / gl - Bi)
+            grads[layer] += 0.5 * N * (Ai - Ai @ B @ Ai / gl)
         K = Cs[-1] + T * np.eye(P)
         Ki = np.linalg.inv(K)
         val += 0.5 * np.sum(Y * (Ki @ Y)) + 0.5 * Y.shape[1] * np.linalg.slogdet(K)[1]
@@ -179,8 +179,8 @@ def test_T4_deep_linear_numbers_of_theory_3_5_3(method, expected):
 def test_T6_bulk_is_one_minus_m_over_N_to_the_l_for_the_saddle():
     K0, Y = _deep_linear_setup()
     res = solve_kernels(K0, Y, "linear", [1.0, 1.0, 1.0], 100, 1e-3, "saddle")
-    for l, K in enumerate(res.layer_kernels[1:], start=1):
-        assert _spike_bulk(K, Y)[1] == pytest.approx((1 - 2 / 100) ** l, abs=1e-3)
+    for layer, K in enumerate(res.layer_kernels[1:], start=1):
+        assert _spike_bulk(K, Y)[1] == pytest.approx((1 - 2 / 100) ** layer, abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- T5 / T7

@@ -44,7 +44,8 @@ def sampler(cfg, **sampler):
 
 def gap_tolerance(comp, layers, k=3.0, frac=0.25):
     """``k`` MCSE of the sampled CKA plus ``frac`` of the NNGP -> theory CKA gap, per layer."""
-    return k * ks.chain_mcse(comp.cka_samples)[layers] + frac * np.abs(comp.cka_theory - comp.cka_nngp)[layers]
+    return (k * ks.chain_mcse(comp.cka_samples)[layers]
+            + frac * np.abs(comp.cka_theory - comp.cka_nngp)[layers])
 
 
 def xor_kernel(P=16):

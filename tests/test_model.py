@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from widebayes.models import model_logdensity, network_prior
 
 from widebayes.activations import get_activation
 from widebayes.inference import whiten
-from widebayes.models import model_logdensity, network_prior
 from widebayes.networks import NetworkSpec, apply, effective_temperature, param_shapes
-
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +21,12 @@ def hand_log_posterior(params, X, Y, spec, T_eff):
     """log P0(Theta) - L / T_eff with every normalising constant, written out from DESIGN.md."""
     phi = get_activation(spec.activation).phi
     h = phi(X @ params["W1"].T / np.sqrt(spec.input_dim))
-    for l in range(2, spec.depth + 1):
-        h = phi(h @ params[f"W{l}"].T / np.sqrt(spec.width))
+    for layer in range(2, spec.depth + 1):
+        h = phi(h @ params[f"W{layer}"].T / np.sqrt(spec.width))
     f = h @ params["a"] / spec.width**spec.gamma
     logp = 0.0
     variances = list(spec.sigma_w2) + [spec.sigma_a2]
-    for name, var in zip([f"W{l}" for l in range(1, spec.depth + 1)] + ["a"], variances):
+    for name, var in zip([f"W{layer}" for layer in range(1, spec.depth + 1)] + ["a"], variances):
         w = params[name]
         logp += -0.5 * jnp.sum(w**2) / var - 0.5 * w.size * np.log(2 * np.pi * var)
     loss = 0.5 * jnp.sum((Y - f) ** 2)
@@ -46,7 +45,7 @@ def random_params(key, spec):
 def test_bridge_equals_hand_formula(depth, gamma, activation):
     key = jax.random.PRNGKey(depth)
     spec = NetworkSpec(input_dim=7, width=11, depth=depth, num_outputs=3, activation=activation,
-                       gamma=gamma, sigma_w2=tuple(0.5 + 0.5 * l for l in range(depth)), sigma_a2=0.3)
+                       gamma=gamma, sigma_w2=tuple(0.5 + 0.5 * layer for layer in range(depth)), sigma_a2=0.3)
     kx, ky, kp = jax.random.split(key, 3)
     X = jax.random.normal(kx, (5, 7), jnp.float64)
     Y = jax.random.normal(ky, (5, 3), jnp.float64)
@@ -71,7 +70,8 @@ def test_whitened_density_is_the_same_density():
     white = {n: v / np.sqrt(scales[n]) for n, v in params.items()}
     ld = model_logdensity(network_prior)
     kw = {"spec": spec}
-    np.testing.assert_allclose(whiten(ld, scales)(white, data, kw, 0.1), ld(params, data, kw, 0.1), rtol=1e-12)
+    np.testing.assert_allclose(whiten(ld, scales)(white, data, kw, 0.1), ld(params, data, kw, 0.1),
+                               rtol=1e-12)
 
 
 def test_tied_weights_share_one_matrix():

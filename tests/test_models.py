@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from widebayes.models import available_models, load_model, model_blocks, model_forward, model_logdensity
 
 from widebayes.cli import main
 from widebayes.config import resolve
 from widebayes.errors import InputError
 from widebayes.experiment import build_experiment
-from widebayes.models import available_models, load_model, model_blocks, model_forward, model_logdensity
 from widebayes.networks import NetworkSpec
 
 with warnings.catch_warnings():
@@ -59,7 +59,8 @@ def test_bias_model_density_is_prior_plus_likelihood():
         Y = jnp.asarray(np.random.default_rng(1).normal(size=(4, 2)))
         blocks = model_blocks(fn, X, Y, {"spec": spec, "sigma_b2": 0.2})
         assert set(blocks) == {"W1", "W2", "a", "b1", "b2"} and blocks["b1"].shape == (5,)
-        assert blocks["b2"].prior_variance == pytest.approx(0.2) and blocks["W2"].prior_variance == pytest.approx(0.5)
+        assert (blocks["b2"].prior_variance == pytest.approx(0.2)
+                and blocks["W2"].prior_variance == pytest.approx(0.5))
         rng = np.random.default_rng(2)
         params = {b: jnp.asarray(rng.normal(size=blk.shape)) for b, blk in blocks.items()}
         kw = {"spec": spec, "sigma_b2": 0.2}
@@ -68,7 +69,8 @@ def test_bias_model_density_is_prior_plus_likelihood():
         h1 = np.tanh(np.asarray(X) @ np.asarray(params["W1"]).T / np.sqrt(3) + np.asarray(params["b1"]))
         np.testing.assert_allclose(feats[0], h1, rtol=1e-12)
         var = {"W1": 1.0, "W2": 0.5, "a": 0.7, "b1": 0.2, "b2": 0.2}
-        logp = sum(-0.5 * np.sum(np.asarray(params[b]) ** 2) / v - 0.5 * params[b].size * np.log(2 * np.pi * v)
+        logp = sum(-0.5 * np.sum(np.asarray(params[b]) ** 2) / v
+                   - 0.5 * params[b].size * np.log(2 * np.pi * v)
                    for b, v in var.items())
         loss = 0.5 * np.sum((np.asarray(Y) - np.asarray(f)) ** 2)
         want = logp - loss / 0.1 - 0.5 * Y.size * np.log(2 * np.pi * 0.1)
@@ -98,5 +100,6 @@ def test_model_keys_are_checked_against_the_model():
     cfg = {"network": {"model": "network_prior", "sigma_b2": 0.3}}
     with pytest.raises(InputError, match="network.sigma_b2"):
         resolve(cfg)
-    assert build_experiment(resolve({"network": {"model": "network_with_biases"},
-                                     "task": {"num_train": 4, "input_dim": 6}})).model_kwargs == {"sigma_b2": 0.1}
+    assert (build_experiment(resolve({"network": {"model": "network_with_biases"},
+                                      "task": {"num_train": 4, "input_dim": 6}})).model_kwargs
+            == {"sigma_b2": 0.1})

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
-
 from widebayes.samplers.noise import bits_to_normal, gaussian_like, hash_bits, hash_normal
 
 N = 1_000_000

@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from widebayes.samplers import mala, replica_exchange
+from widebayes.samplers.replica_exchange import swap_permutation
 
 from widebayes.config import replica_ratios, resolve
 from widebayes.sampling import sample_experiment
-from widebayes.samplers import mala, replica_exchange
-from widebayes.samplers.replica_exchange import swap_permutation
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 from scipy.stats import multivariate_normal
+from widebayes.samplers.smc import prior_particles, run_smc, split_gaussian_prior
 
 from widebayes.config import resolve
 from widebayes.errors import InputError
+from widebayes.experiment import build_sampler
 from widebayes.inference import whiten
 from widebayes.networks import NetworkSpec, apply
-from widebayes.experiment import build_sampler
-from widebayes.samplers.smc import prior_particles, run_smc, split_gaussian_prior
 from widebayes.sampling import sample_experiment
 
 with warnings.catch_warnings():

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from widebayes.samplers.langevin import langevin
 
 from widebayes import checkpoint
 from widebayes.cli import main
@@ -13,7 +14,6 @@ from widebayes.config import resolve, to_toml
 from widebayes.experiment import prepare_run
 from widebayes.inference import init_carry, plan_chunks, run_chains
 from widebayes.sampling import sample_experiment
-from widebayes.samplers.langevin import langevin
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -201,7 +201,8 @@ def test_runs_that_differ_in_numbers_only_compile_once():
 
     compiles = []
     monitoring.register_event_duration_secs_listener(
-        lambda event, duration, **kw: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+        lambda event, duration, **kw: (compiles.append(event)
+                                       if event == "/jax/core/compile/backend_compile_duration" else None))
     base = {"task": {"kind": "orthogonal", "num_train": 8, "input_dim": 12, "num_test": 3,
                      "class_ratios": [0.5, 0.5]},
             "network": {"depth": 2, "width": 16, "activation": "relu", "readout": 0.75, "temperature": 0.05,

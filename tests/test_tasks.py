@@ -391,3 +391,61 @@ def test_npz_errors(tmp_path):
         _raises(cfg, "task.path")
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     _raises({"kind": "npz", "path": str(tmp_path / "junk.npz")}, "task.path")
+
+
+# ----------------------------------------------------------------------------- readers (issue 18)
+
+
+def test_damaged_idx_files_are_named(tmp_path):
+    """A corrupt gzip stream, a truncated file and a header that lies: one error naming the file."""
+    _fake_mnist(tmp_path)
+    cfg = {"kind": "mnist", "data_dir": str(tmp_path), "num_train": 4}
+    gz = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = gz.read_bytes()
+    for damage in (raw[:-40], raw[:20] + bytes(b ^ 0xFF for b in raw[20:60]) + raw[60:], b""):
+        gz.write_bytes(damage)
+        assert "train-images-idx3-ubyte.gz" in str(_raises(cfg, "task.data_dir"))
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + (2**31 - 1).to_bytes(4, "big")
+                                                       + bytes(8) + bytes(10))
+    assert "header says" in str(_raises(cfg, "task.data_dir"))
+
+
+def test_cifar_labels_outside_the_ten_classes_are_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder)
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 10]}, f, protocol=2)
+    err = _raises({"kind": "cifar10", "data_dir": str(tmp_path), "num_train": 2},
+                  "task.data_dir")
+    assert "data_batch_2" in str(err) and "outside [0, 10)" in str(err)
+
+
+def test_readers_are_the_file_boundary(tmp_path):
+    from widebayes.tasks import readers
+
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(_Evil(marker), f, protocol=2)
+    with pytest.raises(InputError, match="evil.pkl.*refused global"):
+        readers.load_pickle(str(tmp_path / "evil.pkl"))
+    assert not marker.exists()
+    np.savez(tmp_path / "a.npz", X=np.ones((3, 2), np.float32), labels=np.arange(3))
+    assert readers.npz_shapes(str(tmp_path / "a.npz")) == {"X": ((3, 2), 4), "labels": ((3,), 8)}
+    assert set(readers.read_npz(str(tmp_path / "a.npz"), names=("labels",))) == {"labels"}
+    np.save(tmp_path / "single.npy", np.ones(3))
+    for bad in ("single.npy", "evil.pkl"):
+        with pytest.raises(InputError, match=bad):
+            readers.read_npz(str(tmp_path / bad))
+        with pytest.raises(InputError, match=bad):
+            readers.npz_shapes(str(tmp_path / bad))
+
+
+def test_npz_zero_rows_and_overflowing_values_are_refused(tmp_path):
+    cfg = _write_npz(tmp_path / "empty.npz", X=np.ones((0, 3)), labels=np.zeros(0, int))
+    assert "no training inputs" in str(_raises(cfg, "task.path"))
+    cfg = _write_npz(tmp_path / "zero_dim.npz", X=np.ones((3, 0)), labels=np.zeros(3, int))
+    assert "N0 >= 1" in str(_raises(cfg, "task.path"))
+    big = np.full((2, 2), np.finfo(np.float64).max)
+    cfg = _write_npz(tmp_path / "big.npz", X=big, labels=np.array([0, 1]))
+    assert "overflows" in str(_raises(cfg, "task.normalize"))

@@ -39,8 +39,8 @@ def test_deep_linear_orthogonal_task_matches_theory_table():
     assert sol.u[0] ** 2 * (sol.u[0] - 0.5) == pytest.approx(0.25, rel=1e-13)
     assert np.trace(bpkr.readout_second_moment(sol.U, 1.0)) / 2 == pytest.approx(0.8478, abs=1e-4)
     mk = bpkr.mean_layer_kernels(K0, Y, sol.U, 100, 0.0, [1.0, 1.0])
-    for l, (spike, bulk) in enumerate([(1.0, 1.0), (1.328, 0.980), (1.596, 0.960)]):
-        got = _spike_bulk(mk.train[l], Y)
+    for layer, (spike, bulk) in enumerate([(1.0, 1.0), (1.328, 0.980), (1.596, 0.960)]):
+        got = _spike_bulk(mk.train[layer], Y)
         np.testing.assert_allclose(got, (spike, bulk), atol=1e-3)
 
 
@@ -150,7 +150,8 @@ def test_coupled_directions_solve_the_matrix_saddle():
     Y[:, 1] += 0.5 * Y[:, 0] ** 2
     sol = bpkr.solve_U(K0, Y, 2, 30, 0.05, [1.3, 0.7], 0.8)
     assert sol.method == "matrix" and sol.residual < 1e-9
-    H = lambda v: _matrix_hamiltonian(_chol_to_U(v), K0, Y, 2, 30, 0.05, sol.scale)
+    def H(v):
+        return _matrix_hamiltonian(_chol_to_U(v), K0, Y, 2, 30, 0.05, sol.scale)
     best = minimize(H, [1.0, 0.0, 1.0], method="Nelder-Mead",
                     options=dict(xatol=1e-11, fatol=1e-13, maxiter=20000))
     np.testing.assert_allclose(sol.U, _chol_to_U(best.x), atol=1e-6)
@@ -223,9 +224,9 @@ def test_mean_kernel_bulk_is_unlearned_at_zero_T():
     sol = bpkr.solve_U(K0, Y, 3, N, 0.0, sw, 0.9)
     mk = bpkr.mean_layer_kernels(K0, Y, sol.U, N, 0.0, sw, 0.9)
     Qperp = np.linalg.svd(Y, full_matrices=True)[0][:, 2:]
-    for l in range(4):
-        factor = (1 - 2 / N) ** l * np.prod(sw[:l])
-        np.testing.assert_allclose(Qperp.T @ mk.train[l] @ Qperp, factor * Qperp.T @ K0 @ Qperp,
+    for layer in range(4):
+        factor = (1 - 2 / N) ** layer * np.prod(sw[:layer])
+        np.testing.assert_allclose(Qperp.T @ mk.train[layer] @ Qperp, factor * Qperp.T @ K0 @ Qperp,
                                    rtol=1e-9, atol=1e-12)
 
 

@@ -2,9 +2,10 @@
 
 import json
 
-from widebayes.cli import main
-from widebayes.theory.predict import to_jsonable
 import numpy as np
+
+from widebayes.cli import main
+from widebayes.io import json_value as to_jsonable
 
 EXP = """
 [task]
@@ -34,7 +35,8 @@ def test_lazy_theory_json(tmp_path):
     d = run_theory(tmp_path, "relu", "lazy")
     assert d["regime"] == "lazy"
     assert np.asarray(d["kernel_train"]).shape == (2, 12, 12)
-    assert np.asarray(d["f_test_var"]).shape == (4, 3) and np.asarray(d["readout_second_moment"]).shape == (3, 3)
+    assert (np.asarray(d["f_test_var"]).shape == (4, 3)
+            and np.asarray(d["readout_second_moment"]).shape == (3, 3))
     assert set(d["gen_error"]) >= {"bias", "variance", "total"} and len(d["gen_error_gp"]["total"]) == 3
 
 
@@ -44,12 +46,14 @@ def test_nonlazy_theory_json(tmp_path):
 
 
 def test_nan_becomes_null():
-    assert to_jsonable({"x": np.array([1.0, np.nan]), "y": np.float64(np.inf)}) == {"x": [1.0, None], "y": None}
+    assert (to_jsonable({"x": np.array([1.0, np.nan]), "y": np.float64(np.inf)})
+            == {"x": [1.0, None], "y": None})
 
 
 def test_lazy_linear_theory_reports_the_saddle_beside_the_mean(tmp_path):
     d = run_theory(tmp_path, "linear", "lazy")
-    mean, saddle, nngp = (np.asarray(d[k]) for k in ("kernel_train", "kernel_train_saddle", "kernel_train_nngp"))
+    mean, saddle, nngp = (np.asarray(d[k])
+                          for k in ("kernel_train", "kernel_train_saddle", "kernel_train_nngp"))
     assert mean.shape == saddle.shape == nngp.shape == (2, 12, 12)
     np.testing.assert_allclose(saddle[0], nngp[0])  # the input kernel is not adapted
     assert not np.allclose(saddle[1], nngp[1])

@@ -62,8 +62,8 @@ def test_linear_nngp_is_product_of_variances():
     X = _inputs(np.random.default_rng(0))
     k = nngp.nngp_kernels(X, "linear", [1.5, 0.5, 2.0])
     K0 = X @ X.T / X.shape[1]
-    for l, c in enumerate([1.0, 1.5, 0.75, 1.5]):
-        np.testing.assert_allclose(k.train[l], c * K0, rtol=1e-13)
+    for layer, c in enumerate([1.0, 1.5, 0.75, 1.5]):
+        np.testing.assert_allclose(k.train[layer], c * K0, rtol=1e-13)
     np.testing.assert_allclose(k.preact_train[1], 0.5 * k.train[1], rtol=1e-13)
 
 
@@ -133,7 +133,8 @@ def test_gp_matches_weight_space_bayesian_regression():
     rng = np.random.default_rng(4)
     P, Pt, N0, D, T = 8, 5, 4, 12, 0.3
     W = rng.standard_normal((D, N0))
-    feats = lambda X: np.maximum(X @ W.T, 0.0)
+    def feats(X):
+        return np.maximum(X @ W.T, 0.0)
     X, Xt, Y = rng.standard_normal((P, N0)), rng.standard_normal((Pt, N0)), rng.standard_normal((P, 2))
     F, Ft = feats(X), feats(Xt)
     precision = D * np.eye(D) + F.T @ F / T
@@ -164,7 +165,9 @@ def test_lazy_gp_prediction_uses_scaled_last_layer_kernel():
     res = gp.lazy_gp_prediction(X, Y, Xt, Yt, "tanh", [1.2, 0.7], 0.5, 0.1)
     k = nngp.nngp_kernels(X, "tanh", [1.2, 0.7], X_test=Xt)
     K = 0.5 * k.train[-1] + 0.1 * np.eye(7)
-    np.testing.assert_allclose(res.prediction.mean[:, 0], 0.5 * k.cross[-1].T @ np.linalg.solve(K, Y), rtol=1e-10)
-    direct = 0.5 * k.test_diag[-1] - np.einsum("pt,pq,qt->t", 0.5 * k.cross[-1], np.linalg.inv(K), 0.5 * k.cross[-1])
+    np.testing.assert_allclose(res.prediction.mean[:, 0], 0.5 * k.cross[-1].T @ np.linalg.solve(K, Y),
+                               rtol=1e-10)
+    direct = 0.5 * k.test_diag[-1] - np.einsum("pt,pq,qt->t", 0.5 * k.cross[-1], np.linalg.inv(K),
+                                               0.5 * k.cross[-1])
     np.testing.assert_allclose(res.prediction.var, direct, rtol=1e-9)
     assert res.gen_error.bias[0] == pytest.approx(np.mean((res.prediction.mean[:, 0] - Yt) ** 2))

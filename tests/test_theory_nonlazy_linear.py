@@ -73,13 +73,14 @@ def test_exact_equation_and_kernel_recursions(depth):
     K = sol.kernels
     top = sigma_w2[-1] * K[-2] + Y @ np.linalg.solve(sol.U, Y.T)
     np.testing.assert_allclose(K[-1], top, atol=1e-10)
-    for l in range(1, depth):
-        prev = sigma_w2[l - 1] * K[l - 1]
-        np.testing.assert_allclose(K[l + 1], sigma_w2[l] * K[l] @ np.linalg.solve(prev, K[l]), atol=1e-9)
+    for layer in range(1, depth):
+        prev = sigma_w2[layer - 1] * K[layer - 1]
+        np.testing.assert_allclose(K[layer + 1], sigma_w2[layer] * K[layer] @ np.linalg.solve(prev, K[layer]),
+                                   atol=1e-9)
     eye = lin.solve_linear(np.eye(3), TOY_Y, [1.0] * depth, 1.0, 0.0)
     v = TOY_Y[:, 0] / np.linalg.norm(TOY_Y)
-    for l in range(1, depth + 1):
-        assert v @ eye.kernels[l] @ v == pytest.approx(eye.U[0, 0] ** l, rel=1e-12)
+    for layer in range(1, depth + 1):
+        assert v @ eye.kernels[layer] @ v == pytest.approx(eye.U[0, 0] ** layer, rel=1e-12)
 
 
 def test_paper_kernel_form_at_unit_variances():
@@ -90,9 +91,9 @@ def test_paper_kernel_form_at_unit_variances():
     depth, sa2 = 3, 0.2
     sol = lin.solve_linear(K0, Y, [1.0] * depth, sa2, 0.0, large_P=True)
     Ui = np.linalg.inv(sol.U)
-    for l in range(1, depth + 1):
-        paper = K0 + sa2 ** (depth - l) * Y @ np.linalg.matrix_power(Ui, depth - l + 1) @ Y.T
-        ours = sol.kernels[l] + Y @ np.linalg.solve(lin.task_gram(K0, Y), Y.T)
+    for layer in range(1, depth + 1):
+        paper = K0 + sa2 ** (depth - layer) * Y @ np.linalg.matrix_power(Ui, depth - layer + 1) @ Y.T
+        ours = sol.kernels[layer] + Y @ np.linalg.solve(lin.task_gram(K0, Y), Y.T)
         np.testing.assert_allclose(ours, paper, atol=1e-9)
 
 

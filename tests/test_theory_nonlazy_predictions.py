@@ -8,10 +8,11 @@ import pytest
 from widebayes.config import resolve
 from widebayes.errors import InputError
 from widebayes.experiment import build_experiment
+from widebayes.io import json_value as to_jsonable
 from widebayes.theory.nngp import input_kernel
 from widebayes.theory.nonlazy import nonlazy_predictions
 from widebayes.theory.nonlazy.predictions import class_task
-from widebayes.theory.predict import predictions, to_jsonable
+from widebayes.theory.predict import predictions
 
 P, P_TEST, WIDTH = 40, 6, 100
 CONTRACT = ("regime", "method", "readout_second_moment", "kernel_train", "f_test_mean", "f_test_var",

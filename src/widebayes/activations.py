@@ -36,7 +36,9 @@ from widebayes.quadrature import gauss_hermite_kernel  # noqa: F401  (public nam
 
 ArrayFn = Callable[..., object]
 
-SIGMOID_SLOPE = float(np.sqrt(np.pi) / 2.0)  # a Python float: no float64 constant in float32 chains; phi(z) = (1 + erf(sqrt(pi) z / 2)) / 2, slope 1/2 at 0
+# a Python float: no float64 constant in float32 chains; phi(z) = (1 + erf(sqrt(pi) z / 2)) / 2,
+# slope 1/2 at 0
+SIGMOID_SLOPE = float(np.sqrt(np.pi) / 2.0)
 #: the code threshold of an unbounded, nonlinear activation: prior mean + this many prior sd
 PRIOR_SD_ABOVE = 2.0
 #: growth classes of |phi(z)| as |z| -> inf (see :class:`Activation`)

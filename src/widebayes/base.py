@@ -18,7 +18,8 @@ A *tempered* sampler (``tempered=True``, replica exchange) receives, wherever th
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 
@@ -32,15 +33,15 @@ class StepInfo(NamedTuple):
 
     accept_prob: jnp.ndarray
     diverging: jnp.ndarray
-    extra: Optional[dict] = None
+    extra: dict | None = None
 
 
 class Sampler(NamedTuple):
     name: str
     init: Callable
     step: Callable
-    warmup: Optional[Callable] = None
-    params_at: Optional[Callable] = None
+    warmup: Callable | None = None
+    params_at: Callable | None = None
     has_accept: bool = True  # whether accept_prob means anything (False for unadjusted Langevin)
     tempered: bool = False  # receives a family logdensity_at(ratio) instead of one log density
     num_replicas: int = 0  # positions carry a leading replica axis of this length (0: none)

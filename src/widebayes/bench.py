@@ -11,6 +11,9 @@ The reference rate is a float32 2048^3 product measured in the same process.  Th
 big products (X W^T and its weight gradient) are also timed alone, at the step's shapes: their
 share of the step time says how close the loop is to its arithmetic floor.  ``noise`` picks the
 Langevin generator (default hash32, the shipped default).
+
+:func:`bench_reduce_inputs` (``widebayes bench --reduce-inputs``) times the input-subspace
+reduction (:mod:`widebayes.input_reduction`) against the full first layer on issue 13's case.
 """
 
 from __future__ import annotations
@@ -71,8 +74,9 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def chunk_runner(resolved: dict, num_steps: int):
-    """A zero-argument function running ``num_steps`` burn-in steps of the real driver chunk."""
+def chunk_runner(resolved: dict, num_steps: int, num_draws: int = 0):
+    """A zero-argument function running ``num_steps`` steps of the real driver chunk: burn-in steps,
+    or ``num_draws`` recorded draws (``num_steps / num_draws`` steps each, then the observables)."""
     from widebayes.experiment import prepare_run
     from widebayes.inference import make_chunk_fn
 
@@ -80,7 +84,7 @@ def chunk_runner(resolved: dict, num_steps: int):
     chunk = make_chunk_fn(run.setup)
 
     def go():
-        out, _ = chunk(run.carry, run.chain_keys, run.data, run.hyper, run.schedule, 0, 0, num_steps)
+        out = chunk(run.carry, run.chain_keys, run.data, run.hyper, run.schedule, 0, num_draws, num_steps)
         jax.block_until_ready(out)
 
     return go, run.experiment
@@ -136,3 +140,59 @@ def run_bench(repeats: int = 7, num_steps: int = 200, size: int = 500, matmul_si
               f"{100 * r.fraction:5.1f}% of matmul ({r.matmul_gflops:.0f} GFLOP/s); "
               f"the step's own products alone take {100 * r.floor_fraction:5.1f}% of its time")
     return results
+
+
+# ----------------------------------------------------------------------------------- input reduction
+class ReduceInputsResult(NamedTuple):
+    full_ms_per_step: float  # medians over interleaved repeats, observables of the recorded draws included
+    reduced_ms_per_step: float
+    speedup: float  # median of the per-repeat ratios full / reduced
+    rank: int  # r = rank of X_train: the reduced first layer is N x r
+    test_rank: int  # q: columns of V = W1 R, the part the test inputs see outside the span
+
+
+def reduce_inputs_experiment(reduce_inputs: bool, width: int = 1000, num_train: int = 20, num_test: int = 40,
+                             num_chains: int = 4, thin: int = 10) -> dict:
+    """Issue 13's case: lazy sigmoid, N = 1000, binary MNIST 0/1 (P = 20 + 40 test, N0 = 784), 4 chains."""
+    from widebayes.config import resolve
+
+    return resolve({
+        "task": {"kind": "mnist", "num_train": num_train, "num_test": num_test, "num_classes": 2,
+                 "targets": "binary"},
+        "network": {"depth": 1, "width": width, "activation": "sigmoid", "readout": "lazy",
+                    "temperature": 0.1},
+        "sampler": {"step_size": 0.01, "num_steps": 2 * thin, "burn_in": thin, "thin": thin,
+                    "num_chains": num_chains, "progress": False, "reduce_inputs": reduce_inputs},
+    })
+
+
+def bench_reduce_inputs(repeats: int = 7, num_draws: int = 10, thin: int = 10, width: int = 1000,
+                        num_chains: int = 4) -> ReduceInputsResult:
+    """Full against reduced first layer through the real driver chunk, after compilation, interleaved.
+
+    Each repeat runs ``num_draws`` recorded draws of ``thin`` steps (the side state's transition
+    and the test inputs' observables included) once with the full and once with the reduced
+    first layer; the figures are medians over repeats.
+    """
+    device = jax.devices()[0]
+    runs = {}
+    for flag in (False, True):
+        resolved = reduce_inputs_experiment(flag, width=width, num_chains=num_chains, thin=thin)
+        runs[flag], exp = chunk_runner(resolved, num_draws * thin, num_draws)
+        runs[flag]()  # compile
+    steps = num_draws * thin
+    rows = []
+    for _ in range(repeats):
+        t_full, t_red = _timed(runs[False]), _timed(runs[True])
+        rows.append((1e3 * t_full / steps, 1e3 * t_red / steps, t_full / t_red))
+    full, red, ratio = (statistics.median(col) for col in zip(*rows))
+    b = exp.reduction
+    result = ReduceInputsResult(full, red, ratio, b.rank, b.test_rank)
+    print(f"device: {device.platform} ({device.device_kind}); lazy sigmoid N = {width}, binary MNIST 0/1, "
+          f"P = {exp.data.X_train.shape[0]} + {exp.data.X_test.shape[0]} test, N0 = {exp.spec.input_dim}, "
+          f"{num_chains} chains, thin = {thin}; medians of {repeats} interleaved repeats of {steps} steps")
+    print(f"full first layer    N x {exp.spec.input_dim:<4d} {full:8.2f} ms/step "
+          f"({3000 * full / 1e3:6.1f} s per 3,000 steps)")
+    print(f"reduced (r = {b.rank}, q = {b.test_rank}) N x {b.rank:<4d} {red:8.2f} ms/step "
+          f"({3000 * red / 1e3:6.1f} s per 3,000 steps): {ratio:.1f}x faster")
+    return result

@@ -57,11 +57,18 @@ SAMPLER_DEFAULTS = {
     "smc_target_ess": 0.5,
     "readout": "joint",
     "replica_exchange": {},
+    "devices": 0,
+    "reduce_inputs": False,
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
 REPLICA_DEFAULTS = {"num_replicas": 4, "T_max": 0.0, "swap_every": 10, "temperatures": []}
 READOUT_MODES = ("joint", "collapsed")
+
+MAX_DEPTH = 1000
+MAX_STEP_INDEX = 2**31 - 1  # step indices, leapfrog and particle counts are int32 on the device
+MAX_SEED = 2**32 - 1  # jax.random.PRNGKey keeps the low 32 bits: larger seeds would repeat others
+MAX_DOUBLINGS = 30  # NUTS trajectories of at most 2**30 leapfrog steps (an int32 count)
 
 
 def num_draws(sampler_cfg: dict) -> int:
@@ -76,8 +83,10 @@ def load_toml(path) -> dict:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise InputError(f"no such experiment file: {path}") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise InputError(f"cannot read the experiment file {path}: {err.strerror or err}") from None
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
@@ -89,8 +98,10 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         if not sep or len(parts) < 2:
             raise InputError(f"--set expects section.key=value, got {item!r}")
         table = cfg
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise InputError(f"--set {item!r}: {'.'.join(parts[:depth + 1])} is not a table")
         table[parts[-1]] = _parse_value(raw.strip())
     return cfg
 
@@ -113,6 +124,7 @@ def resolve(cfg: dict) -> dict:
     }
     _check_network(resolved["network"])
     _check_sampler(resolved["sampler"])
+    _check_reduce_inputs(resolved)
     if resolved["sampler"]["replica_exchange"]:
         replica = resolved["sampler"]["replica_exchange"]
         replica_ratios(replica, resolved["network"]["temperature"])
@@ -125,7 +137,8 @@ def network_defaults(table) -> dict:
     """``[network]`` defaults: the common keys and the extra keys of the chosen model."""
     from widebayes.models import load_model
 
-    name = table.get("model", NETWORK_DEFAULTS["model"]) if isinstance(table, dict) else NETWORK_DEFAULTS["model"]
+    name = (table.get("model", NETWORK_DEFAULTS["model"]) if isinstance(table, dict)
+            else NETWORK_DEFAULTS["model"])
     if not isinstance(name, str):
         raise InputError(f"must be a model name, got {name!r}", key="network.model")
     return {**NETWORK_DEFAULTS, **load_model(name).network_keys}
@@ -193,12 +206,15 @@ def readout_gamma(readout) -> float:
 
 
 def _check_network(net: dict):
-    if net["activation"] not in ACTIVATIONS:
+    if not isinstance(net["activation"], str) or net["activation"] not in ACTIVATIONS:
         raise InputError(f"unknown activation {net['activation']!r}; choose one of "
                          f"{sorted(ACTIVATIONS)}", key="network.activation")
     for key in ("depth", "width"):
         if net[key] <= 0:
             raise InputError(f"must be positive, got {net[key]}", key=f"network.{key}")
+    if net["depth"] > MAX_DEPTH:
+        raise InputError(f"must be at most {MAX_DEPTH} (layers are unrolled in the compiled step), "
+                         f"got {net['depth']}", key="network.depth")
     _check_positive(net["temperature"], "network.temperature")
     readout_gamma(net["readout"])
     variances = layer_variances(net)
@@ -225,32 +241,70 @@ def layer_variances(net: dict) -> tuple:
     return tuple(float(v) for v in values)
 
 
+_SAMPLER_INT_RANGES = {  # key: (smallest, largest) allowed
+    "num_steps": (1, MAX_STEP_INDEX),
+    "thin": (1, MAX_STEP_INDEX),
+    "num_chains": (1, MAX_STEP_INDEX),
+    "seed": (0, MAX_SEED),
+    "chunk_draws": (0, MAX_STEP_INDEX),
+    "checkpoint_every": (1, MAX_STEP_INDEX),
+    "num_integration_steps": (1, MAX_STEP_INDEX),
+    "max_num_doublings": (1, MAX_DOUBLINGS),
+    "smc_particles": (0, MAX_STEP_INDEX),
+    "smc_mcmc_steps": (1, MAX_STEP_INDEX),
+    "freeze_readout_at": (-1, MAX_STEP_INDEX),
+    "devices": (0, 1 << 16),  # 0: every device of the machine
+}
+
+
+def _check_int_range(value, low: int, high: int, key: str):
+    """An integer (type checked by the defaults) in ``[low, high]``."""
+    if value < low and low == 1:
+        raise InputError(f"must be positive, got {value}", key=key)
+    if not low <= value <= high:
+        raise InputError(f"must be in [{low}, {high}], got {value}", key=key)
+
+
+def _check_fraction(value, key: str, closed_right: bool = False):
+    """A number in (0, 1), or (0, 1] with ``closed_right``."""
+    inside = _is_number(value) and 0 < value and (value < 1 or (closed_right and value == 1))
+    if not inside:
+        raise InputError(f"must be a number in (0, 1{']' if closed_right else ')'}, got {value!r}",
+                         key=key)
+
+
 def _check_sampler(smp: dict):
-    if smp["kind"] not in SAMPLER_KINDS:
+    if not isinstance(smp["kind"], str) or smp["kind"] not in SAMPLER_KINDS:
         raise InputError(f"unknown sampler {smp['kind']!r}; choose one of {list(SAMPLER_KINDS)}",
                          key="sampler.kind")
     _check_positive(smp["step_size"], "sampler.step_size")
-    for key in ("num_steps", "thin", "num_chains"):
-        if smp[key] <= 0:
-            raise InputError(f"must be positive, got {smp[key]}", key=f"sampler.{key}")
+    for key, (low, high) in _SAMPLER_INT_RANGES.items():
+        _check_int_range(smp[key], low, high, f"sampler.{key}")
+    _check_fraction(smp["target_accept"], "sampler.target_accept")
+    _check_fraction(smp["smc_target_ess"], "sampler.smc_target_ess", closed_right=True)
+    if smp["freeze_readout_at"] >= smp["num_steps"]:
+        raise InputError(f"must be -1 (never) or a step below num_steps = {smp['num_steps']}, "
+                         f"got {smp['freeze_readout_at']}", key="sampler.freeze_readout_at")
     if not 0 <= smp["burn_in"] < smp["num_steps"]:
         raise InputError("must be in [0, num_steps)", key="sampler.burn_in")
     if (smp["num_steps"] - smp["burn_in"]) < smp["thin"]:
         raise InputError("num_steps - burn_in must be at least thin (no draw would be stored)",
                          key="sampler.thin")
-    if smp["noise"] not in ("hash32", "threefry"):
+    if not isinstance(smp["noise"], str) or smp["noise"] not in ("hash32", "threefry"):
         raise InputError('must be "hash32" or "threefry"', key="sampler.noise")
-    if smp["precision"] not in ("float32", "float64"):
+    if not isinstance(smp["precision"], str) or smp["precision"] not in ("float32", "float64"):
         raise InputError('must be "float32" or "float64"', key="sampler.precision")
     _check_preconditioner(smp["preconditioner"])
     if smp["readout"] not in READOUT_MODES:
-        raise InputError(f"must be one of {list(READOUT_MODES)}, got {smp['readout']!r}", key="sampler.readout")
+        raise InputError(f"must be one of {list(READOUT_MODES)}, got {smp['readout']!r}",
+                         key="sampler.readout")
     if smp["readout"] == "collapsed" and smp["kind"] not in ("langevin", "mala", "hmc", "nuts"):
         raise InputError(f"the collapsed readout is for langevin, mala, hmc and nuts, not {smp['kind']!r}",
                          key="sampler.readout")
     if smp["replica_exchange"]:
         if smp["kind"] == "smc":
-            raise InputError("replica exchange runs (init, step) samplers, not smc", key="sampler.replica_exchange")
+            raise InputError("replica exchange runs (init, step) samplers, not smc",
+                             key="sampler.replica_exchange")
         smp["replica_exchange"] = _resolve_table(smp["replica_exchange"], REPLICA_DEFAULTS,
                                                  "sampler.replica_exchange")
     if smp["anneal"] and smp["kind"] in ("hmc", "nuts", "smc"):
@@ -259,6 +313,23 @@ def _check_sampler(smp: dict):
     if smp["anneal"]:
         smp["anneal"] = _resolve_table(smp["anneal"], ANNEAL_DEFAULTS, "sampler.anneal")
         _check_anneal(smp["anneal"], smp)
+
+
+def _check_reduce_inputs(resolved: dict):
+    """``reduce_inputs`` only where the reduction is exact (:mod:`widebayes.input_reduction`)."""
+    smp = resolved["sampler"]
+    if not smp["reduce_inputs"]:
+        return
+    why = None
+    if resolved["network"]["model"] != "network_prior":
+        why = f"it reduces the first layer of model network_prior, not {resolved['network']['model']!r}"
+    elif smp["kind"] != "langevin":
+        why = (f"it reproduces the unadjusted Langevin dynamics; kind = {smp['kind']!r} accepts or rejects "
+               "the whole position, the first layer's orthogonal part included")
+    elif smp["replica_exchange"]:
+        why = "replica exchange swaps whole positions, the first layer's orthogonal part included"
+    if why:
+        raise InputError(f"cannot reduce the inputs: {why}", key="sampler.reduce_inputs")
 
 
 def _check_preconditioner(value):
@@ -283,7 +354,8 @@ def replica_ratios(replica: dict, temperature: float) -> tuple:
     temps = replica["temperatures"]
     if temps:
         if not all(_is_number(t) and t > 0 for t in temps) or len(temps) < 2:
-            raise InputError("needs at least two positive numbers", key="sampler.replica_exchange.temperatures")
+            raise InputError("needs at least two positive numbers",
+                             key="sampler.replica_exchange.temperatures")
         if not math.isclose(temps[0], temperature, rel_tol=1e-9):
             raise InputError(f"must start at network.temperature = {temperature}",
                              key="sampler.replica_exchange.temperatures")
@@ -300,12 +372,35 @@ def replica_ratios(replica: dict, temperature: float) -> tuple:
 
 
 def _check_anneal(anneal: dict, smp: dict):
-    if anneal["schedule"] not in ("geometric", "linear"):
+    if not isinstance(anneal["schedule"], str) or anneal["schedule"] not in ("geometric", "linear"):
         raise InputError('must be "geometric" or "linear"', key="sampler.anneal.schedule")
     _check_positive(anneal["T_start"], "sampler.anneal.T_start")
     if not 0 < anneal["num_steps"] <= smp["burn_in"]:
         raise InputError("must be positive and at most sampler.burn_in (anneal during burn-in)",
                          key="sampler.anneal.num_steps")
+
+
+def parse_stored(text, source) -> dict:
+    """The resolved config that ``to_toml`` stored (in a posterior.nc), checked: valid TOML, the
+    three tables, every network and sampler key, and values that :func:`resolve` accepts.
+
+    Raises
+    ------
+    InputError
+        Naming ``source``: damaged, foreign, or not a complete resolved experiment.
+    """
+    try:
+        cfg = tomllib.loads(text) if isinstance(text, str) else None
+        complete = (isinstance(cfg, dict) and set(cfg) == {"task", "network", "sampler"}
+                    and all(isinstance(cfg[t], dict) for t in cfg)
+                    and set(NETWORK_DEFAULTS) <= set(cfg["network"])
+                    and set(SAMPLER_DEFAULTS) <= set(cfg["sampler"]))
+        if not complete:
+            raise InputError("not a complete resolved experiment")
+        resolve(cfg)
+    except (tomllib.TOMLDecodeError, InputError) as err:
+        raise InputError(f"{source}: its stored config is damaged or not widebayes' ({err})") from None
+    return cfg
 
 
 def to_toml(cfg: dict) -> str:

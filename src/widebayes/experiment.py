@@ -5,20 +5,36 @@ the ``[network]`` and ``[sampler]`` numbers into typed fields (``T``, ``T_eff``,
 preconditioner, the annealing schedule in ``T_eff`` units).  :func:`prepare_run` is the one run
 preparation (sampling, the frozen-readout study, the benchmark and the tests use it): the sampler,
 the compiled-chunk setup, the traced numbers, the keys, the initial states and the chunk plan.
+
+With ``[sampler] reduce_inputs = true`` the first layer is sampled in the span of the training
+inputs (:mod:`widebayes.input_reduction`): the block ``W1`` is ``U = W1 Q`` (N x r), the driver's
+``X_train`` is ``X_train Q`` and its ``X_test`` is ``[X_test Q, X_test R]``; the part ``V = W1 R``
+that the test inputs see outside the span is the driver's side state, a prior draw at the start
+advanced by its exact AR(1) transition at every recorded draw (:func:`reduction_side`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from widebayes import input_reduction
 from widebayes.config import layer_variances, num_draws, readout_gamma, replica_ratios
 from widebayes.errors import InputError
-from widebayes.inference import (ChainCarry, Chunk, RunSetup, Schedule, auto_draws_per_chunk, init_carry,
-                                 initial_positions, plan_chunks)
+from widebayes.inference import (
+    ChainCarry,
+    Chunk,
+    RunSetup,
+    Schedule,
+    auto_draws_per_chunk,
+    init_carry,
+    initial_positions,
+    plan_chunks,
+    roots_of,
+)
 from widebayes.models import load_model, model_blocks, model_forward, model_logdensity
 from widebayes.networks import NetworkSpec, auto_readout_variance, effective_temperature
 from widebayes.tasks import Dataset, make_task
@@ -43,9 +59,10 @@ class Experiment(NamedTuple):
     gamma: float  # readout exponent
     blocks: dict  # parameter block -> models.Block (shape, prior variance)
     preconditioner: dict  # parameter block -> M (the step scale)
-    anneal: Optional[Anneal]  # None: no annealing
+    anneal: Anneal | None  # None: no annealing
     step_size: float
     thin: int
+    reduction: input_reduction.InputBasis | None = None  # bases Q, R with reduce_inputs, else None
 
     def paper_time_per_step(self, block: str = "W1") -> float:
         """Paper Langevin time of one step for ``block``: ``step_size * M_block / T_eff``.
@@ -74,14 +91,16 @@ def build_experiment(resolved: dict) -> Experiment:
                        sigma_a2=float(net["sigma_a2"]))
     model = load_model(net["model"])
     model_kwargs = {key: float(net[key]) for key in model.network_keys}
-    blocks = model_blocks(model.fn, data.X_train, data.Y_train, {"spec": spec, **model_kwargs})
     smp = resolved["sampler"]
+    reduction = input_reduction.input_basis(data.X_train, data.X_test) if smp["reduce_inputs"] else None
+    X_blocks = data.X_train if reduction is None else data.X_train @ reduction.Q
+    blocks = model_blocks(model.fn, X_blocks, data.Y_train, {"spec": spec, **model_kwargs})
     T_eff = effective_temperature(net["temperature"], spec.width, gamma)
     return Experiment({**resolved, "network": net}, data, spec, model.name, model_kwargs,
                       float(net["temperature"]), T_eff, gamma, blocks,
                       preconditioner_of(blocks, smp["preconditioner"]),
                       anneal_of(smp["anneal"], T_eff / net["temperature"]), float(smp["step_size"]),
-                      int(smp["thin"]))
+                      int(smp["thin"]), reduction)
 
 
 def preconditioner_of(blocks: dict, table) -> dict:
@@ -101,7 +120,7 @@ def preconditioner_of(blocks: dict, table) -> dict:
     return scales
 
 
-def anneal_of(table: dict, T_eff_per_T: float) -> Optional[Anneal]:
+def anneal_of(table: dict, T_eff_per_T: float) -> Anneal | None:
     if not table:
         return None
     return Anneal(table["schedule"] == "geometric", table["T_start"] * T_eff_per_T, int(table["num_steps"]))
@@ -113,11 +132,18 @@ def schedule_of(exp: Experiment) -> Schedule:
     return Schedule(exp.T_eff, exp.anneal.T_start_eff, exp.anneal.num_steps)
 
 
-def device_data(data: Dataset, dtype) -> dict:
-    """The arrays the log density and the observables read, as JAX arrays of one dtype."""
-    out = {"X_train": jnp.asarray(data.X_train, dtype), "Y_train": jnp.asarray(data.Y_train, dtype)}
-    if len(data.X_test):
-        out["X_test"] = jnp.asarray(data.X_test, dtype)
+def device_data(data: Dataset, dtype, reduction: input_reduction.InputBasis | None = None) -> dict:
+    """The arrays the log density and the observables read, as JAX arrays of one dtype.
+
+    With a ``reduction`` the inputs are ``X_train Q`` and ``[X_test Q, X_test R]`` (float64 on the
+    host, then cast), :func:`widebayes.input_reduction.reduced_inputs`.
+    """
+    X_train, X_test = data.X_train, data.X_test if len(data.X_test) else None
+    if reduction is not None:
+        X_train, X_test = input_reduction.reduced_inputs(reduction, X_train, X_test)
+    out = {"X_train": jnp.asarray(X_train, dtype), "Y_train": jnp.asarray(data.Y_train, dtype)}
+    if X_test is not None:
+        out["X_test"] = jnp.asarray(X_test, dtype)
     return out
 
 
@@ -162,7 +188,7 @@ def build_sampler(cfg: dict, ladder: tuple = ()):
 def sampler_key(cfg: dict, ladder: tuple) -> tuple:
     """What of ``[sampler]`` is fixed at build time (the rest is traced)."""
     static = ("kind", "noise", "num_integration_steps", "target_accept", "adapt_mass_matrix",
-              "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers")
+              "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers", "reduce_inputs")
     swap_every = cfg["replica_exchange"]["swap_every"] if ladder else 0
     return tuple(cfg[k] for k in static) + (ladder, swap_every)
 
@@ -204,20 +230,22 @@ def prepare_run(resolved: dict, exp: Experiment | None = None) -> PreparedRun:
                          'jax.config.update("jax_enable_x64", True) before anything else',
                          key="sampler.precision")
     check_finite(exp.data)
-    data = device_data(exp.data, dtype)
+    data = device_data(exp.data, dtype, exp.reduction)
     sampler = build_sampler(cfg, ladder)
     setup = run_setup_of(exp, cfg, sampler, ladder)
     moved = moved_blocks(exp, cfg)
     hyper = {"model": {"spec": _cast_spec(exp.spec, dtype), **{k: jnp.asarray(v, dtype) for k, v in
                                                               exp.model_kwargs.items()}},
-             "roots": {name: jnp.asarray(np.sqrt(exp.preconditioner[name]), dtype) for name in moved}}
+             "roots": {b: jnp.asarray(r, dtype) for b, r in roots_of(exp.preconditioner).items()
+                       if b in moved}}
     schedule = Schedule(*(jnp.asarray(x, dtype) for x in schedule_of(exp)[:2]), schedule_of(exp).num_anneal)
     key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     chains = cfg["num_chains"]
     chain_keys = jax.random.split(key_chains, chains)
     params = sampler_params(cfg["step_size"], ladder, chains, dtype)
     positions = starting_points(key_init, exp, moved, chains, sampler.num_replicas, dtype)
-    carry = init_carry(setup, positions, params, data, hyper, chains, schedule.T_start_eff)
+    side = reduction_start(key_init, exp, chains, dtype) if exp.reduction is not None else None
+    carry = init_carry(setup, positions, params, data, hyper, chains, schedule.T_start_eff, side)
     per_chunk = cfg["chunk_draws"] or auto_draws_per_chunk(cfg["thin"], num_draws(cfg))
     chunks = plan_chunks(cfg["num_steps"], cfg["burn_in"], cfg["thin"], per_chunk)
     return PreparedRun(exp, setup, data, hyper, schedule, key_init, chain_keys, carry, chunks, dtype)
@@ -238,7 +266,8 @@ def sampler_params(step_size: float, ladder: tuple, num_chains: int, dtype) -> d
     return {"step_size": jnp.full((num_chains, len(ladder)) if ladder else num_chains, step_size, dtype)}
 
 
-def starting_points(key, exp: Experiment, moved: list[str], num_chains: int, num_replicas: int, dtype) -> dict:
+def starting_points(key, exp: Experiment, moved: list[str], num_chains: int, num_replicas: int,
+                    dtype) -> dict:
     """Prior draws of the moved blocks in whitened coordinates, (chain[, replica], ...) per block."""
     shapes = {b: exp.blocks[b].shape for b in moved}
     factors = {b: float(np.sqrt(exp.blocks[b].prior_variance / exp.preconditioner[b])) for b in moved}
@@ -257,11 +286,68 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
            sampler_key(cfg, ladder), cfg["anneal"].get("schedule", "geometric") if cfg["anneal"] else None)
     logdensity, complete = model_logdensity(model), None
     if cfg["readout"] == "collapsed":
-        from widebayes.collapsed import collapsed_logdensity, complete_readout
-
         if exp.model != "network_prior":
             raise InputError("the collapsed readout integrates out the readout of network_prior; "
                              f"model {exp.model!r} is not covered", key="sampler.readout")
-        logdensity, complete = collapsed_logdensity(), complete_readout
+        logdensity, complete = collapsed_logdensity, collapsed_completion
+    side = reduction_side if exp.reduction is not None else None
     return RunSetup(key, sampler, logdensity, model_forward(model), cfg["store_all_layers"],
-                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric", complete)
+                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
+                    complete=complete, side=side)
+
+
+def collapsed_logdensity(params, data, kwargs, T_eff):
+    """log P0(W) + log p(Y | W): the readout of ``network_prior`` integrated out (widebayes.collapsed)."""
+    from widebayes import collapsed
+
+    return collapsed.collapsed_logdensity(kwargs["spec"])(params, data, T_eff)
+
+
+def collapsed_completion(rng_key, params, data, kwargs, T_eff):
+    """At a recorded draw: ``a`` drawn exactly from its conditional, and the Rao-Blackwellised
+    predictor (the conditional mean and variance given W) on the training and test inputs."""
+    from widebayes import collapsed
+
+    done = collapsed.complete_readout(rng_key, params, data, kwargs["spec"], T_eff)
+    extra = {"f_train_rb_mean": done.train.mean, "f_train_rb_var": done.train.var}
+    if done.test is not None:
+        extra.update({"f_test_rb_mean": done.test.mean, "f_test_rb_var": done.test.var})
+    return done.params, extra
+
+
+# ----------------------------------------------------------------------------------- input reduction
+def reduction_start(key_init, exp: Experiment, num_chains: int, dtype) -> dict:
+    """The side state of a reduced run at the start: ``V = W1 R``, a prior draw per chain.
+
+    ``V`` (chain, N, q) has iid ``N(0, sigma_1^2)`` entries, as ``W1 R`` of a prior draw of ``W1``;
+    ``at`` counts the Euler steps it has been advanced through (0).  Raises InputError where the orthogonal
+    part's Euler recursion is unstable (``a = eps M / sigma_1^2 >= 2``: the full run diverges too).
+    """
+    sigma2 = exp.spec.sigma_w2[0]
+    a = input_reduction.decay_per_step(exp.step_size, exp.preconditioner["W1"], sigma2)
+    if not a < 2.0:
+        raise InputError(f"step_size * M_W1 / sigma_w2 = {a:.4g} >= 2: the Langevin recursion of the first "
+                         "layer's prior part diverges (reduced or not); take a smaller step",
+                         key="sampler.step_size")
+    shape = (num_chains, exp.spec.width, exp.reduction.test_rank)
+    V = jax.random.normal(jax.random.fold_in(key_init, 2), shape, dtype) * jnp.asarray(np.sqrt(sigma2), dtype)
+    return {"V": V, "at": jnp.zeros(num_chains, jnp.int32)}
+
+
+def reduction_side(key, side: dict, params: dict, data: dict, hyper: dict, sampler_params: dict, step_index):
+    """``RunSetup.side`` of a reduced run: ``V`` advanced to the end of step ``step_index``, and the view
+    in which the test inputs see the whole first layer.
+
+    ``V`` takes the exact transition of the ``k = step_index + 1 - at`` Euler steps since it was
+    last advanced (Eq. 3 of :mod:`widebayes.input_reduction`; ``a = eps M_W1 / sigma_1^2``).  The
+    view has ``W1 = [U, V]``, ``X_train = [X_train Q, 0]`` and ``input_dim = N0`` (the input
+    kernel's normalisation), so that the forward map and any completion (the collapsed readout)
+    see one first layer for training and test inputs: ``z1 = X W1^T / sqrt(N0)`` exactly.
+    """
+    spec = hyper["model"]["spec"]
+    sigma2 = spec.sigma_w2[0]
+    a = input_reduction.decay_per_step(sampler_params["step_size"], hyper["roots"]["W1"] ** 2, sigma2)
+    V = input_reduction.advance(key, side["V"], step_index + 1 - side["at"], a, sigma2)
+    W1, X_train = input_reduction.observation_view(params["W1"], V, data["X_train"])
+    view = {**data, "X_train": X_train, "input_dim": spec.input_dim}
+    return ({"V": V, "at": jnp.asarray(step_index + 1, side["at"].dtype)}, {**params, "W1": W1}, view)

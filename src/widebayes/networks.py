@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 
 from widebayes.activations import get_activation
 
@@ -54,7 +53,7 @@ class NetworkSpec:
     def lazy(self) -> bool:
         return self.gamma == 0.5
 
-    def _replace(self, **changes) -> "NetworkSpec":
+    def _replace(self, **changes) -> NetworkSpec:
         return replace(self, **changes)
 
 
@@ -62,7 +61,7 @@ def weight_names(spec: NetworkSpec) -> list[str]:
     """Names of the hidden weight matrices, bottom to top (shared ``W`` when tied)."""
     if spec.tied_weights and spec.depth > 1:
         return ["W1", "W"]
-    return [f"W{l}" for l in range(1, spec.depth + 1)]
+    return [f"W{layer}" for layer in range(1, spec.depth + 1)]
 
 
 def layer_weight_name(spec: NetworkSpec, layer: int) -> str:
@@ -82,7 +81,8 @@ def param_shapes(spec: NetworkSpec) -> dict[str, tuple[int, int]]:
 
 def param_prior_variances(spec: NetworkSpec) -> dict[str, float]:
     """Prior variance of each parameter block (a tied ``W`` takes the hidden layers' variance)."""
-    var = {layer_weight_name(spec, l): spec.layer_variances[l - 1] for l in range(1, spec.depth + 1)}
+    var = {layer_weight_name(spec, layer): spec.layer_variances[layer - 1]
+           for layer in range(1, spec.depth + 1)}
     var["a"] = spec.sigma_a2
     return var
 

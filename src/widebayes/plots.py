@@ -11,7 +11,6 @@ Conventions, as in the papers: samples in gray or in colour, theory as dashed bl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,11 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(fig: Figure, path) -> Path:
-    """Write a PNG atomically (temporary file in the same folder, then rename)."""
+    """Write a PNG atomically (``io.atomic_write``: a uniquely named temporary file, then rename)."""
+    from widebayes.io import atomic_write
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI), durable=False)
     return path
 
 
@@ -198,7 +193,8 @@ def outliers(data: dict) -> Figure:
     fig = new_figure(4.8, 3.2)
     ax = fig.add_subplot()
     x = np.arange(len(data["classes"]))
-    ax.bar(x, data["samples"], color=SAMPLE_COLOR, label=f"samples ({data['num_outliers']:.1f} outliers/draw)")
+    ax.bar(x, data["samples"], color=SAMPLE_COLOR,
+           label=f"samples ({data['num_outliers']:.1f} outliers/draw)")
     if data.get("theory") is not None:
         ax.plot(x, data["theory"], "o", color="black", mfc="none", ms=8, label="theory")
     ax.set_xticks(x, [f"class {c}" for c in data["classes"]])
@@ -304,7 +300,8 @@ def kernels(data: dict) -> Figure:
     columns = [(name, np.asarray(v, dtype=float)) for name, v in data["columns"].items() if v is not None]
     layers = data["layers"]
     shared = [stack for name, stack in columns if name in ("samples", "theory")]  # one colour scale
-    lo, hi = np.min([s.min(axis=(1, 2)) for s in shared], axis=0), np.max([s.max(axis=(1, 2)) for s in shared], axis=0)
+    lo, hi = (np.min([s.min(axis=(1, 2)) for s in shared], axis=0),
+              np.max([s.max(axis=(1, 2)) for s in shared], axis=0))
     fig = new_figure(2.6 * len(columns) + 0.6, 2.4 * len(layers) + 0.5)
     axes = fig.subplots(len(layers), len(columns), squeeze=False)
     for j, (name, stack) in enumerate(columns):

@@ -51,9 +51,14 @@ _DRAW_DIMS = {
     "phi_L": ("neuron", "train"),
     "phi_L_test": ("neuron", "test"),
 }
-_DRAW_DIMS["swap_accept"] = ("pair",)
+_DRAW_DIMS.update({"swap_accept": ("pair",),  # replica exchange: acceptance per neighbour pair
+                   # the collapsed readout's Rao-Blackwellised predictor: E and Var of f given W
+                   "f_train_rb_mean": ("train", "output"), "f_train_rb_var": ("train",),
+                   "f_test_rb_mean": ("test", "output"), "f_test_rb_var": ("test",)})
 _GROUP_OF = {"a": "posterior", "f_train": "posterior", "f_test": "posterior", "loss": "sample_stats",
-             "accept_prob": "sample_stats", "diverging": "sample_stats", "swap_accept": "sample_stats"}
+             "accept_prob": "sample_stats", "diverging": "sample_stats", "swap_accept": "sample_stats",
+             "f_train_rb_mean": "posterior", "f_train_rb_var": "posterior", "f_test_rb_mean": "posterior",
+             "f_test_rb_var": "posterior"}
 
 
 def _dims_and_group(name: str, ndim: int) -> tuple[tuple, str]:
@@ -103,11 +108,17 @@ def _observed(data) -> dict:
 
 # ----------------------------------------------------------------------------------- reading
 def read_netcdf(path):
-    """Open one ``posterior.nc`` as an ``arviz.InferenceData`` (the single place that reads it)."""
-    az = _arviz()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return az.from_netcdf(path)
+    """Open one ``posterior.nc`` as an ``arviz.InferenceData`` (the single place that reads it).
+
+    A damaged or foreign file (not netCDF, truncated, without the posterior and observed data, or
+    whose stored config does not parse) is one InputError naming the file (``io.read_netcdf``).
+    """
+    from widebayes.config import parse_stored
+    from widebayes.io import read_netcdf as read
+
+    idata = read(path, groups=("posterior", "observed_data"), attrs=("config",))
+    parse_stored(idata.attrs["config"], path)
+    return idata
 
 
 def load(folder):
@@ -195,11 +206,12 @@ class PosteriorView:
         self.a, self.f_train = self.take(post["a"]), self.take(post["f_train"])
         self.f_test = self.take(post["f_test"]) if "f_test" in post else None
         self.loss = self.take(idata.sample_stats["loss"])
-        self.phi = {l: self.take(reps[f"phi_{l}"]) for l in range(1, self.depth) if f"phi_{l}" in reps}
+        self.phi = {layer: self.take(reps[f"phi_{layer}"])
+                    for layer in range(1, self.depth) if f"phi_{layer}" in reps}
         self.phi[self.depth] = self.take(reps["phi_L"])
         self.phi_test = self.take(reps["phi_L_test"]) if "phi_L_test" in reps else None
-        self.phi_test_lower = {l: self.take(reps[f"phi_{l}_test"]) for l in range(1, self.depth)
-                               if f"phi_{l}_test" in reps}
+        self.phi_test_lower = {layer: self.take(reps[f"phi_{layer}_test"]) for layer in range(1, self.depth)
+                               if f"phi_{layer}_test" in reps}
         mean = lambda name: np.asarray(reps[name].values[self.chains], dtype=np.float64).mean(axis=0)  # noqa: E731
         self.kernel = mean("kernel")
         self.kernel_test = mean("kernel_test") if "kernel_test" in reps else None

@@ -8,12 +8,12 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from widebayes import __version__, checkpoint
+from widebayes import __version__, checkpoint, footprint, interrupt
 from widebayes.config import to_toml
 from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
-from widebayes.inference import RunResult, run_chains, unwhiten, warmup
-from widebayes.posterior import to_inferencedata
+from widebayes.inference import RunResult, blas_threads, chain_layout, roots_of, run_chains, unwhiten, warmup
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
+from widebayes.posterior import to_inferencedata
 
 
 class SampleOutput(NamedTuple):
@@ -24,8 +24,17 @@ class SampleOutput(NamedTuple):
 
 
 def sample_experiment(resolved: dict, out_dir=None, resume: bool = False, progress: bool | None = None):
-    """Sample a resolved experiment; with ``out_dir`` write posterior.nc, config.toml, checkpoints."""
+    """Sample a resolved experiment; with ``out_dir`` write posterior.nc, config.toml, checkpoints.
+
+    The BLAS pool behind JAX's CPU factorisations is held at one thread (``inference.blas_threads``).
+    """
+    with blas_threads(1):
+        return _sample_experiment(resolved, out_dir, resume, progress)
+
+
+def _sample_experiment(resolved: dict, out_dir, resume: bool, progress):
     cfg = resolved["sampler"]
+    footprint.check(resolved)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     if cfg["kind"] == "smc":
@@ -61,7 +70,8 @@ def _run_mcmc(run: PreparedRun, cfg: dict, out_dir, resume, progress, config_tex
     bar = _progress(cfg, progress, chunks, first)
     on_chunk = _on_chunk(bar, chunks, out_dir, cfg["checkpoint_every"], config_text)
     result = run_chains(run.setup, carry, run.chain_keys, run.data, run.hyper, run.schedule, chunks,
-                        first_chunk=first, host_draws=host_draws, on_chunk=on_chunk)
+                        first_chunk=first, host_draws=host_draws, on_chunk=on_chunk,
+                        layout=chain_layout(cfg["num_chains"], cfg["devices"]))
     if bar is not None:
         bar.close()
     tuned = np.asarray(result.params["step_size"]).tolist()
@@ -84,7 +94,7 @@ def sample_smc(exp: Experiment, resolved: dict):
     data = device_data(exp.data, dtype)
     model = load_model(exp.model).fn
     kwargs = {"spec": exp.spec, **exp.model_kwargs}
-    roots = {b: float(np.sqrt(m)) for b, m in exp.preconditioner.items()}
+    roots = roots_of(exp.preconditioner)
     logdensity = model_logdensity(model)
     forward = model_forward(model)
     num = cfg["smc_particles"] or 64
@@ -125,7 +135,7 @@ def run_attrs(exp: Experiment, config_text: str, dynamics: bool = True) -> dict:
     cfg = exp.config["sampler"]
     attrs = {"config": config_text, "widebayes_version": __version__, "seed": cfg["seed"],
              "T_eff": exp.T_eff, "sampler": cfg["kind"], "model": exp.model,
-             "devices": [str(d) for d in jax.devices()]}
+             "devices": [str(d) for d in chain_layout(cfg["num_chains"], cfg["devices"]).devices]}
     if dynamics:
         attrs["paper_time_per_step"] = exp.paper_time_per_step("W1")
         if "a" in exp.preconditioner:
@@ -162,8 +172,12 @@ def _on_chunk(bar, chunks, out_dir, every, config_text):
             if draws:
                 bar.set_postfix(loss=_finite_mean(draws["loss"][:, -1]),
                                 accept=_finite_mean(draws["accept_prob"]))
-        if out_dir is not None and next_chunk < len(chunks) and next_chunk % every == 0:
+        stop = interrupt.requested() if next_chunk < len(chunks) else None
+        if out_dir is not None and next_chunk < len(chunks) and (next_chunk % every == 0 or stop):
             checkpoint.save(out_dir, next_chunk, carry, host_draws, config_text)
+        if stop:
+            done = chunks[next_chunk - 1].start + chunks[next_chunk - 1].num_steps
+            raise interrupt.Interrupted(stop, done, checkpoint=out_dir is not None)
 
     return on_chunk
 

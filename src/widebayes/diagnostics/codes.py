@@ -21,8 +21,15 @@ from typing import NamedTuple
 import numpy as np
 
 from widebayes.activations import PRIOR_SD_ABOVE  # noqa: F401  (re-exported)
-from widebayes.codes import (THRESHOLD_RULE, class_means, code_id_of, code_ids,  # noqa: F401
-                             code_of_means, code_string, default_threshold)
+from widebayes.codes import (  # noqa: F401
+    THRESHOLD_RULE,
+    class_means,
+    code_id_of,
+    code_ids,
+    code_of_means,
+    code_string,
+    default_threshold,
+)
 
 #: a neuron is an outlier when |a_i| > max(OUTLIER_FACTOR sqrt(N), OUTLIER_MIN_RATIO) median |a|
 OUTLIER_FACTOR = 0.5

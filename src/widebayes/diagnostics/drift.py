@@ -129,7 +129,7 @@ def subspace_autocorr(U, max_lag) -> np.ndarray:
     U = _as_series(U)
     k = U.shape[1]
     lagged = (U[lag:] @ np.swapaxes(U[: len(U) - lag], -1, -2) for lag in range(max_lag + 1))
-    return np.array([np.mean(np.sum(O**2, axis=(-2, -1))) / k for O in lagged])
+    return np.array([np.mean(np.sum(overlap**2, axis=(-2, -1))) / k for overlap in lagged])
 
 
 def label_alignment(U, Y, average=True) -> np.ndarray:

@@ -22,10 +22,26 @@ The posterior.nc schema (reading, writing, the view of a run) is ``widebayes.pos
 from widebayes.posterior import PosteriorView, usable_draws, valid_prefix
 from widebayes.posterior import load as load_posterior
 from widebayes.report.agreement import agreements
-from widebayes.report.build import (build_report, build_sections, rebuild_experiment, stored_config,
-                                    theory_for, write_figures, write_report)
-from widebayes.report.common import (AGREE_WITHIN, MAX_PREDICTOR_PANELS, MAX_SHOWN_INPUTS, MAX_SHOWN_NEURONS,
-                                     SPARSE_SHOWN, class_bounds, jsonable, rel_diff, write_text)
+from widebayes.report.build import (
+    build_report,
+    build_sections,
+    rebuild_experiment,
+    stored_config,
+    theory_for,
+    write_figures,
+    write_report,
+)
+from widebayes.report.common import (
+    AGREE_WITHIN,
+    MAX_PREDICTOR_PANELS,
+    MAX_SHOWN_INPUTS,
+    MAX_SHOWN_NEURONS,
+    SPARSE_SHOWN,
+    class_bounds,
+    jsonable,
+    rel_diff,
+    write_text,
+)
 from widebayes.report.markdown import CAPTIONS, markdown
 
 Run = PosteriorView  # the name the report used for a view of a posterior

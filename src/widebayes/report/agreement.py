@@ -65,10 +65,11 @@ def _kernel_agreements(run: PosteriorView, kernels, theory_kernels) -> list[Agre
     rel = kernels.samples_vs_theory_relative_difference
     if rel is None:
         return []
-    return [AgreementRow(f"kernel K_{l} on training inputs (Frobenius)",
-                         float(np.linalg.norm(theory_kernels.kernels[l])),
-                         float(np.linalg.norm(run.kernel[l])), rel[l], "", theory_kernels.sources[l])
-            for l in range(1, run.depth + 1)]
+    return [AgreementRow(f"kernel K_{layer} on training inputs (Frobenius)",
+                         float(np.linalg.norm(theory_kernels.kernels[layer])),
+                         float(np.linalg.norm(run.kernel[layer])), rel[layer], "",
+                         theory_kernels.sources[layer])
+            for layer in range(1, run.depth + 1)]
 
 
 def _code_agreements(theory_codes, clusters, class_means, source) -> list[AgreementRow]:

@@ -85,7 +85,8 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
     """Every section as a typed result, every figure's data (None: not drawn), and the notes."""
     from widebayes.theory.nngp import nngp_kernels
 
-    nngp = nngp_kernels(run.X_train, run.activation, run.sigma_w2, run.X_test, full_test=run.X_test is not None)
+    nngp = nngp_kernels(run.X_train, run.activation, run.sigma_w2, run.X_test,
+                        full_test=run.X_test is not None)
     thresholds = coding.layer_thresholds(run, nngp)
     ids = coding.layer_code_ids(run, thresholds)
     codes = coding.coding_section(run, thresholds, ids, theory)
@@ -127,7 +128,8 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
     notes += [f"{name}: skipped (no test set)" for name in ("kernels_test", "predictor_test", "gen_error")
               if figures[name] is None]
     if figures["layer_activations"] is None and L > 1:
-        notes.append("layer_activations: skipped (lower layers not stored; set [sampler] store_all_layers = true)")
+        notes.append("layer_activations: skipped (lower layers not stored; "
+                     "set [sampler] store_all_layers = true)")
     if figures["preactivations"].get("skipped"):
         notes.append("preactivations: " + figures["preactivations"]["skipped"])
     return sections, figures, notes
@@ -139,11 +141,13 @@ def build_report(idata, theory, theory_note: str) -> dict:
     run = PosteriorView(idata)
     sections, figures, notes = build_sections(run, theory)
     return {
-        "experiment": {"config": run.config, "width": run.width, "depth": run.depth, "activation": run.activation,
+        "experiment": {"config": run.config, "width": run.width, "depth": run.depth,
+                       "activation": run.activation,
                        "num_classes": run.num_classes, "num_train": len(run.labels_train),
                        "num_test": 0 if run.labels_test is None else len(run.labels_test),
                        "sigma_a2": run.sigma_a2, "T_eff": run.T_eff,
-                       "sampler": run.attrs.get("sampler"), "widebayes_version": run.attrs.get("widebayes_version")},
+                       "sampler": run.attrs.get("sampler"),
+                       "widebayes_version": run.attrs.get("widebayes_version")},
         "theory": {"available": theory is not None, "note": theory_note,
                    "regime": None if theory is None else theory.get("regime"),
                    "method": None if theory is None else theory.get("method"),

@@ -58,7 +58,7 @@ class Coding(NamedTuple):
 
     def to_json(self) -> dict:
         out = {"threshold_rule": self.threshold_rule,
-               "layers": {f"layer_{l}": codes for l, codes in self.layers.items()}}
+               "layers": {f"layer_{layer}": codes for layer, codes in self.layers.items()}}
         if self.train_test_code_agreement is not None:
             out["train_test_code_agreement"] = self.train_test_code_agreement
         out["scheme"] = self.scheme
@@ -67,15 +67,17 @@ class Coding(NamedTuple):
 
 def layer_thresholds(run: PosteriorView, nngp) -> dict:
     """Code threshold per layer (codes.default_threshold with the NNGP preactivation variance)."""
-    return {l: dcodes.default_threshold(run.activation, float(np.mean(np.diag(nngp.preact_train[l - 1]))))
-            for l in run.phi}
+    return {layer: dcodes.default_threshold(run.activation,
+                                            float(np.mean(np.diag(nngp.preact_train[layer - 1]))))
+            for layer in run.phi}
 
 
 def layer_code_ids(run: PosteriorView, thresholds: dict) -> dict:
     """Code ids ``(chain, draw, neuron)`` per stored layer on training inputs, and the feature
     layer's on test inputs under the key ``"test"``."""
-    ids = {l: dcodes.code_ids(dcodes.class_means(phi, run.labels_train, run.num_classes), thresholds[l])
-           for l, phi in sorted(run.phi.items())}
+    ids = {layer: dcodes.code_ids(dcodes.class_means(phi, run.labels_train, run.num_classes),
+                                  thresholds[layer])
+           for layer, phi in sorted(run.phi.items())}
     if run.phi_test is not None:
         s_test = dcodes.class_means(run.phi_test, run.labels_test, run.num_classes)
         ids["test"] = dcodes.code_ids(s_test, thresholds[run.depth])
@@ -86,17 +88,18 @@ def coding_section(run: PosteriorView, thresholds: dict, ids: dict, theory) -> C
     """Codes per layer on train (and test) inputs, the scheme classification, the theory's codes."""
     L = run.depth
     layers = {}
-    for l, phi in sorted(run.phi.items()):
+    for layer, phi in sorted(run.phi.items()):
         s = dcodes.class_means(phi, run.labels_train, run.num_classes)
-        train = dcodes.summarize_codes(ids[l], s, thresholds[l], run.a if l == L else None)
+        train = dcodes.summarize_codes(ids[layer], s, thresholds[layer], run.a if layer == L else None)
         test = None
-        if l in run.phi_test_lower:
-            s_test = dcodes.class_means(run.phi_test_lower[l], run.labels_test, run.num_classes)
-            test = dcodes.summarize_codes(dcodes.code_ids(s_test, thresholds[l]), s_test, thresholds[l])
-        elif l == L and run.phi_test is not None:
+        if layer in run.phi_test_lower:
+            s_test = dcodes.class_means(run.phi_test_lower[layer], run.labels_test, run.num_classes)
+            test = dcodes.summarize_codes(dcodes.code_ids(s_test, thresholds[layer]), s_test,
+                                          thresholds[layer])
+        elif layer == L and run.phi_test is not None:
             s_test = dcodes.class_means(run.phi_test, run.labels_test, run.num_classes)
             test = dcodes.summarize_codes(ids["test"], s_test, thresholds[L], run.a)
-        layers[l] = LayerCodes(thresholds[l], train, test)
+        layers[layer] = LayerCodes(thresholds[layer], train, test)
     agreement = dcodes.code_agreement(ids[L], ids["test"]) if "test" in ids else None
     theory_codes = None
     if theory is not None and theory.get("codes"):
@@ -161,7 +164,8 @@ def readout_posterior_data(run: PosteriorView, theory, outliers, sparse: bool) -
         panel = {"edges": h.edges, "density": h.density, "theory_grid": None, "theory_density": None,
                  "theory_label": None}
         grid = np.linspace(h.edges[0], h.edges[-1], 400)
-        dens = dread.theory_readout_density(grid, theory, run.sigma_a2, r, bulk_only=sparse) if theory else None
+        dens = (dread.theory_readout_density(grid, theory, run.sigma_a2, r, bulk_only=sparse)
+                if theory else None)
         if dens is not None:
             panel.update(theory_grid=grid, theory_density=dens[0], theory_label=dens[1])
         classes.append(panel)
@@ -191,13 +195,13 @@ def code_fraction_data(coding: Coding) -> dict:
     layer's training codes."""
     panels = []
     feature = max(coding.layers)
-    for l, layer in coding.layers.items():
+    for ell, layer in coding.layers.items():
         for split, summary in (("train", layer.train), ("test", layer.test)):
             if summary is None:
                 continue
-            panel = {"title": f"layer {l}, {split} inputs", "codes": summary.codes,
+            panel = {"title": f"layer {ell}, {split} inputs", "codes": summary.codes,
                      "fraction": summary.fraction, "fraction_sd": summary.fraction_sd, "theory": None}
-            if coding.theory_codes and l == feature and split == "train":
+            if coding.theory_codes and ell == feature and split == "train":
                 by_code = {t.code: t.fraction for t in coding.theory_codes}
                 extra = [t.code for t in coding.theory_codes if t.code not in summary.codes]
                 panel["codes"] = list(summary.codes) + extra
@@ -219,7 +223,7 @@ class Symmetry(NamedTuple):
     definition: str = SYMMETRY_DEFINITION
 
     def to_json(self) -> dict:
-        per_layer = lambda d: {f"layer_{l}": v for l, v in d.items()}  # noqa: E731
+        per_layer = lambda d: {f"layer_{layer}": v for layer, v in d.items()}  # noqa: E731
         return {"code_kept_fraction": per_layer(self.code_kept_fraction),
                 "mean_code_change_rate": per_layer(self.mean_code_change_rate),
                 "change_rate_per_neuron": per_layer(self.change_rate_per_neuron),
@@ -229,12 +233,13 @@ class Symmetry(NamedTuple):
 def symmetry_section(run: PosteriorView, ids) -> tuple[Symmetry, dict]:
     """Code stability per layer, and the code-stability figure's histograms."""
     kept, rate, per_neuron, layers = {}, {}, {}, []
-    for l in sorted(run.phi):
-        r = per_neuron[l] = dsym.code_change_rate(ids[l])
-        kept[l] = dsym.code_kept_fraction(ids[l])
-        rate[l] = dsym.mean_change_rate(ids[l])
+    for layer in sorted(run.phi):
+        r = per_neuron[layer] = dsym.code_change_rate(ids[layer])
+        kept[layer] = dsym.code_kept_fraction(ids[layer])
+        rate[layer] = dsym.mean_change_rate(ids[layer])
         finite = r[np.isfinite(r)]
         top = max(float(finite.max()) if finite.size else 0.0, 0.05)
         counts, edges = np.histogram(finite, bins=20, range=(0.0, top))
-        layers.append({"layer": f"layer {l}", "edges": edges, "counts": counts, "kept_fraction": kept[l]})
+        layers.append({"layer": f"layer {layer}", "edges": edges, "counts": counts,
+                       "kept_fraction": kept[layer]})
     return Symmetry(kept, rate, per_neuron), {"layers": layers}

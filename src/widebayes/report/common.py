@@ -3,13 +3,12 @@ boundaries, the theory's arrays, and the way typed section results become report
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from widebayes.diagnostics import kernels as dkern
+from widebayes.io import atomic_write, json_value
 
 MAX_SHOWN_INPUTS = 200  # kernels and heatmaps show (and store) at most this many inputs
 MAX_SHOWN_NEURONS = 200
@@ -74,25 +73,10 @@ def as_dict(value):
 
 
 def jsonable(value):
-    """Arrays, NumPy scalars, tuples -> lists and floats; NaN and inf -> None (strict JSON)."""
-    from widebayes.theory.predict import to_jsonable
-
-    value = to_jsonable(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """Arrays, NumPy scalars, tuples -> lists and floats; NaN and inf -> None (``io.json_value``)."""
+    return json_value(value)
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write atomically (temporary file beside it, then rename), readable like any new file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write atomically (a uniquely named temporary file beside it, then rename: ``io.atomic_write``)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

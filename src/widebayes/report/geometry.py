@@ -111,21 +111,21 @@ def representation_geometry(run: PosteriorView, m: int, max_chains: int = 2) -> 
     layers = [0] + sorted(run.phi)
     chains = range(min(max_chains, run.phi[run.depth].shape[0]))
     points = {0: [run.X_train]}  # the inputs are the same in every chain
-    points.update({l: [run.phi[l][c, -1].T for c in chains] for l in run.phi})
+    points.update({layer: [run.phi[layer][c, -1].T for c in chains] for layer in run.phi})
     idx = [np.flatnonzero(run.labels_train == c) for c in np.unique(run.labels_train)]
     err, se, cap = [], [], []
-    for l in layers:
-        if not all(np.all(np.isfinite(x)) for x in points[l]):
+    for layer in layers:
+        if not all(np.all(np.isfinite(x)) for x in points[layer]):
             err.append(np.nan), se.append(np.nan), cap.append(np.nan)
             continue
-        runs = [dgeo.fewshot_error(x[ia], x[ib], m, jax.random.PRNGKey(17 * l + a * len(idx) + b),
+        runs = [dgeo.fewshot_error(x[ia], x[ib], m, jax.random.PRNGKey(17 * layer + a * len(idx) + b),
                                    n_episodes=FEWSHOT_EPISODES)
-                for x in points[l] for a, ia in enumerate(idx) for b, ib in enumerate(idx) if a != b]
+                for x in points[layer] for a, ia in enumerate(idx) for b, ib in enumerate(idx) if a != b]
         err.append(np.mean([r.err for r in runs]))
         se.append(np.sqrt(np.sum([r.se**2 for r in runs])) / len(runs))
         cap.append(np.mean([dgeo.manifold_capacity(dgeo.class_manifolds(x, run.labels_train),
                                                     n_t=CAPACITY_SAMPLES, origin=CAPACITY_ORIGIN).alpha_total
-                            for x in points[l]]))
+                            for x in points[layer]]))
     return RepresentationGeometry(layers, np.array(err), np.array(se), np.array(cap), len(chains))
 
 

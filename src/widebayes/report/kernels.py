@@ -69,10 +69,10 @@ def theory_layer_kernels(theory, like) -> TheoryKernels | None:
     nngp = theory_kernels(theory, "kernel_train_nngp", like)
     adapted = theory_kernels(theory, "kernel_train_perturbative", like)
     K, sources = K.copy(), [INPUT_KERNEL]
-    for l in range(1, len(K)):
-        if nngp is not None and np.array_equal(K[l], nngp[l]):
+    for layer in range(1, len(K)):
+        if nngp is not None and np.array_equal(K[layer], nngp[layer]):
             if adapted is not None:
-                K[l] = adapted[l]
+                K[layer] = adapted[layer]
             sources.append(NNGP if adapted is None else KERNEL_ADAPTATION)
         else:
             sources.append(theory_source(theory))
@@ -163,8 +163,8 @@ def kernel_section(run: PosteriorView, nngp, theory,
         test_align = TestAlignment(dkern.target_alignment(run.kernel_test, run.Y_test),
                                    dkern.target_alignment(nngp.test, run.Y_test))
     adaptation, adaptation_fig = kernel_adaptation_section(run, nngp, theory, th, align)
-    section = Kernels(align, [rel_diff(K[l], K0[l]) for l in layers],
-                      None if th is None else [rel_diff(K[l], th.kernels[l]) for l in layers],
+    section = Kernels(align, [rel_diff(K[layer], K0[layer]) for layer in layers],
+                      None if th is None else [rel_diff(K[layer], th.kernels[layer]) for layer in layers],
                       None if th is None else th.sources, test_align, adaptation)
     align_fig = {"layers": layers, **align._asdict(), "theory_sources": None if th is None else th.sources}
     return section, KernelFigures(train_fig, test_fig, align_fig, adaptation_fig)
@@ -189,9 +189,9 @@ def kernel_adaptation_section(run: PosteriorView, nngp, theory, th: TheoryKernel
         align["theory"] = alignment.theory
     sources = None if th is None else th.sources
     section = KernelAdaptation(ADAPTATION_KEYS[key], align,
-                               {name: [rel_diff(v[l], K0[l]) for l in layers]
+                               {name: [rel_diff(v[layer], K0[layer]) for layer in layers]
                                 for name, v in kernels.items() if v is not None},
-                               [rel_diff(K[l], K_ad[l]) for l in layers], sources)
+                               [rel_diff(K[layer], K_ad[layer]) for layer in layers], sources)
     order = dkern.class_order(run.labels_train, MAX_SHOWN_INPUTS)
     ix = np.ix_(range(1, run.depth + 1), order, order)
     figure = {"layers": layers, "method": ADAPTATION_KEYS[key], "alignment": align,

@@ -11,36 +11,42 @@ from widebayes.diagnostics import convergence as dconv
 from widebayes.report.common import AGREE_WITHIN
 
 CAPTIONS = {
-    "drift": "Representational drift: overlap of the top singular vectors of the feature-layer activations across "
-             "draws, inputs (rho_u) and neurons (rho_v), raw (the perspective's definition, open markers) and "
-             "centred (filled), against the random-vector baselines, vs lag in units of the prior relaxation "
-             "time sigma^2/T_eff.",
+    "drift": "Representational drift: overlap of the top singular vectors of the feature-layer "
+             "activations across draws, inputs (rho_u) and neurons (rho_v), raw (the perspective's "
+             "definition, open markers) and centred (filled), against the random-vector baselines, vs "
+             "lag in units of the prior relaxation time sigma^2/T_eff.",
     "geometry": "Representational geometry across layers (perspective Fig. 7): signal ||dx0||^2/R_a^2, "
                 "dimension D_a and the predicted m-shot prototype error from the layer kernels (means "
-                "over class pairs; samples vs NNGP vs the theory's kernels), the simulated m-shot error of the "
-                "sampled representations (squares), and the mean-field alpha_M of the class manifolds per "
-                "layer (for a few classes a per-manifold descriptor about the stated origin, not a capacity "
-                "prediction; THEORY.md 6.2b).",
-    "readout_samples": "Readout weights of one sample, neurons ordered by code then strength (cf. coding-schemes Fig. 2a).",
-    "activations": "Feature-layer activations of the same sample, neurons ordered by code, inputs by class (Fig. 2b, 6a).",
-    "layer_activations": "Activations of every stored layer in one sample, each layer's neurons ordered by its own codes (coding Fig. 3a-c, 5).",
+                "over class pairs; samples vs NNGP vs the theory's kernels), the simulated m-shot error "
+                "of the sampled representations (squares), and the mean-field alpha_M of the class "
+                "manifolds per layer (for a few classes a per-manifold descriptor about the stated origin, "
+                "not a capacity prediction; THEORY.md 6.2b).",
+    "readout_samples": "Readout weights of one sample, neurons ordered by code then strength "
+                       "(cf. coding-schemes Fig. 2a).",
+    "activations": "Feature-layer activations of the same sample, neurons ordered by code, inputs by class "
+                   "(Fig. 2b, 6a).",
+    "layer_activations": "Activations of every stored layer in one sample, each layer's neurons ordered by "
+                         "its own codes (coding Fig. 3a-c, 5).",
     "output": "Network output on training inputs against the targets (Fig. 2c).",
-    "readout_posterior": "Readout posterior per class, pooled over neurons and draws; theory dashed (Fig. 4a).",
-    "outliers": "Sparse scheme: outlier mass sum |a_i|^2/N per coded class, samples (bars) and theory (circles).",
+    "readout_posterior": "Readout posterior per class, pooled over neurons and draws; theory dashed "
+                         "(Fig. 4a).",
+    "outliers": "Sparse scheme: outlier mass sum |a_i|^2/N per coded class, samples (bars) and theory "
+                "(circles).",
     "readout_traces": "Readout weights of selected neurons along the chain (Fig. 4b).",
     "preactivations": "Feature-layer preactivation posterior on class-0 inputs, per code (Fig. 4c).",
     "code_fractions": "Fraction of neurons per code, per layer; theory as open circles.",
     "code_stability": "Code changes between consecutive draws, per layer (symmetry breaking, Fig. 5).",
-    "kernels": "Layer kernels on training inputs: samples, NNGP, learned part, and the theory's kernel of each layer, "
-               "titled by what produced it (perspective Fig. 6; coding Fig. 3).",
+    "kernels": "Layer kernels on training inputs: samples, NNGP, learned part, and the theory's kernel of "
+               "each layer, titled by what produced it (perspective Fig. 6; coding Fig. 3).",
     "kernels_test": "Layer kernels on test inputs: samples, NNGP, learned part (coding Fig. 6b).",
     "kernel_alignment": "Centred kernel alignment of each layer kernel with the targets.",
-    "kernel_adaptation": "Kernel adaptation (lazy): alignment with the targets per layer for the NNGP, the theory's "
-                         "kernels (labelled per layer), the kernel-adaptation kernel (saddle, or O(1/N) for "
-                         "nonlinear networks) and the samples; the learned correction K_l - K_l^NNGP of each, one "
-                         "colour scale per layer.",
+    "kernel_adaptation": "Kernel adaptation (lazy): alignment with the targets per layer for the NNGP, the "
+                         "theory's kernels (labelled per layer), the kernel-adaptation kernel (saddle, or "
+                         "O(1/N) for nonlinear networks) and the samples; the learned correction "
+                         "K_l - K_l^NNGP of each, one colour scale per layer.",
     "predictor_test": "Mean predictor on test inputs: samples, theory (dashed), GP (dotted) (Fig. 6c).",
-    "gen_error": "Generalization error per class: sampling (bars, bias + variance), theory (circles), GP (triangles) (Fig. 6d).",
+    "gen_error": "Generalization error per class: sampling (bars, bias + variance), theory (circles), "
+                 "GP (triangles) (Fig. 6d).",
 }
 
 
@@ -92,7 +98,8 @@ def _md_coding(report: dict) -> list[str]:
              f"outliers per draw {scheme['num_outliers']:.2f} (max/median readout norm "
              f"{scheme['outlier_ratio']:.3g}, outlier threshold {scheme['ratio_threshold']:.3g}); "
              f"within-code readout variance {scheme['within_code_variance']:.3g} "
-             f"(redundant below {dcodes.REDUNDANT_MAX_WITHIN}); {scheme['num_shared_codes']:.1f} shared codes.", "",
+             f"(redundant below {dcodes.REDUNDANT_MAX_WITHIN}); "
+             f"{scheme['num_shared_codes']:.1f} shared codes.", "",
              "| code | fraction of neurons | a_gamma (mean readout) |", "|---|---|---|"]
     summary = report["coding"]["layers"][f"layer_{report['experiment']['depth']}"]["train"]
     rows = list(zip(summary["codes"], summary["fraction"], summary["fraction_sd"], summary["readout"]))
@@ -135,7 +142,8 @@ def _md_predictor(report: dict) -> list[str]:
         lines.append(f"Test: accuracy {t['accuracy']:.3f} (GP {t['accuracy_gp']:.3f}); generalization error "
                      f"{err['total_sum']:.4g} = bias {err['bias_total']:.4g} + variance "
                      f"{err['variance_total']:.4g}; GP {t['gen_error_gp']['total_sum']:.4g}"
-                     + (f"; theory {t['gen_error_theory']['total_sum']:.4g}." if t.get("gen_error_theory") else "."))
+                     + (f"; theory {t['gen_error_theory']['total_sum']:.4g}." if t.get("gen_error_theory")
+                        else "."))
     return lines + [""]
 
 
@@ -157,14 +165,16 @@ def _md_geometry(report: dict) -> list[str]:
             continue
         err = row.get("fewshot_error", [np.nan] * len(row["signal"]))
         label = row.get("kernel_sources") or [None] * len(row["signal"])
-        lines += [f"| {name}{f' [{label[l]}]' if label[l] else ''} | {l} | {row['signal'][l]:.4g} | "
-                  f"{row['dimension'][l]:.4g} | {err[l]:.4g} | {row['capacity'][l]:.4g} |"
-                  for l in range(len(row["signal"]))]
+        lines += [f"| {name}{f' [{label[layer]}]' if label[layer] else ''} | {layer} | "
+                  f"{row['signal'][layer]:.4g} | "
+                  f"{row['dimension'][layer]:.4g} | {err[layer]:.4g} | {row['capacity'][layer]:.4g} |"
+                  for layer in range(len(row["signal"]))]
     rep = geo.get("representations")
     if rep:
         lines += ["", f"| sampled representations | layer | simulated error | {alpha} |", "|---|---|---|---|"]
-        lines += [f"| {rep['chains']} chain(s) | {l} | {e:.4g} ± {se:.2g} | {c:.4g} |" for l, e, se, c in
-                  zip(rep["layers"], rep["fewshot_error_simulated"], rep["fewshot_error_se"], rep["capacity"])]
+        lines += [f"| {rep['chains']} chain(s) | {layer} | {e:.4g} ± {se:.2g} | {c:.4g} |"
+                  for layer, e, se, c in zip(rep["layers"], rep["fewshot_error_simulated"],
+                                             rep["fewshot_error_se"], rep["capacity"])]
     return lines + [""]
 
 
@@ -182,7 +192,8 @@ def _md_drift(report: dict) -> list[str]:
     return ["## Drift", "",
             "Feature layer, top singular vectors of the raw activations (the perspective's definition, "
             "Fig. 8) and of the centred ones (each neuron's mean over the inputs removed); random-vector "
-            f"baselines: rho_u {d['baseline_u']:.3f}, rho_v {d['baseline_v']:.3f}; rho_(u,Y) = {raw['rho_uY']:.3f} raw, "
+            f"baselines: rho_u {d['baseline_u']:.3f}, rho_v {d['baseline_v']:.3f}; "
+            f"rho_(u,Y) = {raw['rho_uY']:.3f} raw, "
             f"{d['rho_uY']:.3f} centred.", *rows, ""]
 
 
@@ -192,9 +203,11 @@ def _md_convergence(report: dict) -> list[str]:
     if conv["warnings"]:
         lines += [f"- **Warning**: {w}" for w in conv["warnings"]]
     else:
-        lines.append(f"All tracked observables have R-hat <= {dconv.RHAT_MAX} and ESS >= {dconv.ESS_MIN:.0f}.")
+        lines.append(f"All tracked observables have R-hat <= {dconv.RHAT_MAX} "
+                     f"and ESS >= {dconv.ESS_MIN:.0f}.")
     lines += ["", "| observable | R-hat | ESS bulk | ESS tail | note |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {row['rhat']:.4g} | {row['ess_bulk']:.4g} | {row['ess_tail']:.4g} | {row['note']} |"
+    lines += [f"| {name} | {row['rhat']:.4g} | {row['ess_bulk']:.4g} | {row['ess_tail']:.4g} | "
+              f"{row['note']} |"
               for name, row in conv["table"].items()]
     return lines + [""]
 

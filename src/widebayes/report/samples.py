@@ -82,12 +82,12 @@ def layer_activations_data(run: PosteriorView, ids, view: SampleView) -> dict | 
     c, d, inputs = view.c, view.d, view.input_order
     bounds, classes = class_bounds(run.labels_train[inputs])
     panels = []
-    for l, phi in sorted(run.phi.items()):
+    for layer, phi in sorted(run.phi.items()):
         x = phi[c, d]
-        order = thin_out(dcodes.order_neurons(ids[l][c, d], dcodes.neuron_strength(x),
-                                              dcodes.codes_by_use(ids[l])))
-        panels.append({"layer": l, "phi": x[order][:, inputs], "neurons": order,
-                       "code_bounds": _code_bounds(ids[l][c, d][order], run.num_classes)})
+        order = thin_out(dcodes.order_neurons(ids[layer][c, d], dcodes.neuron_strength(x),
+                                              dcodes.codes_by_use(ids[layer])))
+        panels.append({"layer": layer, "phi": x[order][:, inputs], "neurons": order,
+                       "code_bounds": _code_bounds(ids[layer][c, d][order], run.num_classes)})
     return {"chain": view.chain, "draw": d, "panels": panels, "inputs": inputs, "class_bounds": bounds,
             "classes": classes}
 
@@ -124,7 +124,8 @@ def preactivation_data(run: PosteriorView, ids) -> dict:
     panels = []
     for code in dcodes.codes_by_use(idsL)[:4]:
         h = dread.histogram(z[idsL == code], bins=60, value_range=(lo, hi))
-        panels.append({"code": dcodes.code_string(code, run.num_classes), "fraction": float(np.mean(idsL == code)),
+        panels.append({"code": dcodes.code_string(code, run.num_classes),
+                       "fraction": float(np.mean(idsL == code)),
                        "edges": h.edges, "density": h.density})
     return {"class": cls, "codes": panels, "clipped_fraction": clipped, "theory_grid": None,
             "theory_density": None, "note": "no theory key for the preactivation posterior"}

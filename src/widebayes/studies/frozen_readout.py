@@ -235,10 +235,14 @@ def state_at_draw(resolved: dict, freeze_draw: int):
 
 
 def check_prior_only(resolved: dict) -> None:
-    """The prior-only variant samples one hidden layer's OU process: refuse deeper networks."""
+    """The prior-only variant samples one hidden layer's OU process from W1 itself: refuse deeper
+    networks and reduced inputs (whose runs keep only W1's in-span part)."""
     if resolved["network"]["depth"] != 1:
         raise InputError("the prior-only frozen readout is implemented for one hidden layer",
                          key="network.depth")
+    if resolved["sampler"]["reduce_inputs"]:
+        raise InputError("the prior-only frozen readout moves W1 itself, which a reduced run does not keep; "
+                         "set it to false", key="sampler.reduce_inputs")
 
 
 def prior_only_draws(resolved: dict, freeze_draw: int, num_draws: int, seed: int = 0) -> dict:
@@ -313,17 +317,21 @@ def report_data(res: FrozenReadout, mode: str, freeze_draw: int) -> dict:
 def markdown(data: dict, figure: bool = True) -> str:
     """frozen_readout.md: what was run, and the table of :func:`summary` (and the figure's link)."""
     what = ("the hidden weights keep their full Langevin dynamics (likelihood included)" if data["mode"] ==
-            "langevin" else "the hidden weights follow the prior-only Ornstein-Uhlenbeck process (THEORY.md 6.3)")
+            "langevin" else "the hidden weights follow the prior-only Ornstein-Uhlenbeck process "
+                            "(THEORY.md 6.3)")
     lines = ["# Frozen-readout experiment", "",
              f"The readout is held at its value at draw {data['freeze_draw']} (t0); after t0 {what}. "
-             f"Time in units of the prior relaxation time tau_prior = sigma^2/T_eff = {data['tau_prior']:.4g} "
+             f"Time in units of the prior relaxation time tau_prior = sigma^2/T_eff = "
+             f"{data['tau_prior']:.4g} "
              f"(paper units). Runs identical up to t0: {data['shared_draws_equal']}. Full run's error before "
              f"t0: {data['err_band_mean']:.4g} ± {data['err_band_sd']:.2g} (stationary band).", "",
              "| tau / tau_prior | error, full | error, frozen | rho_u full | rho_u frozen | rho_v full | "
              "rho_v frozen |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['tau_over_prior']:.3g} | {r['err_full']:.4g} | {r['err_frozen']:.4g} | {r['rho_u_full']:.3f} | "
-              f"{r['rho_u_frozen']:.3f} | {r['rho_v_full']:.3f} | {r['rho_v_frozen']:.3f} |" for r in data["summary"]]
-    lines += ["", f"Random-vector baselines: rho_u {data['baseline_u']:.3f}, rho_v {data['baseline_v']:.3f}.", ""]
+    lines += [f"| {r['tau_over_prior']:.3g} | {r['err_full']:.4g} | {r['err_frozen']:.4g} | "
+              f"{r['rho_u_full']:.3f} | {r['rho_u_frozen']:.3f} | {r['rho_v_full']:.3f} | "
+              f"{r['rho_v_frozen']:.3f} |" for r in data["summary"]]
+    lines += ["", f"Random-vector baselines: rho_u {data['baseline_u']:.3f}, "
+                  f"rho_v {data['baseline_v']:.3f}.", ""]
     lines += ["![frozen readout](frozen_readout.png)", ""] if figure else []
     return "\n".join(lines)
 

@@ -69,10 +69,10 @@ def run_point(job: PointJob) -> dict:
     ``seconds``, ``host``.
     """
     from widebayes import checkpoint
+    from widebayes.cli import write_theory
     from widebayes.report import write_report
     from widebayes.sampling import sample_experiment
     from widebayes.sweep.quantities import point_rows
-    from widebayes.theory.predict import write_theory
 
     start = time.time()
     folder = Path(job.folder)

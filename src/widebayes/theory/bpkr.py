@@ -193,7 +193,8 @@ def _spectrum(K0, Y, T):
 
 
 def _saddle_rhs(u, lam, yhat2, depth, scale, T):
-    """``Y^T (K_u+T)^{-1} K_u (K_u+T)^{-1} Y - Tr[(K_u+T)^{-1} K_u]`` in K0's eigenbasis (u may be an array)."""
+    """``Y^T (K_u+T)^{-1} K_u (K_u+T)^{-1} Y - Tr[(K_u+T)^{-1} K_u]`` in K0's eigenbasis
+    (u may be an array)."""
     x = scale * np.asarray(u, dtype=np.float64)[..., None] ** depth * lam
     d = x + T
     return np.sum(yhat2 * x / d**2, axis=-1) - np.sum(x / d, axis=-1)
@@ -245,7 +246,8 @@ def _lower_bracket(f):
 
 def _solve_finite_T(lam, yhat2, width, depth, scale, T):
     """All roots of the finite-T saddle on a log grid, refined by brentq; the one of least H."""
-    f = lambda u: float(_residual(u, lam, yhat2, width, depth, scale, T))
+    def f(u):
+        return float(_residual(u, lam, yhat2, width, depth, scale, T))
     hi = 2.0 + np.sum(yhat2) / (4.0 * T * width)  # rhs <= |y|^2 / (4T), so f(hi) > 0
     grid = np.geomspace(_lower_bracket(f), hi, _GRID_POINTS)
     vals = _residual(grid, lam, yhat2, width, depth, scale, T)
@@ -321,7 +323,8 @@ def solve_u_fixed_point(K0, Y, depth, width, T, sigma_w2=1.0, sigma_a2=1.0, u0=1
     full step would not decrease ``|F(u) - u|``.  Independent of the bracketing root finder.
     """
     lam, yhat2, s = _scalar_setup(K0, Y, depth, T, sigma_w2, sigma_a2)
-    F = lambda u: 1.0 + float(_saddle_rhs(u, lam, yhat2, depth, s, T)) / width
+    def F(u):
+        return 1.0 + float(_saddle_rhs(u, lam, yhat2, depth, s, T)) / width
     u, eta = float(u0), 1.0
     for _ in range(max_iter):
         u_new, eta = _damped_step(F, u, eta)
@@ -464,7 +467,8 @@ def _split(Kl, P, with_test):
     return MeanKernels(Kl[:, :P, :P], cross, Kl[:, P:, P:] if with_test else None)
 
 
-def mean_layer_kernels(K0, Y, U, width, T, sigma_w2, sigma_a2=1.0, K0_cross=None, K0_test=None) -> MeanKernels:
+def mean_layer_kernels(K0, Y, U, width, T, sigma_w2, sigma_a2=1.0, K0_cross=None,
+                       K0_test=None) -> MeanKernels:
     """Posterior-mean layer kernels of a deep linear lazy network (THEORY.md 2.5, 3.5.2).
 
     With ``K_l = z_l z_l^T / N`` (layer 0: ``K0``) and the effective readout ``A_l`` of layer l
@@ -502,10 +506,10 @@ def mean_layer_kernels(K0, Y, U, width, T, sigma_w2, sigma_a2=1.0, K0_cross=None
     Kj = _joint_kernel(K0, K0_cross, K0_test)
     w, moments = _learned_moments(Kj, P, Y, U, sigma_a2 * np.prod(s2), depth, T)
     K, layers = Kj, [Kj]
-    for l in range(1, depth + 1):
-        s_l = sigma_a2 * np.prod(s2[l:])
-        spike = sum(M / (width * s_l * w[r] ** (depth + 1 - l)) for r, M in enumerate(moments))
-        K = (1.0 - m / width) * s2[l - 1] * K + spike
+    for layer in range(1, depth + 1):
+        s_l = sigma_a2 * np.prod(s2[layer:])
+        spike = sum(M / (width * s_l * w[r] ** (depth + 1 - layer)) for r, M in enumerate(moments))
+        K = (1.0 - m / width) * s2[layer - 1] * K + spike
         layers.append(K)
     return _split(np.stack(layers), P, K0_test is not None)
 
@@ -539,7 +543,8 @@ def _mean_kernels(kernels, act, Y, U, sigma_w2, sigma_a2, width, T, has_test, fu
                                   test[0] if full_test else None)
     top = mean_feature_kernel(kernels.train[-1], Y, U, len(sigma_w2), width, T, sigma_a2,
                               kernels.cross[-1] if has_test else None, test[-1] if full_test else None)
-    glue = lambda low, hi: None if low is None else np.concatenate([low[:-1], hi])
+    def glue(low, hi):
+        return None if low is None else np.concatenate([low[:-1], hi])
     return MeanKernels(glue(kernels.train, top.train), glue(kernels.cross, top.cross), glue(test, top.test))
 
 
@@ -577,7 +582,8 @@ def bpkr_prediction(X_train, Y_train, X_test, Y_test, activation, sigma_w2, sigm
         pred = bpkr_predictor(*base, Y_train, sol.U, s2.size, T, 1.0, sigma_a2)
         gp = gp_posterior(*(sigma_a2 * k for k in base), Y_train, T)
     if Y_test is not None and pred is not None:
-        err, err_gp = generalization_error(pred.mean, pred.var, Y_test), generalization_error(gp.mean, gp.var, Y_test)
+        err, err_gp = (generalization_error(pred.mean, pred.var, Y_test),
+                       generalization_error(gp.mean, gp.var, Y_test))
     mk = _mean_kernels(kernels, act, Y_train, sol.U, s2, sigma_a2, width, T, X_test is not None, full_test)
     return BPKRResult(sol, sol.U, sol.u, sol.residual, sol.alpha, pred, err, gp, err_gp, kernels, mk,
                       readout_second_moment(sol.U, sigma_a2))

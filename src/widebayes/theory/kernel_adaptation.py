@@ -51,7 +51,6 @@ from widebayes.quadrature import gauss_hermite_1d, psd_sqrt, symmetric_part
 from widebayes.theory.bpkr import mean_layer_kernels, solve_U
 from widebayes.theory.gp import as_2d
 
-
 METHODS = ("nngp", "saddle", "perturbative", "linear_mean")
 NUM_SAMPLES = 2**16
 _CHUNK = 2**15
@@ -185,8 +184,8 @@ def _forward_layer(s: _Setup, C, Ct, layer: int):
 def _forward(s: _Setup, Cts):
     """Forward pass given the conjugate kernels ``Cts[l] = Ct^(l+2)``; also the backward candidates."""
     C, Cs, pre, back = s.g[0] * s.K0, [s.g[0] * s.K0], [], []
-    for l, Ct in enumerate(Cts):
-        C, E_hh, Ct_prev = _forward_layer(s, C, Ct, l + 1)
+    for layer, Ct in enumerate(Cts):
+        C, E_hh, Ct_prev = _forward_layer(s, C, Ct, layer + 1)
         Cs.append(C), pre.append(E_hh), back.append(Ct_prev)
     return np.stack(Cs), np.stack(pre), back
 
@@ -202,8 +201,8 @@ def _result(s: _Setup, Cs, Cts, pre, residual, method):
 def _nngp(s: _Setup):
     zero = [np.zeros_like(s.K0) for _ in s.g[1:]]
     Cs = [s.g[0] * s.K0]
-    for l in range(1, s.g.size):
-        Cs.append(s.g[l] * kernel_map(s.act, Cs[-1]))
+    for layer in range(1, s.g.size):
+        Cs.append(s.g[layer] * kernel_map(s.act, Cs[-1]))
     return _result(s, np.stack(Cs), zero, np.stack(Cs[:-1]), 0.0, "nngp")
 
 
@@ -230,16 +229,17 @@ def _perturbative(s: _Setup):
     Cts = [None] * L
     Cts[-1] = output_conjugate(C0[-1], s.Y, s.N, s.T)
     firsts = [None] * L
-    for l in range(L, 0, -1):                          # backward: Ct^(l) = g dE[phi^T Ct phi]/dC
-        firsts[l - 1] = _first_order(s, C0[l - 1], Cts[l - 1], l)
-        if l > 1:
-            Cts[l - 2] = s.g[l] * Cts[l - 1] if s.analytic else _score_gradient(C0[l - 1], firsts[l - 1][1])
+    for layer in range(L, 0, -1):                          # backward: Ct^(l) = g dE[phi^T Ct phi]/dC
+        firsts[layer - 1] = _first_order(s, C0[layer - 1], Cts[layer - 1], layer)
+        if layer > 1:
+            Cts[layer - 2] = (s.g[layer] * Cts[layer - 1] if s.analytic
+                              else _score_gradient(C0[layer - 1], firsts[layer - 1][1]))
     dC, Cs, pre = np.zeros_like(s.K0), [C0[0]], []
-    for l in range(1, L + 1):                          # forward: dC^(l+1)
-        A_phi, A_h = firsts[l - 1]
-        pre.append(C0[l - 1] + dC + A_h)
-        dC = s.g[l] * (A_phi + _dkernel(s, C0[l - 1], dC))
-        Cs.append(C0[l] + dC)
+    for layer in range(1, L + 1):                          # forward: dC^(l+1)
+        A_phi, A_h = firsts[layer - 1]
+        pre.append(C0[layer - 1] + dC + A_h)
+        dC = s.g[layer] * (A_phi + _dkernel(s, C0[layer - 1], dC))
+        Cs.append(C0[layer] + dC)
     return _result(s, np.stack(Cs), Cts, np.stack(pre), 0.0, "perturbative")
 
 
@@ -394,8 +394,8 @@ def gradient_signal(activation, g_list, K0) -> GradientSignal:
     act = as_activation(activation)
     g = np.asarray(g_list, dtype=np.float64)
     C, chi = g[0] * np.asarray(K0, dtype=np.float64), []
-    for l in range(1, g.size):
-        chi.append(np.mean([response_chi(act, g[l], q) for q in np.diag(C)]))
-        C = g[l] * kernel_map(act, C)
+    for layer in range(1, g.size):
+        chi.append(np.mean([response_chi(act, g[layer], q) for q in np.diag(C)]))
+        C = g[layer] * kernel_map(act, C)
     chi = np.asarray(chi)
     return GradientSignal(chi, np.cumprod(chi[::-1])[::-1])

@@ -13,7 +13,8 @@ The lazy output GP kernel is ``sigma_a2 * K_L``.  All arrays are float64 NumPy; 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

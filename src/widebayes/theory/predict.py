@@ -19,18 +19,13 @@ two (1/2 < gamma < 1) have no theory here: only the NNGP kernels are reported, w
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from widebayes.activations import get_activation
-from widebayes.checkpoint import atomic_write
 from widebayes.errors import InputError
-from widebayes.experiment import Experiment, build_experiment
+from widebayes.experiment import Experiment
 from widebayes.theory.bpkr import bpkr_prediction
 from widebayes.theory.nngp import nngp_kernels
-
 
 COVERED_MODELS = ("network_prior",)  # the models whose posterior these theories describe
 
@@ -117,25 +112,3 @@ def predictions(exp: Experiment) -> dict:
     else:
         out = nngp_only(exp, "no closed-form theory for 1/2 < gamma < 1; NNGP kernels only")
     return {**out, "inputs": experiment_inputs(exp)}
-
-
-def to_jsonable(value):
-    """Arrays and NumPy scalars to lists and numbers, recursively; NaN and inf become None."""
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def write_theory(resolved: dict, path) -> dict:
-    """Compute the predictions of a resolved experiment and write them as JSON (atomically)."""
-    out = to_jsonable(predictions(build_experiment(resolved)))
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1, allow_nan=False)))
-    return out

@@ -32,8 +32,7 @@ import numpy as np
 from widebayes.activations import get_activation
 from widebayes.theory.nonlazy.classes import ClassTask
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
-from widebayes.theory.nonlazy.gaussian import (gaussian_mean, gaussian_pair_moment,
-                                               gaussian_second_moment)
+from widebayes.theory.nonlazy.gaussian import gaussian_mean, gaussian_pair_moment, gaussian_second_moment
 
 
 class CodeMixture(NamedTuple):

@@ -35,7 +35,8 @@ Our own code: the field has no implementation of this approximation.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import logsumexp
@@ -163,7 +164,8 @@ class _Readout(NamedTuple):
 
 def readout_density(C0, C0_inv, Lam, sigma_a2: float, phi: Callable, a, z0=None) -> _Readout:
     """``log q(a) = -|a|^2 / (2 sigma_a^2) + s(z*(a))`` with its gradient
-    ``-a / sigma_a^2 + Lambda^T phi(z*)`` and Hessian ``-I / sigma_a^2 + Lambda^T D (I - C0 E)^{-1} C0 D Lambda`` (implicit function theorem
+    ``-a / sigma_a^2 + Lambda^T phi(z*)`` and Hessian
+    ``-I / sigma_a^2 + Lambda^T D (I - C0 E)^{-1} C0 D Lambda`` (implicit function theorem
     on ``z* = C0 (phi'(z*) * Lambda a)``, ``D = diag phi'``, ``E = diag(phi'' * Lambda a)``)."""
     B = a @ Lam.T
     z, s, inner = conditional_modes(C0, C0_inv, B, phi, z0)

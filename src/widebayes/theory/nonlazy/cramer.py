@@ -20,8 +20,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 import scipy.special as sps
+from scipy.interpolate import CubicSpline
 from scipy.special import logsumexp
 
 from widebayes.activations import Activation, get_activation

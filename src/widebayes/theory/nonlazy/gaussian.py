@@ -12,7 +12,8 @@ quadrature (``widebayes.quadrature``) in one or two dimensions at the orders bel
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 

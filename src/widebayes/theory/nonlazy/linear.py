@@ -154,8 +154,8 @@ def kernels_zero_T(K0, Y, U, sigma_w2, sigma_a2: float) -> np.ndarray:
     u = np.diag(Qk.T @ U @ Qk)
     YQ = Y @ Qk
     out = [K0]
-    for l, s_l in enumerate(s, start=1):
-        d = ((u / sigma_a2) ** l - 1.0) / gk
+    for layer, s_l in enumerate(s, start=1):
+        d = ((u / sigma_a2) ** layer - 1.0) / gk
         out.append(s_l * (K0 + (YQ * d) @ YQ.T))
     return np.stack([symmetric_part(K) for K in out])
 
@@ -228,8 +228,9 @@ def solve_linear(K0, Y, sigma_w2, sigma_a2: float, T0: float, large_P: bool = Fa
     kappa = np.maximum(kappa, 0.0)
     Yhat = Vk.T @ Y
     m = Y.shape[1]
-    fun = lambda v: pack_symmetric(symmetric_part(
-        _readout_residual(unpack_symmetric(v, m), kappa, Yhat, s, sigma_a2, T0)[0]))
+    def fun(v):
+        return pack_symmetric(symmetric_part(
+            _readout_residual(unpack_symmetric(v, m), kappa, Yhat, s, sigma_a2, T0)[0]))
     sol = root(fun, pack_symmetric(_initial_U(kappa, Yhat, s, sigma_a2, T0)), method="hybr",
                options={"xtol": 1e-14})
     U = unpack_symmetric(sol.x, m)
@@ -431,18 +432,18 @@ def linear_rate(hidden, K0, Y, sigma_w2, sigma_a2: float, T0: float):
     and its gradient with respect to the hidden kernels ``K^1 .. K^{L-1}`` (envelope theorem)."""
     sig = np.atleast_1d(np.asarray(sigma_w2, dtype=np.float64))
     Ks = [np.asarray(K0, dtype=np.float64)] + list(hidden)
-    C = [sig[l] * Ks[l] for l in range(len(sig))]  # C[l] = cov of layer l+1
-    value = sum(wishart_rate(Ks[l], C[l - 1]) for l in range(1, len(Ks)))
+    C = [sig[layer] * Ks[layer] for layer in range(len(sig))]  # C[l] = cov of layer l+1
+    value = sum(wishart_rate(Ks[layer], C[layer - 1]) for layer in range(1, len(Ks)))
     out = output_rate(C[-1], Y, sigma_a2, T0)
     grads = []
-    for l in range(1, len(Ks)):
-        Ci, Ki = np.linalg.inv(C[l - 1]), np.linalg.inv(Ks[l])
+    for layer in range(1, len(Ks)):
+        Ci, Ki = np.linalg.inv(C[layer - 1]), np.linalg.inv(Ks[layer])
         g = 0.5 * (Ci - Ki)
-        if l + 1 < len(Ks):
-            Cn = np.linalg.inv(C[l])
-            g = g + sig[l] * 0.5 * (Cn - Cn @ Ks[l + 1] @ Cn)
+        if layer + 1 < len(Ks):
+            Cn = np.linalg.inv(C[layer])
+            g = g + sig[layer] * 0.5 * (Cn - Cn @ Ks[layer + 1] @ Cn)
         else:
-            g = g - sig[l] * 0.5 * out.Lambda @ out.U @ out.Lambda.T
+            g = g - sig[layer] * 0.5 * out.Lambda @ out.U @ out.Lambda.T
         grads.append(symmetric_part(g))
     return value + out.value, grads, out
 

@@ -31,7 +31,8 @@ this is THEORY.md 1.3's ``Delta(x) U / N``; on a training input it is ``T0 S (S 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import logsumexp
@@ -140,8 +141,8 @@ def _sphere(P: int, num_directions: int, seed: int = 0) -> np.ndarray:
     """Antithetic scrambled-Sobol directions on the unit sphere S^{P-1} (rows)."""
     if P == 1:
         return np.array([[1.0], [-1.0]])
-    from scipy.stats import qmc
     from scipy.special import ndtri
+    from scipy.stats import qmc
 
     u = qmc.Sobol(d=P, scramble=True, seed=seed).random(num_directions // 2)
     x = ndtri(np.clip(u, 1e-12, 1 - 1e-12))
@@ -261,7 +262,8 @@ def relu_margin(Lam, C0, sigma_a2: float, num_samples: int = 20_000, seed: int =
     rng = np.random.default_rng(seed)
     V = np.abs(rng.standard_normal((num_samples, Lam.shape[0])))
     V = np.vstack([V, np.eye(Lam.shape[0])])
-    ratio = lambda V: sigma_a2 * np.sum((V @ Lam) ** 2, 1) / np.einsum("ij,jk,ik->i", V, Ci, V)
+    def ratio(V):
+        return sigma_a2 * np.sum((V @ Lam) ** 2, 1) / np.einsum("ij,jk,ik->i", V, Ci, V)
     best = V[np.argsort(ratio(V))[-20:]]
     A = sigma_a2 * Lam @ Lam.T
     for _ in range(500):  # generalised Rayleigh ascent projected on the orthant

@@ -37,13 +37,16 @@ import numpy as np
 from widebayes.activations import get_activation
 from widebayes.codes import class_means, code_of_means
 from widebayes.errors import InputError
-from widebayes.theory.gp import lazy_gp_prediction, generalization_error
+from widebayes.theory.gp import generalization_error, lazy_gp_prediction
 from widebayes.theory.nngp import input_kernel
 from widebayes.theory.nonlazy import classes as cl
 from widebayes.theory.nonlazy import classpredict as cp
-from widebayes.theory.nonlazy.conditional_mode import (MAX_OUTPUTS, conditional_mode_test,
-                                                       solve_conditional_mode)
 from widebayes.theory.nonlazy.classmatrix import dense
+from widebayes.theory.nonlazy.conditional_mode import (
+    MAX_OUTPUTS,
+    conditional_mode_test,
+    solve_conditional_mode,
+)
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
 from widebayes.theory.nonlazy.deep import DeepTask, solve_deep, symmetry
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
@@ -75,7 +78,8 @@ class _Data:
             self.K0_test = input_kernel(d.X_test)
         self.T0 = exp.T
         self.N = exp.spec.width
-        self.num_classes = int(max(d.labels_train.max(), d.labels_test.max() if len(d.labels_test) else 0)) + 1
+        self.num_classes = int(max(d.labels_train.max(),
+                                   d.labels_test.max() if len(d.labels_test) else 0)) + 1
 
 
 def class_task(exp, activation: str | None = None) -> cl.ClassTask | None:

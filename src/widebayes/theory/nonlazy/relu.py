@@ -13,8 +13,8 @@ mass ``M_c = sum_{i codes c} |a_i|^2 / N = beta_a rho_c K_c``, ``K_c = sum s_i^2
 with the ReLU Cramér rate), readout ``a0 = a(s*)``, bulk output ``B_c = s*_c a0``.  Closure
 (derived in THEORY.md 1.5b, here with general beta_a):
 
-    (T0 + M_c) lambda_c = y_c - B_c,    condensed:   lambda_c = (y_c - B_c) / (sqrt(beta_a rho_c) |y_c - B_c|),
-                                                      M_c = sqrt(beta_a rho_c) |y_c - B_c| - T0,
+    (T0 + M_c) lambda_c = y_c - B_c,   condensed:  lambda_c = (y_c - B_c) / (sqrt(beta_a rho_c) |y_c - B_c|),
+                                                   M_c = sqrt(beta_a rho_c) |y_c - B_c| - T0,
     not condensed (M_c = 0):  T0 lambda_c = y_c - B_c,  beta_a rho_c |lambda_c|^2 <= 1.
 
 While all classes are condensed, L, s*, a0 do not depend on T0 and ``M_c(T0) = M_c(0) - T0``
@@ -31,8 +31,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import brentq, root
 
-from widebayes.theory.nonlazy.classes import (ClassTask, Maximum, corner_starts, find_maxima,
-                                              initial_fields)
+from widebayes.theory.nonlazy.classes import ClassTask, Maximum, corner_starts, find_maxima, initial_fields
 
 MASS_TOL = 1e-12
 
@@ -116,7 +115,8 @@ def solve_sparse_fixed_set(task: ClassTask, condensed, L0=None):
     condensed = np.asarray(condensed, dtype=bool)
     L0 = initial_fields(task) if L0 is None else L0
     state: dict = {}
-    fun = lambda x: (x.reshape(L0.shape) - _fields(x.reshape(L0.shape), task, condensed, state)[0]).ravel()
+    def fun(x):
+        return (x.reshape(L0.shape) - _fields(x.reshape(L0.shape), task, condensed, state)[0]).ravel()
     sol = root(fun, np.asarray(L0, dtype=np.float64).ravel(), method="hybr", options={"xtol": 1e-14})
     L = sol.x.reshape(L0.shape)
     L_new, bulk, D = _fields(L, task, condensed, state)
@@ -175,7 +175,8 @@ def critical_temperatures(task: ClassTask, tol: float = 1e-9) -> CriticalTempera
     order.append(np.flatnonzero(first).tolist())
     condensed &= ~first
     while condensed.any():
-        mass_at = lambda T: solve_sparse_fixed_set(task._replace(T0=T), condensed, L)[2]
+        def mass_at(T):
+            return solve_sparse_fixed_set(task._replace(T0=T), condensed, L)[2]
         T_hi = T_low * 1.5 + 0.1
         while np.any(mass_at(T_hi)[condensed] > 0):
             T_hi *= 2.0

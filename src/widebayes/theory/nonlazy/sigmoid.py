@@ -33,9 +33,18 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
 from widebayes.codes import code_of_means
-from widebayes.theory.nonlazy.classes import (ClassTask, Maximum, class_output, corner_starts,
-                                              dual_objective, find_maxima, initial_fields,
-                                              laplace_log_weight, maximum_at, start_field)
+from widebayes.theory.nonlazy.classes import (
+    ClassTask,
+    Maximum,
+    class_output,
+    corner_starts,
+    dual_objective,
+    find_maxima,
+    initial_fields,
+    laplace_log_weight,
+    maximum_at,
+    start_field,
+)
 from widebayes.theory.nonlazy.cramer import cumulants
 from widebayes.theory.nonlazy.solvers import newton
 
@@ -245,7 +254,8 @@ def code_schemes(task: ClassTask, equilibrium: CodeScheme, candidates: list | No
     if len(candidates) > MAX_SCHEME_CODES:
         return [equilibrium]
     mid = float(cumulants(task.activation, 0.0, task.variance).mean)
-    key = lambda maxima: sorted(code_of_means(m.s, mid) for m in maxima)
+    def key(maxima):
+        return sorted(code_of_means(m.s, mid) for m in maxima)
     found = [equilibrium]
     rank = np.linalg.matrix_rank(task.targets, tol=1e-8)
     for size in range(max(rank, 1), len(candidates) + 1):

