@@ -82,9 +82,8 @@ from widebayes.quadrature import pack_symmetric, unpack_symmetric
 from widebayes.theory.nonlazy import classmatrix as cm
 from widebayes.theory.nonlazy.classes import ClassTask, initial_fields
 from widebayes.theory.nonlazy.classgrid import class_grid
+from widebayes.theory.nonlazy.layer import LayerMixture, LayerProblem, find_modes, mixture, shift_factor
 from widebayes.theory.nonlazy.sigmoid import solve_redundant
-from widebayes.theory.nonlazy.layer import (LayerMixture, LayerProblem, find_modes, mixture,
-                                            shift_factor)
 
 NEWTON_ITERATIONS = 60
 TOL = 1e-9
@@ -96,6 +95,9 @@ MAX_GRID_CLASSES = 3
 TRUST = 0.2
 INTERMEDIATE_TOL = 1e-5
 MIN_COUPLING_STEP = 1e-3
+#: Newton iterations over the whole continuation before the solver gives up (a converging L = 2
+#: solve takes 60-150)
+MAX_TOTAL_ITERATIONS = 400
 
 
 class DeepTask(NamedTuple):
@@ -179,12 +181,12 @@ def backward_tilt(K_below: cm.ClassMatrix, M_above: cm.ClassMatrix, sigma2: floa
     return Kt.diag, n[:, None] * Kt.block * n[None, :]
 
 
-def layer_prior(K_below: cm.ClassMatrix | None, deep: DeepTask, l: int):
-    """Within-class variance w and shift factor E of layer l (1-based) from the kernel below."""
+def layer_prior(K_below: cm.ClassMatrix | None, deep: DeepTask, layer: int):
+    """Within-class variance w and shift factor E of a layer (1-based) from the kernel below."""
     k = len(deep.task.rho)
     if K_below is None:  # layer 1: C_1 = sigma_1^2 c I
         return np.full(k, deep.task.variance), np.zeros((k, 0))
-    s2 = deep.sigma_w2[l - 1]
+    s2 = deep.sigma_w2[layer - 1]
     return s2 * K_below.diag, shift_factor(s2 * K_below.block)
 
 
@@ -213,8 +215,8 @@ def unpack(x, deep: DeepTask):
     k, m, size = _sizes(deep)
     L = x[:k * m].reshape(k, m)
     tilts = []
-    for l in range(deep.depth - 1):
-        v = x[k * m + l * size:k * m + (l + 1) * size]
+    for i in range(deep.depth - 1):
+        v = x[k * m + i * size:k * m + (i + 1) * size]
         tilts.append((v[:k], unpack_symmetric(v[k:], k)))
     return L, tilts
 
@@ -261,11 +263,11 @@ def _track_starts(modes, E) -> np.ndarray | None:
     return np.hstack([xi, np.array([m.theta for m in modes])])
 
 
-def uses_grid(deep: DeepTask, l: int) -> bool:
-    """Layer l is integrated on the class-mean grid (``classgrid``): the first layer of a deep
+def uses_grid(deep: DeepTask, layer: int) -> bool:
+    """The layer (1-based) is integrated on the class-mean grid (``classgrid``): the first layer of a deep
     network with a bounded activation and at most ``MAX_GRID_CLASSES`` classes."""
     act = get_activation(deep.task.activation)
-    return l == 1 and deep.depth > 1 and act.bounded and len(deep.task.rho) <= MAX_GRID_CLASSES
+    return layer == 1 and deep.depth > 1 and act.bounded and len(deep.task.rho) <= MAX_GRID_CLASSES
 
 
 def merged_codes(mix: LayerMixture, threshold: float) -> list:
@@ -300,31 +302,32 @@ def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.
     L, lower = unpack(x, deep)
     tilts = lower + [top_tilt(L, deep)]
     layers, K_below = [], None
-    for l in range(1, deep.depth + 1):
-        w, E = layer_prior(K_below, deep, l)
-        d, Q = tilts[l - 1]
-        if uses_grid(deep, l):
+    for layer in range(1, deep.depth + 1):
+        w, E = layer_prior(K_below, deep, layer)
+        d, Q = tilts[layer - 1]
+        if uses_grid(deep, layer):
             g = class_grid(act, deep.counts, d, Q, w, threshold if track else None)
             layers.append(LayerResult(g.kernel, None, g.codes, g.num_peaks, "grid", None))
         else:
             prob = LayerProblem(act, deep.counts, d, Q, w, E)
-            modes = find_modes(prob, _track_starts(tracked[l - 1], E), search=search or not tracked[l - 1])
+            modes = find_modes(prob, _track_starts(tracked[layer - 1], E),
+                               search=search or not tracked[layer - 1])
             if not modes:
-                raise RuntimeError(f"layer {l}: no mode of the single-neuron measure found")
+                raise RuntimeError(f"layer {layer}: no mode of the single-neuron measure found")
             mix = mixture(prob, modes)
             if track:
-                tracked[l - 1] = mix.modes
+                tracked[layer - 1] = mix.modes
             layers.append(LayerResult(mix.kernel, mix.preact, merged_codes(mix, threshold),
                                       int(np.sum(mix.weights > OCCUPIED)), "modes", mix))
         K_below = layers[-1].kernel
     task = deep.task
     res = [(task.T0 * L - task.targets + class_output(layers[-1].kernel, L, deep.sigma_a2)).ravel()]
-    for l in range(deep.depth - 1):
-        d_new, Q_new = backward_tilt(layers[l].kernel, layers[l + 1].preact, deep.sigma_w2[l + 1])
-        d, Q = lower[l]
+    for i in range(deep.depth - 1):
+        d_new, Q_new = backward_tilt(layers[i].kernel, layers[i + 1].preact, deep.sigma_w2[i + 1])
+        d, Q = lower[i]
         if coupling != 1.0:
-            d_new = coupling * d_new + (1.0 - coupling) * anchor[l][0]
-            Q_new = coupling * Q_new + (1.0 - coupling) * anchor[l][1]
+            d_new = coupling * d_new + (1.0 - coupling) * anchor[i][0]
+            Q_new = coupling * Q_new + (1.0 - coupling) * anchor[i][1]
         res.append(np.concatenate([d - d_new, pack_symmetric(Q - Q_new)]))
     return _Forward(layers, np.concatenate(res))
 
@@ -351,7 +354,11 @@ def one_layer_start(deep: DeepTask):
     near where a sampled deep network's first layer sits, not at its prior); layers 2..L-1 start
     untilted (a tilt taken from elsewhere can make a linear layer's Gaussian improper)."""
     one = DeepTask(deep.task, deep.sigma_w2[:1])
-    sol = solve_deep(one, x0=equilibrium_fields(deep.task))
+    start = equilibrium_fields(deep.task)
+    if start is None and get_activation(deep.task.activation).bounded:
+        raise RuntimeError("no one-layer equilibrium to start from (sigmoid.solve_redundant failed on "
+                           "this task)")
+    sol = solve_deep(one, x0=start)
     if sol.residual > INTERMEDIATE_TOL:
         raise RuntimeError(f"the one-layer start did not converge (residual {sol.residual:.1e})")
     k = len(deep.task.rho)
@@ -420,8 +427,8 @@ def _blocks(deep: DeepTask) -> list:
     """Index ranges of the unknowns' blocks (L, then d and Q of each lower layer)."""
     k, m, size = _sizes(deep)
     out = [np.arange(k * m)]
-    for l in range(deep.depth - 1):
-        base = k * m + l * size
+    for i in range(deep.depth - 1):
+        base = k * m + i * size
         out += [np.arange(base, base + k), np.arange(base + k, base + size)]
     return out
 
@@ -455,7 +462,10 @@ def _newton(x, deep: DeepTask, tracked: list, coupling: float, anchor, tol: floa
     fw, x = _proper_start(B @ (B.T @ x), deep, tracked, coupling, anchor)
     norm = _scaled_norm(fw.residual, x, blocks)
     J, fresh, it = None, False, 0
-    reduced = lambda f: B.T @ f.residual
+
+    def reduced(f):
+        return B.T @ f.residual
+
     while it < max_iter and norm >= tol:
         it += 1
         if J is None:
@@ -503,8 +513,8 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     Continuation from the one-layer solution (:func:`one_layer_start`): the lower tilts solve
     ``Kt_l = c * (the backward equation) + (1 - c) * anchor`` for c = ``couplings`` (0: every lower
     layer tilted as a one-layer network's feature layer; 1: the theory), each solve by
-    Newton-Broyden from the last (halving the increment of c when a solve fails).  Every accepted step searches every layer for modes
-    (sign-pattern corners and the tracked modes).
+    Newton-Broyden from the last (halving the increment of c when a solve fails).  Every accepted
+    step searches every layer for modes (sign-pattern corners and the tracked modes).
 
     Raises
     ------
@@ -522,7 +532,7 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     tracked: list = [[] for _ in range(deep.depth)]
     levels = [1.0] if anchor is None else list(couplings)
     done, iterations, fw, norm = 0.0, 0, None, np.inf
-    while levels:
+    while levels and iterations < MAX_TOTAL_ITERATIONS:
         c = levels[0]
         saved = [list(m) for m in tracked]
         target = tol if c == 1.0 else INTERMEDIATE_TOL

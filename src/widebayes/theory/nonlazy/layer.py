@@ -31,7 +31,8 @@ Laplace: weight ``∝ exp(g) prod sqrt(n_c / kappa''_c) det(-H)^{-1/2}``, within
 ``(-H)^{-1}``.  Within a mode, the class-c inputs are iid from the one-input law (O(1) within-class
 fluctuations), and
 
-    E[phi_mu phi_nu] = E[s_c s_c'] - delta_cc' Var_c(phi) / n_c  (mu != nu),   E[phi_mu^2] - that = Var_c(phi),
+    E[phi_mu phi_nu] = E[s_c s_c'] - delta_cc' Var_c(phi) / n_c  (mu != nu),
+    E[phi_mu^2] - that = Var_c(phi),
 
 so the layer's activation kernel and preactivation second moment are class matrices (the class
 mean of z has mean ``E z``, Jacobian ``d zbar / ds = Cov(phi, z) / Var phi``,

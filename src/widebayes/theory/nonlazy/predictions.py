@@ -366,7 +366,7 @@ def sparse_predictions(exp, task: cl.ClassTask) -> dict:
 DEEP_TOL = 1e-6
 
 
-def _deep_layer(l: int, result, K, sol, task, feature: bool) -> dict:
+def _deep_layer(layer: int, result, K, sol, task, feature: bool) -> dict:
     """One hidden layer of the deep theory as a JSON record."""
     codes = []
     for c in result.codes:
@@ -378,7 +378,7 @@ def _deep_layer(l: int, result, K, sol, task, feature: bool) -> dict:
         if feature:  # the readout of a code: a = sigma_a^2 Lambda^T phi = beta_a L^T (rho * s)
             rec["readout"] = task.beta_a * (task.rho * c["class_means"]) @ sol.L
         codes.append(rec)
-    return {"layer": l, "codes": codes, "kernel_train": K, "method": result.method,
+    return {"layer": layer, "codes": codes, "kernel_train": K, "method": result.method,
             "num_modes": result.num_peaks, "kernel_within_class_variance": result.kernel.diag,
             "kernel_class_block": result.kernel.block, **symmetry(result, feature)}
 
@@ -398,8 +398,8 @@ def deep_predictions(exp, task: cl.ClassTask) -> dict:
                          f"{sol.residual:.1e})", key="network.activation")
     labels = exp.data.labels_train
     kernels = [dense(layer.kernel, labels) for layer in sol.layers]
-    layers = [_deep_layer(l, r, K, sol, task, l == s.depth)
-              for l, (r, K) in enumerate(zip(sol.layers, kernels), start=1)]
+    layers = [_deep_layer(i, r, K, sol, task, i == s.depth)
+              for i, (r, K) in enumerate(zip(sol.layers, kernels), start=1)]
     out = {"regime": "nonlazy", "method": "deep-codes",
            "readout_second_moment": sol.readout_second_moment,
            "kernel_train": np.stack([D.K0] + kernels), "residual": sol.residual,
@@ -419,10 +419,10 @@ def _layers(out: dict, depth: int) -> list:
     K = np.asarray(out["kernel_train"])
     codes = out.get("codes") or []
     occupied = sum(1 for c in codes if c["fraction"] > MIN_FRACTION)
-    return [{"layer": l, "codes": codes if l == depth else [], "kernel_train": K[l],
-             "multimodal": bool(l == depth and occupied > 1),
-             "breaks_permutation_symmetry": bool(l == depth and occupied > 1)}
-            for l in range(1, depth + 1)]
+    return [{"layer": i, "codes": codes if i == depth else [], "kernel_train": K[i],
+             "multimodal": bool(i == depth and occupied > 1),
+             "breaks_permutation_symmetry": bool(i == depth and occupied > 1)}
+            for i in range(1, depth + 1)]
 
 
 # ----------------------------------------------------------------------------- dispatch
