@@ -35,21 +35,41 @@ absent in layer 1, ``K0 = c I``) and an iid part ``N(0, w_c)``; its tilt is an i
 class means given the shift, Laplace over the shift and the class means; its *modes* are the
 layer's codes, with weights (fractions of neurons), class means, one-input laws, and the layer's
 kernel.  Unknowns: the top fields L (k x m) and each lower layer's tilt (d_l, Q_l); equations: the
-readout constraint and ``Kt_l`` above; solved by Newton (central-difference Jacobian, modes
-tracked between evaluations).  Residual returned.
+readout constraint and ``Kt_l`` above; solved by Newton-Broyden (forward-difference Jacobian, modes
+tracked between evaluations) with a continuation from the one-layer solution.  Residual returned.
 
 What this gives and its regime of validity:
 
-- exact for N -> inf at fixed P (the mean-field limit), T0 >= 0, any depth, for bounded (sigmoid,
-  tanh) and linear phi; linear phi reproduces ``linear`` exactly (a test, to 1e-8);
-- the within-class sums by saddle-point (Cramér) densities and the mode integrals by Laplace: errors
-  O(1 / n_c), n_c = rho_c P the inputs per class (the finite-P weights of THEORY.md 1.4b, depth 1
-  identical to ``sigmoid.solve_redundant_finite_P``);
+- the equations above are exact for N -> inf at fixed P (the mean-field limit), T0 > 0, any depth;
+  what is approximate is how a layer's single-neuron integral over its P preactivations is done
+  (next items).  Linear phi: every step exact, ``linear`` reproduced to 1e-10 at L = 2, 3 (a test);
+- the within-class sums by saddle-point (Cramér) densities: errors O(1 / n_c), n_c = rho_c P the
+  inputs per class (depth 1 identical to ``sigmoid.solve_redundant_finite_P``; the untilted tanh
+  network reproduces the NNGP kernels to about 1 / n_c: 3% at n_c = 10, a test);
+- layer 1 of a deep network (no class-shared shift) is integrated on a grid over its k class means
+  (``classgrid``): no Laplace step, its codes are orthants of a broad measure;
+- a layer l >= 2 carries a class-shared shift u ~ N(0, S) whose prior cost is O(1), and its modes
+  are integrated by Laplace jointly in the shift and the class means (``layer``).  The within-mode
+  spread of the shift is *not* small against its prior (measured: standard deviations 0.25-0.8 in
+  prior units at P = 40, L = 2 sigmoid), so the Laplace weights of the feature layer's modes are an
+  uncontrolled approximation, not an O(1/n_c) one.  Measured against Langevin samples (sigmoid,
+  L = 2, P = 40, y- = 1/2; tests/test_theory_nonlazy_deep.py): layer 1's code fractions within 0.02
+  and its kernel within 0.01; the feature layer's kernel block within 0.04-0.07 (N = 100 / 40), its
+  codes the same four (111, 110, 101, 011) but 111 at 0.43 in samples against 0.30 in theory;
+- depth: L = 1 and 2 (``MAX_DEPTH``).  At L = 3 the middle layer has a shift *and* a weak tilt (its
+  tilt comes from the change of the layer above, not from the readout): the continuation from the
+  one-layer solution loses the feature layer's code structure (every neuron in code 111, residual
+  0.06 at coupling 0 with an untilted middle layer; stalled at coupling 0.095 with the middle layer
+  anchored at the one-layer tilt) and the Laplace step over the middle layer's shift is not
+  controlled, so L >= 3 is refused rather than answered (the closing step is an integral over the
+  shift, e.g. Gauss-Hermite in xi with Laplace over the class means given xi);
 - no P = inf limit is taken for L >= 2: the shift u has an O(1) prior cost against O(P) gains, so as
   P -> inf a layer above the first saturates (u -> inf, within-class variability -> 0: the paper's
   "sharpening" across layers) at a rate set by P; the theory is evaluated at the experiment's P;
 - N0 >= P (orthogonal inputs); inputs of a class exchangeable (the class-symmetric solution; the
-  rate function is not convex for L >= 2, so other solutions may exist);
+  rate function is not convex for L >= 2, so other solutions may exist); bounded phi need the
+  one-layer equilibrium (``sigmoid.solve_redundant``) as the start: where it fails (the nonnegative
+  sigmoid at y- = -1/2, the paper's Fig. 3 targets) the deep theory refuses;
 - ReLU (and other unbounded nonlinear phi) in lower layers: not covered.  The tilted measures are
   the same, but for a 1-homogeneous phi the quadratic tilt ``phi^T Kt phi`` grows like |z|^2 along
   rays, so the measure is normalisable only below the margin
@@ -95,6 +115,8 @@ MAX_GRID_CLASSES = 3
 TRUST = 0.2
 INTERMEDIATE_TOL = 1e-5
 MIN_COUPLING_STEP = 1e-3
+#: deepest network the theory answers for (module docstring: L >= 3 does not close)
+MAX_DEPTH = 2
 #: Newton iterations over the whole continuation before the solver gives up (a converging L = 2
 #: solve takes 60-150)
 MAX_TOTAL_ITERATIONS = 400
@@ -521,6 +543,10 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     RuntimeError
         If no proper start exists or the continuation stalls.
     """
+    if deep.depth > MAX_DEPTH and not get_activation(deep.task.activation).is_linear:
+        raise RuntimeError(f"depth {deep.depth}: the deep theory closes for nonlinear networks up to "
+                           f"depth {MAX_DEPTH} (module docstring: a middle layer's shift is not "
+                           "integrated)")
     anchor = None
     if x0 is not None:
         x = np.asarray(x0, dtype=np.float64)

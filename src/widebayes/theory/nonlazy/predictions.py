@@ -4,8 +4,9 @@
 Coverage:
 
 - linear, any depth: closed forms (``linear``), exact at any T0;
-- bounded activations (sigmoid, tanh), depth >= 2, class-structured task: per-layer codes and
-  kernels of the deep mean-field theory (``deep``) at the experiment's P;
+- bounded activations (sigmoid, tanh), depth 2, class-structured task: per-layer codes and
+  kernels of the deep mean-field theory (``deep``) at the experiment's P (depth 3 and more refused:
+  see ``deep``);
 - bounded activations (sigmoid, tanh), depth 1, class-structured task (orthogonal inputs, one
   target vector per class): redundant codes (``sigmoid``) at the experiment's P (Laplace) and at
   P = inf;
@@ -48,7 +49,7 @@ from widebayes.theory.nonlazy.conditional_mode import (
     solve_conditional_mode,
 )
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
-from widebayes.theory.nonlazy.deep import DeepTask, solve_deep, symmetry
+from widebayes.theory.nonlazy.deep import MAX_DEPTH, DeepTask, solve_deep, symmetry
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
 from widebayes.theory.nonlazy.relu import critical_temperatures, solve_sparse
@@ -384,10 +385,14 @@ def _deep_layer(layer: int, result, K, sol, task, feature: bool) -> dict:
 
 
 def deep_predictions(exp, task: cl.ClassTask) -> dict:
-    """Bounded activation, depth >= 2, class-structured task: per-layer codes and kernels of the
+    """Bounded activation, depth 2, class-structured task: per-layer codes and kernels of the
     deep mean-field theory (module ``deep``) at the experiment's P."""
     D, s = _Data(exp), exp.spec
     deep = DeepTask(task, np.asarray(s.layer_variances, dtype=np.float64))
+    if s.depth > MAX_DEPTH:
+        raise InputError(f"non-lazy theory for {s.activation} at depth {s.depth}: the deep theory closes "
+                         f"up to depth {MAX_DEPTH} (a middle layer's class-shared shift is not integrated; "
+                         "theory/nonlazy/deep.py)", key="network.depth")
     try:
         sol = solve_deep(deep)
     except RuntimeError as err:
