@@ -256,8 +256,9 @@ def test_sigmoid_depth_two_first_layer_agrees_at_N_P_100(sigmoid_deep_samples_10
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="open disagreement: the feature layer's code 111 holds 0.58 of "
                    "the sampled neurons against 0.29 in theory at N = P = 100 (0.43 against 0.30 at "
-                   "P = 40); candidates: the Laplace weights over the shift (theory/nonlazy/deep.py) "
-                   "or codes frozen by Langevin before equilibrium")
+                   "P = 40); not finite N (N = 100 at P = 40 gives 0.43) nor the Laplace step over the "
+                   "shift (importance sampling agrees with it); open: codes frozen by Langevin "
+                   "before equilibrium, or another solution of the deep equations (README)")
 def test_sigmoid_depth_two_feature_layer_at_N_P_100(sigmoid_deep_samples_100):
     """The feature layer at N = P = 100: code fractions within 0.1 per chain and kernel class blocks
     within 0.05 (the depth-1 tolerances, tests/test_agreement_nonlazy.py).  Measured: 111 at
