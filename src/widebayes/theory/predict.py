@@ -8,8 +8,10 @@ the posterior mean where the theory gives it), ``kernel_train_nngp``, ``f_test_m
 kernels ``kernel_train_saddle`` (linear: the rate function's mode, closed form) or
 ``kernel_train_perturbative`` (nonlinear: the O(1/N) correction at fixed P), and
 ``kernel_train_methods`` (what made each layer of ``kernel_train``: for nonlinear lazy networks the
-O(1/N) kernel adaptation below the feature layer, BPKR's heuristic at it); plus ``inputs`` (what it
-used) and ``regime``/``method`` (which theory made them).
+O(1/N) kernel adaptation below the feature layer, BPKR's heuristic at it); for non-lazy networks
+``layers``, one record per hidden layer 1..L with its ``codes`` (``[{"code", "fraction", ...}]``),
+``kernel_train`` (P x P) and permutation-symmetry flags (``theory/nonlazy/predictions.py``); plus
+``inputs`` (what it used) and ``regime``/``method`` (which theory made them).
 
 Lazy networks (gamma = 1/2): NNGP + GP at T, and back-propagating kernel renormalisation (exact for
 deep linear networks, the heuristic NNGP-kernel extension otherwise).  Non-lazy networks (gamma = 1):

@@ -12,6 +12,11 @@ van Meegen & Sompolinsky, "Coding schemes in neural networks learning classifica
 - ``relu``: sparse codes (bulk, outlier masses, critical temperatures);
 - ``classpredict``: kernels and test predictions of a code mixture;
 - ``gaussian``: Gaussian expectations and quadrature grids;
+- ``deep``: deep (L = 2) networks on class-structured tasks: per-layer tilts, codes and kernels;
+- ``layer``: one layer's single-neuron measure with a class-shared shift, its modes (Laplace);
+- ``classgrid``: the first layer's class-mean measure integrated on a grid;
+- ``shifted``: the one-input law of a deep layer (shifted Gaussian, tilted in phi and phi^2);
+- ``classmatrix``: the algebra of class-structured P x P matrices;
 - ``predictions``: :func:`nonlazy_predictions`, the JSON dict of ``widebayes theory``.
 """
 

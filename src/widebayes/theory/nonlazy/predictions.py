@@ -4,6 +4,9 @@
 Coverage:
 
 - linear, any depth: closed forms (``linear``), exact at any T0;
+- bounded activations (sigmoid, tanh), depth 2, class-structured task: per-layer codes and
+  kernels of the deep mean-field theory (``deep``) at the experiment's P (depth 3 and more refused:
+  see ``deep``);
 - bounded activations (sigmoid, tanh), depth 1, class-structured task (orthogonal inputs, one
   target vector per class): redundant codes (``sigmoid``) at the experiment's P (Laplace) and at
   P = inf;
@@ -19,7 +22,10 @@ Coverage:
   than phi(z) = z).
 
 Which case applies is read from the activation's facts (``widebayes.activations``), never from its
-name.
+name.  Every result carries ``layers``: one record per hidden layer 1..L with its ``codes``
+(``[{"code", "fraction", ...}]``; empty for the analog code of linear networks and for lower layers
+a theory does not resolve), ``kernel_train`` and whether it is ``multimodal`` and breaks
+permutation symmetry.
 
 The GP comparison (``gen_error_gp``) is the NNGP of the same prior (kernel ``sigma_a^2 K_L``)
 with the likelihood's noise variance ``T_eff = T0 / N`` (THEORY.md 1.3 (D), 1.6).
@@ -36,12 +42,14 @@ from widebayes.theory.gp import generalization_error, lazy_gp_prediction
 from widebayes.theory.nngp import input_kernel
 from widebayes.theory.nonlazy import classes as cl
 from widebayes.theory.nonlazy import classpredict as cp
+from widebayes.theory.nonlazy.classmatrix import dense
 from widebayes.theory.nonlazy.conditional_mode import (
     MAX_OUTPUTS,
     conditional_mode_test,
     solve_conditional_mode,
 )
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
+from widebayes.theory.nonlazy.deep import MAX_DEPTH, DeepTask, solve_deep, symmetry
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
 from widebayes.theory.nonlazy.relu import critical_temperatures, solve_sparse
@@ -353,6 +361,75 @@ def sparse_predictions(exp, task: cl.ClassTask) -> dict:
     return _with_test(out, exp, te.mean, te.var)
 
 
+# ----------------------------------------------------------------------------- deep
+
+
+DEEP_TOL = 1e-6
+
+
+def _deep_layer(layer: int, result, K, sol, task, feature: bool) -> dict:
+    """One hidden layer of the deep theory as a JSON record."""
+    codes = []
+    for c in result.codes:
+        if c["fraction"] < MIN_FRACTION:
+            continue
+        rec = {"code": c["code"], "fraction": float(c["fraction"]), "class_means": c["class_means"]}
+        if "preactivation_mean" in c:
+            rec["preactivation_mean"] = c["preactivation_mean"]
+        if feature:  # the readout of a code: a = sigma_a^2 Lambda^T phi = beta_a L^T (rho * s)
+            rec["readout"] = task.beta_a * (task.rho * c["class_means"]) @ sol.L
+        codes.append(rec)
+    return {"layer": layer, "codes": codes, "kernel_train": K, "method": result.method,
+            "num_modes": result.num_peaks, "kernel_within_class_variance": result.kernel.diag,
+            "kernel_class_block": result.kernel.block, **symmetry(result, feature)}
+
+
+def deep_predictions(exp, task: cl.ClassTask) -> dict:
+    """Bounded activation, depth 2, class-structured task: per-layer codes and kernels of the
+    deep mean-field theory (module ``deep``) at the experiment's P."""
+    D, s = _Data(exp), exp.spec
+    deep = DeepTask(task, np.asarray(s.layer_variances, dtype=np.float64))
+    if s.depth > MAX_DEPTH:
+        raise InputError(f"non-lazy theory for {s.activation} at depth {s.depth}: the deep theory closes "
+                         f"up to depth {MAX_DEPTH} (a middle layer's class-shared shift is not integrated; "
+                         "theory/nonlazy/deep.py)", key="network.depth")
+    try:
+        sol = solve_deep(deep)
+    except RuntimeError as err:
+        raise InputError(f"the deep {s.activation} mean-field equations did not converge: {err}",
+                         key="network.activation") from None
+    if sol.residual > DEEP_TOL:
+        raise InputError(f"the deep {s.activation} mean-field equations did not converge (residual "
+                         f"{sol.residual:.1e})", key="network.activation")
+    labels = exp.data.labels_train
+    kernels = [dense(layer.kernel, labels) for layer in sol.layers]
+    layers = [_deep_layer(i, r, K, sol, task, i == s.depth)
+              for i, (r, K) in enumerate(zip(sol.layers, kernels), start=1)]
+    out = {"regime": "nonlazy", "method": "deep-codes",
+           "readout_second_moment": sol.readout_second_moment,
+           "kernel_train": np.stack([D.K0] + kernels), "residual": sol.residual,
+           "codes": layers[-1]["codes"], "layers": layers, "fields": sol.L,
+           "output_train_class": sol.output,
+           "note": "deep mean-field theory at the experiment's P (N -> inf); codes of a layer are the "
+                   "modes of its single-neuron preactivation measure (layer 1: orthants of its "
+                   "class-mean measure); only the feature layer's codes are pinned by the readout; "
+                   "no test-input predictions for depth > 1",
+           **_no_outliers(D.num_classes)}
+    return out
+
+
+def _layers(out: dict, depth: int) -> list:
+    """``layers`` for a one-layer or linear theory: the stacked kernels, the feature layer's codes
+    (none below it: analog codes of linear networks have no discrete codes)."""
+    K = np.asarray(out["kernel_train"])
+    codes = out.get("codes") or []
+    occupied = sum(1 for c in codes if c["fraction"] > MIN_FRACTION)
+    return [{"layer": i, "codes": codes if i == depth else [], "kernel_train": K[i],
+             "multimodal": bool(i == depth and occupied > 1),
+             "breaks_permutation_symmetry": bool(i == depth and occupied > 1)}
+            for i in range(1, depth + 1)]
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 
@@ -371,12 +448,28 @@ def nonlazy_predictions(exp) -> dict:
     if s.tied_weights and s.depth > 1:
         raise InputError("tied hidden weights (recurrent network) are not covered by the non-lazy "
                          "theory", key="network.tied_weights")
+    out = _dispatch(exp, s, act)
+    if "layers" not in out:
+        out["layers"] = _layers(out, s.depth)
+    return out
+
+
+def _dispatch(exp, s, act) -> dict:
     if act.is_linear:
         return linear_predictions(exp)
-    if s.depth != 1:
-        raise InputError(f"non-lazy theory for {s.activation} covers depth 1 only (linear: any "
-                         "depth)", key="network.depth")
     task = class_task(exp)
+    if s.depth != 1:
+        if not act.bounded:
+            raise InputError(f"non-lazy theory for {s.activation} at depth {s.depth}: not covered (a "
+                             "growing activation's lower layers condense into outliers whose masses the "
+                             "single-neuron problem leaves free; see theory/nonlazy/deep.py); bounded "
+                             "activations and linear networks are covered at any depth",
+                             key="network.depth")
+        if task is None:
+            raise InputError(f"non-lazy theory for {s.activation} at depth {s.depth} needs a "
+                             "class-structured task (orthogonal inputs of equal norm, one target per "
+                             "class)", key="task")
+        return deep_predictions(exp, task)
     try:
         if task is not None and act.bounded:
             return redundant_predictions(exp, task)

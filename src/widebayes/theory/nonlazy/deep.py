@@ -1,0 +1,599 @@
+"""Deep (L >= 1) non-lazy networks on class-structured tasks: per-layer codes and kernels.
+
+Model (DESIGN.md, gamma = 1): ``z^1 = W^1 x / sqrt(N0)``, ``z^l = W^l phi(z^{l-1}) / sqrt(N)``,
+``f = a^T phi(z^L) / N``, priors ``W^l ~ N(0, sigma_l^2)``, ``a ~ N(0, sigma_a^2)``, likelihood
+``exp(-N |f - Y|^2 / 2 T0)`` (T_eff = T0 / N).
+
+Mean-field theory (N -> inf at fixed P) [SRC: THEORY.md 1.2 "Deep nets" and the paper's
+"Main theoretical result": the posterior factorises over neurons and layers, each layer's
+single-neuron measure a tilted Gaussian of its preactivations, only the feature layer coupled to
+the readout].  Given layer l-1, the preactivation vectors z_i^l in R^P of the N neurons of layer l
+are iid ``N(0, C_l)``, ``C_l = sigma_l^2 K^{l-1}``, ``K^{l-1} = (1/N) sum_j phi(z_j^{l-1}) phi(z_j^{l-1})^T``
+(``K^0 = K0``).  Sanov's theorem for the empirical measures of the layers gives the rate
+``sum_l KL(q_l || N(0, sigma_l^2 K_{q_{l-1}})) + |F - Y|^2 / 2 T0 + readout KL``, whose stationary
+point is [DER, the variations of this functional; Fischer et al.'s forward/backward equations
+(THEORY.md 3.5.1) in the non-lazy scaling, where nothing carries a 1/N]:
+
+    q_l(z) ∝ N(z; 0, C_l) exp(phi(z)^T Kt_l phi(z)),                K^l = E_{q_l}[phi phi^T],
+    Kt_L = (sigma_a^2 / 2) Lambda Lambda^T,   T0 Lambda = Y - sigma_a^2 K^L Lambda   (readout, 1.2),
+    Kt_l = (sigma_{l+1}^2 / 2) C_{l+1}^{-1} (M_{l+1} - C_{l+1}) C_{l+1}^{-1},   l < L,
+    M_{l+1} = E_{q_{l+1}}[z z^T]  (preactivation second moment of the layer above).
+
+(``d/dC ln E_{N(0, C)} e^{h} = (C^{-1} E_q[z z^T] C^{-1} - C^{-1}) / 2``.)  Only the feature layer
+sees the readout (through Lambda); a lower layer sees the task only through the change its
+kernel causes in the layer above.  The readout given z^L is ``N(sigma_a^2 Lambda^T phi, sigma_a^2)``,
+so ``<a a^T> = sigma_a^2 I + sigma_a^4 Lambda^T K^L Lambda`` (THEORY.md 1.2).  Linear phi: all
+Gaussian, the exact theory of ``linear`` (THEORY.md 1.3).
+
+Class-structured task (``K0 = c I``, proportions rho_c, one target per class) [DER]: the
+class-symmetric solution has every matrix above a class matrix ``diag(a) + U A U^T``
+(``classmatrix``), ``Lambda_mu = lambda_c(mu)``.  Layer l's prior ``C_l = diag(w) + U S U^T`` splits
+each preactivation into a class-shared shift ``u ~ N(0, S)`` (from the class-block part of K^{l-1};
+absent in layer 1, ``K0 = c I``) and an iid part ``N(0, w_c)``; its tilt is an input-diagonal
+``d_c phi^2`` plus a quadratic form ``s^T Q s`` of the class means ``s`` of phi
+(``Q = n B n``).  ``layer`` solves each layer's single-neuron problem at the task's P: Cramér for the
+class means given the shift, Laplace over the shift and the class means; its *modes* are the
+layer's codes, with weights (fractions of neurons), class means, one-input laws, and the layer's
+kernel.  Unknowns: the top fields L (k x m) and each lower layer's tilt (d_l, Q_l); equations: the
+readout constraint and ``Kt_l`` above; solved by Newton-Broyden (forward-difference Jacobian, modes
+tracked between evaluations) with a continuation from the one-layer solution.  Residual returned.
+
+What this gives and its regime of validity:
+
+- the equations above are exact for N -> inf at fixed P (the mean-field limit), T0 > 0, any depth;
+  what is approximate is how a layer's single-neuron integral over its P preactivations is done
+  (next items).  Linear phi: every step exact, ``linear`` reproduced to 1e-10 at L = 2, 3 (a test);
+- the within-class sums by saddle-point (Cramér) densities: errors O(1 / n_c), n_c = rho_c P the
+  inputs per class (depth 1 identical to ``sigmoid.solve_redundant_finite_P``; the untilted tanh
+  network reproduces the NNGP kernels to about 1 / n_c: 3% at n_c = 10, a test);
+- layer 1 of a deep network (no class-shared shift) is integrated on a grid over its k class means
+  (``classgrid``): no Laplace step, its codes are orthants of a broad measure;
+- a layer l >= 2 carries a class-shared shift u ~ N(0, S) whose prior cost is O(1), and its modes
+  are integrated by Laplace jointly in the shift and the class means (``layer``).  The within-mode
+  spread of the shift is *not* small against its prior (measured: standard deviations 0.25-0.8 in
+  prior units at P = 40, L = 2 sigmoid), so the Laplace step over the shift is not controlled by
+  1/n_c.  Checked once by importance sampling over the shift (proposal: the modes' Laplace
+  Gaussians with doubled covariance, 150 draws each, Laplace over the class means given the
+  shift; effective sample sizes about 100 of 150): feature-layer fractions 0.29 / 0.26 / 0.23 / 0.22
+  for 111 / 101 / 110 / 011 against Laplace 0.30 / 0.23 / 0.23 / 0.23, equal within the Monte Carlo
+  error (about 0.02; 101 and 110 are equal by symmetry).  Measured against Langevin samples (sigmoid,
+  L = 2, P = 40, y- = 1/2; tests/test_theory_nonlazy_deep.py): layer 1's code fractions within 0.02
+  and its kernel within 0.01; the feature layer's kernel block within 0.04-0.07 (N = 100 / 40), its
+  codes the same four (111, 110, 101, 011) but 111 at 0.43 in samples against 0.30 in theory (at
+  N = P = 100: layer 1 within 0.06 and 0.023, the feature layer's 111 at 0.58 against 0.29, its
+  kernel block 0.12 above; README, open disagreements);
+- depth: L = 1 and 2 (``MAX_DEPTH``).  At L = 3 the middle layer has a shift *and* a weak tilt (its
+  tilt comes from the change of the layer above, not from the readout): the continuation from the
+  one-layer solution loses the feature layer's code structure (every neuron in code 111, residual
+  0.06 at coupling 0 with an untilted middle layer; stalled at coupling 0.095 with the middle layer
+  anchored at the one-layer tilt) and the Laplace step over the middle layer's shift is not
+  controlled, so L >= 3 is refused rather than answered (the closing step is an integral over the
+  shift, e.g. Gauss-Hermite in xi with Laplace over the class means given xi);
+- no P = inf limit is taken for L >= 2: the shift u has an O(1) prior cost against O(P) gains, so as
+  P -> inf a layer above the first saturates (u -> inf, within-class variability -> 0: the paper's
+  "sharpening" across layers) at a rate set by P; the theory is evaluated at the experiment's P;
+- N0 >= P (orthogonal inputs); inputs of a class exchangeable (the class-symmetric solution; the
+  rate function is not convex for L >= 2, so other solutions may exist); bounded phi need the
+  one-layer equilibrium (``sigmoid.solve_redundant``) as the start: where it fails (the nonnegative
+  sigmoid at y- = -1/2, the paper's Fig. 3 targets) the deep theory refuses;
+- ReLU (and other unbounded nonlinear phi) in lower layers: not covered.  The tilted measures are
+  the same, but for a 1-homogeneous phi the quadratic tilt ``phi^T Kt phi`` grows like |z|^2 along
+  rays, so the measure is normalisable only below the margin
+  ``2 sup_v phi(v)^T Kt_l phi(v) / v^T C_l^{-1} v < 1`` (THEORY.md 1.5); above it the layer condenses
+  into O(sqrt(N)) outliers (the paper's Fig. 3 ReLU lower layers) whose O(1) rank-one kernel
+  contributions enter the next layer's prior C_{l+1}: only their masses per class enter, and these
+  are zero modes of the single-neuron problem, fixed (if at all) only jointly through Kt_l of the
+  layer above, which itself depends on the masses; moreover the class-shared shift u of a layer
+  l >= 2 has an unbounded gain for a growing phi (``sigma_a^2 = P^{-1/L}`` for ReLU), so the class
+  reduction's Laplace step does not close.
+
+Permutation symmetry [SRC: paper, "Dynamics"; DER for the criterion]: a layer's codes are *pinned*
+when a per-neuron variable with a narrow prior carries the tilt: the readout a_i (prior variance
+sigma_a^2 = 1/P, posterior a mixture of separated deltas a_gamma) pins the feature layer's codes,
+which therefore break permutation symmetry (frozen codes) whenever the feature layer has more than
+one mode.  A lower layer's tilt is carried collectively by N outgoing weights, each O(1/sqrt(N))
+from its prior, so its modes are not pinned: a coding scheme in every draw (``multimodal``), but
+neurons switch codes (the paper's Fig. 5).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from widebayes.activations import get_activation
+from widebayes.codes import code_of_means
+from widebayes.quadrature import pack_symmetric, unpack_symmetric
+from widebayes.theory.nonlazy import classmatrix as cm
+from widebayes.theory.nonlazy.classes import ClassTask, initial_fields
+from widebayes.theory.nonlazy.classgrid import class_grid
+from widebayes.theory.nonlazy.layer import LayerMixture, LayerProblem, find_modes, mixture, shift_factor
+from widebayes.theory.nonlazy.sigmoid import solve_redundant
+
+NEWTON_ITERATIONS = 60
+TOL = 1e-9
+#: fraction above which a mode counts as occupied (multimodal layer / broken symmetry)
+OCCUPIED = 1e-3
+COUPLINGS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MAX_GRID_CLASSES = 3
+#: largest relative change of a block of unknowns in one Newton step
+TRUST = 0.2
+INTERMEDIATE_TOL = 1e-5
+MIN_COUPLING_STEP = 1e-3
+#: deepest network the theory answers for (module docstring: L >= 3 does not close)
+MAX_DEPTH = 2
+#: Newton iterations over the whole continuation before the solver gives up (a converging L = 2
+#: solve takes 60-150)
+MAX_TOTAL_ITERATIONS = 400
+
+
+class DeepTask(NamedTuple):
+    """A deep network on a class-structured task.
+
+    Attributes
+    ----------
+    task : ClassTask
+        Proportions, class targets, P, ``beta_a = sigma_a^2 P``, layer-1 prior variance
+        ``sigma_1^2 c``, T0, activation.
+    sigma_w2 : ndarray (L,)
+        Prior variances of the hidden layers (``sigma_1^2`` first).
+    """
+
+    task: ClassTask
+    sigma_w2: np.ndarray
+
+    @property
+    def depth(self) -> int:
+        return len(self.sigma_w2)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.task.rho * self.task.num_train
+
+    @property
+    def sigma_a2(self) -> float:
+        return self.task.beta_a / self.task.num_train
+
+
+class DeepSolution(NamedTuple):
+    """Per-layer modes and kernels of the deep mean-field theory.
+
+    Attributes
+    ----------
+    L : ndarray (k, m)
+        Readout fields ``lambda_c`` (Lambda_mu = lambda_c(mu)).
+    tilts : list of (d, Q)
+        Each layer's tilt (input-diagonal d (k,), class-mean Q (k, k)); the top one from L.
+    layers : list of LayerResult
+        Layers 1..L: codes, activation kernel, preactivation second moment.
+    output : ndarray (k, m)
+        Posterior-mean output on each class, ``sigma_a^2 (K^L Lambda)_c``.
+    readout_second_moment : ndarray (m, m)
+    residual : float
+        Max-norm of the readout and tilt equations.
+    iterations : int
+    """
+
+    L: np.ndarray
+    tilts: list
+    layers: list
+    output: np.ndarray
+    readout_second_moment: np.ndarray
+    residual: float
+    iterations: int
+
+
+# ----------------------------------------------------------------------------- the equations
+
+
+def top_tilt(L, deep: DeepTask):
+    """``Kt_L = (sigma_a^2 / 2) Lambda Lambda^T``: d = 0, ``Q = n (sigma_a^2 / 2) L L^T n``."""
+    n = deep.counts
+    return np.zeros(len(n)), n[:, None] * (0.5 * deep.sigma_a2 * L @ L.T) * n[None, :]
+
+
+def class_output(K: cm.ClassMatrix, L, sigma_a2: float) -> np.ndarray:
+    """``sigma_a^2 K Lambda`` on each class: ``sigma_a^2 [v_c lambda_c + sum_c' n_c' k_cc' lambda_c']``."""
+    return sigma_a2 * (K.diag[:, None] * L + K.block @ (K.counts[:, None] * L))
+
+
+def backward_tilt(K_below: cm.ClassMatrix, M_above: cm.ClassMatrix, sigma2: float):
+    """``Kt_l = (sigma^2 / 2) C^{-1} (M - C) C^{-1}``, ``C = sigma^2 K^l`` (module docstring), as
+    (d, Q) with ``Q = n B n``."""
+    C = cm.scale(K_below, sigma2)
+    Ci = cm.inverse(C)
+    Kt = cm.scale(cm.multiply(cm.multiply(Ci, cm.subtract(M_above, C)), Ci), 0.5 * sigma2)
+    Kt = cm.symmetrised(Kt)
+    n = K_below.counts
+    return Kt.diag, n[:, None] * Kt.block * n[None, :]
+
+
+def layer_prior(K_below: cm.ClassMatrix | None, deep: DeepTask, layer: int):
+    """Within-class variance w and shift factor E of a layer (1-based) from the kernel below."""
+    k = len(deep.task.rho)
+    if K_below is None:  # layer 1: C_1 = sigma_1^2 c I
+        return np.full(k, deep.task.variance), np.zeros((k, 0))
+    s2 = deep.sigma_w2[layer - 1]
+    return s2 * K_below.diag, shift_factor(s2 * K_below.block)
+
+
+def readout_second_moment(K: cm.ClassMatrix, L, sigma_a2: float) -> np.ndarray:
+    """``sigma_a^2 I + sigma_a^4 Lambda^T K^L Lambda`` (THEORY.md 1.2)."""
+    n = K.counts
+    LKL = (L * (n * K.diag)[:, None]).T @ L + (n[:, None] * L).T @ K.block @ (n[:, None] * L)
+    out = sigma_a2 * np.eye(L.shape[1]) + sigma_a2**2 * LKL
+    return 0.5 * (out + out.T)
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def _sizes(deep: DeepTask):
+    k, m = deep.task.targets.shape
+    return k, m, k + k * (k + 1) // 2
+
+
+def pack(L, tilts, deep: DeepTask) -> np.ndarray:
+    """Unknown vector: L, then (d, packed Q) of layers 1..L-1."""
+    return np.concatenate([np.ravel(L)] + [np.concatenate([d, pack_symmetric(Q)]) for d, Q in tilts])
+
+
+def unpack(x, deep: DeepTask):
+    k, m, size = _sizes(deep)
+    L = x[:k * m].reshape(k, m)
+    tilts = []
+    for i in range(deep.depth - 1):
+        v = x[k * m + i * size:k * m + (i + 1) * size]
+        tilts.append((v[:k], unpack_symmetric(v[k:], k)))
+    return L, tilts
+
+
+class LayerResult(NamedTuple):
+    """One layer of the solution.
+
+    Attributes
+    ----------
+    kernel : ClassMatrix
+        Posterior-averaged activation kernel ``E[phi phi^T]`` on the training inputs.
+    preact : ClassMatrix or None
+        ``E[z z^T]`` of the preactivations (modes only; the grid layer is never above another).
+    codes : list of dict
+        ``{"code", "fraction", "class_means", ...}``, heaviest first.
+    num_peaks : int
+        Occupied modes (maxima of the single-neuron measure with weight above ``OCCUPIED``; on the
+        grid, its local maxima).
+    method : str
+        ``"modes"`` (Laplace over the modes, ``layer``) or ``"grid"`` (``classgrid``).
+    mixture : LayerMixture or None
+        The modes (method "modes").
+    """
+
+    kernel: cm.ClassMatrix
+    preact: cm.ClassMatrix | None
+    codes: list
+    num_peaks: int
+    method: str
+    mixture: LayerMixture | None
+
+
+class _Forward(NamedTuple):
+    layers: list
+    residual: np.ndarray
+
+
+def _track_starts(modes, E) -> np.ndarray | None:
+    """(xi, theta) starts for tracked modes, their shifts u mapped into the current frame E."""
+    if not modes:
+        return None
+    u = np.array([m.u for m in modes])
+    xi = np.linalg.lstsq(E, u.T, rcond=1e-12)[0].T if E.shape[1] else np.zeros((len(modes), 0))
+    return np.hstack([xi, np.array([m.theta for m in modes])])
+
+
+def uses_grid(deep: DeepTask, layer: int) -> bool:
+    """The layer (1-based) is integrated on the class-mean grid (``classgrid``): the first layer of a deep
+    network with a bounded activation and at most ``MAX_GRID_CLASSES`` classes."""
+    act = get_activation(deep.task.activation)
+    return layer == 1 and deep.depth > 1 and act.bounded and len(deep.task.rho) <= MAX_GRID_CLASSES
+
+
+def merged_codes(mix: LayerMixture, threshold: float) -> list:
+    """Codes of a layer's modes: a mode's code is the set of classes whose class mean of phi exceeds
+    the threshold (``widebayes.codes``); modes with the same code are merged (fractions added, class
+    means and preactivation means averaged with the weights)."""
+    merged: dict = {}
+    for w, m in zip(mix.weights, mix.modes):
+        e = merged.setdefault(code_of_means(m.s, threshold),
+                              {"fraction": 0.0, "class_means": 0.0, "preactivation_mean": 0.0, "modes": 0})
+        e["fraction"] += float(w)
+        e["class_means"] = e["class_means"] + w * m.s
+        e["preactivation_mean"] = e["preactivation_mean"] + w * m.law.m_z
+        e["modes"] += 1
+    return [{"code": code, "fraction": e["fraction"], "class_means": e["class_means"] / e["fraction"],
+             "preactivation_mean": e["preactivation_mean"] / e["fraction"], "modes": e["modes"]}
+            for code, e in sorted(merged.items(), key=lambda kv: -kv[1]["fraction"])]
+
+
+def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.0, anchor=None,
+            track: bool | None = None) -> _Forward:
+    """Solve every layer given the unknowns x; residuals of the readout and tilt equations.
+
+    ``tracked``: per layer, the modes to start from, updated in place when ``track`` (default:
+    ``search``); ``search`` adds the sign-pattern corners to the starts (finds new modes).
+    ``coupling`` c and ``anchor`` (per lower layer a tilt (d, Q)): the lower tilts solve
+    ``Kt_l = c * backward + (1 - c) * anchor`` (the continuation of :func:`solve_deep`).
+    """
+    act = get_activation(deep.task.activation)
+    threshold = act.code_threshold(deep.task.variance)
+    track = search if track is None else track
+    L, lower = unpack(x, deep)
+    tilts = lower + [top_tilt(L, deep)]
+    layers, K_below = [], None
+    for layer in range(1, deep.depth + 1):
+        w, E = layer_prior(K_below, deep, layer)
+        d, Q = tilts[layer - 1]
+        if uses_grid(deep, layer):
+            g = class_grid(act, deep.counts, d, Q, w, threshold if track else None)
+            layers.append(LayerResult(g.kernel, None, g.codes, g.num_peaks, "grid", None))
+        else:
+            prob = LayerProblem(act, deep.counts, d, Q, w, E)
+            modes = find_modes(prob, _track_starts(tracked[layer - 1], E),
+                               search=search or not tracked[layer - 1])
+            if not modes:
+                raise RuntimeError(f"layer {layer}: no mode of the single-neuron measure found")
+            mix = mixture(prob, modes)
+            if track:
+                tracked[layer - 1] = mix.modes
+            layers.append(LayerResult(mix.kernel, mix.preact, merged_codes(mix, threshold),
+                                      int(np.sum(mix.weights > OCCUPIED)), "modes", mix))
+        K_below = layers[-1].kernel
+    task = deep.task
+    res = [(task.T0 * L - task.targets + class_output(layers[-1].kernel, L, deep.sigma_a2)).ravel()]
+    for i in range(deep.depth - 1):
+        d_new, Q_new = backward_tilt(layers[i].kernel, layers[i + 1].preact, deep.sigma_w2[i + 1])
+        d, Q = lower[i]
+        if coupling != 1.0:
+            d_new = coupling * d_new + (1.0 - coupling) * anchor[i][0]
+            Q_new = coupling * Q_new + (1.0 - coupling) * anchor[i][1]
+        res.append(np.concatenate([d - d_new, pack_symmetric(Q - Q_new)]))
+    return _Forward(layers, np.concatenate(res))
+
+
+# ----------------------------------------------------------------------------- solve
+
+
+def equilibrium_fields(task: ClassTask) -> np.ndarray | None:
+    """Readout fields of the one-layer equilibrium: for bounded phi the P = inf redundant code of
+    ``sigmoid.solve_redundant`` (the minimiser of a convex dual, hence the equilibrium among the
+    many solutions of the finite-P equations), None otherwise or when that solve fails (a start
+    from ``initial_fields``)."""
+    if not get_activation(task.activation).bounded:
+        return None
+    try:
+        return solve_redundant(task).L.ravel()
+    except (RuntimeError, ValueError):  # its search can lose every maximum (e.g. y- < 0)
+        return None
+
+
+def one_layer_start(deep: DeepTask):
+    """Start and continuation anchor: the one-hidden-layer solution of the same task (its fields L
+    on top, and its top tilt as the first layer's: the first layer starts with the one-layer codes,
+    near where a sampled deep network's first layer sits, not at its prior); layers 2..L-1 start
+    untilted (a tilt taken from elsewhere can make a linear layer's Gaussian improper)."""
+    one = DeepTask(deep.task, deep.sigma_w2[:1])
+    start = equilibrium_fields(deep.task)
+    if start is None and get_activation(deep.task.activation).bounded:
+        raise RuntimeError("no one-layer equilibrium to start from (sigmoid.solve_redundant failed on "
+                           "this task)")
+    sol = solve_deep(one, x0=start)
+    if sol.residual > INTERMEDIATE_TOL:
+        raise RuntimeError(f"the one-layer start did not converge (residual {sol.residual:.1e})")
+    k = len(deep.task.rho)
+    none = (np.zeros(k), np.zeros((k, k)))
+    anchor = [sol.tilts[-1]] + [none] * (deep.depth - 2)
+    return pack(sol.L, anchor, deep), anchor
+
+
+def _proper_start(x, deep: DeepTask, tracked: list, coupling: float, anchor):
+    """Halve the readout fields until every layer's measure has a mode (a start too strongly tilted
+    can be improper, e.g. a linear layer beyond its Gaussian's margin)."""
+    k, m, _ = _sizes(deep)
+    x = np.array(x, dtype=np.float64)
+    for _ in range(40):
+        try:
+            return forward(x, deep, tracked, True, coupling, anchor), x
+        except (RuntimeError, ValueError):
+            x[:k * m] *= 0.5
+    raise RuntimeError("no proper starting point for the deep mean-field equations")
+
+
+def _evaluate(x, deep, tracked, coupling, anchor):
+    try:
+        return forward(x, deep, tracked, False, coupling, anchor)
+    except (RuntimeError, ValueError):
+        return None
+
+
+def task_symmetries(deep: DeepTask) -> list:
+    """Class transpositions that leave the task invariant: equal proportions and, with one output
+    per class (m = k), targets invariant when classes and outputs are swapped together."""
+    rho, Y = deep.task.rho, deep.task.targets
+    k, m = Y.shape
+    found = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            p = np.arange(k)
+            p[[i, j]] = p[[j, i]]
+            if m == k and abs(rho[i] - rho[j]) < 1e-12 and np.allclose(Y[p][:, p], Y, atol=1e-12):
+                found.append(p)
+    return found
+
+
+def symmetry_basis(deep: DeepTask) -> np.ndarray:
+    """Orthonormal basis (columns) of the unknowns invariant under :func:`task_symmetries` (the
+    class-symmetric solution lives there; the equations are equivariant, so Newton stays in it)."""
+    k, m, size = _sizes(deep)
+    n = k * m + (deep.depth - 1) * size
+    rows = []
+    for p in task_symmetries(deep):
+        G = np.empty((n, n))
+        for i in range(n):
+            e = np.zeros(n)
+            e[i] = 1.0
+            L, tilts = unpack(e, deep)
+            G[:, i] = pack(L[p][:, p], [(d[p], Q[p][:, p]) for d, Q in tilts], deep)
+        rows.append(G - np.eye(n))
+    if not rows:
+        return np.eye(n)
+    _, sv, Vt = np.linalg.svd(np.vstack(rows))
+    rank = int(np.sum(sv > 1e-10))
+    return Vt[rank:].T
+
+
+def _blocks(deep: DeepTask) -> list:
+    """Index ranges of the unknowns' blocks (L, then d and Q of each lower layer)."""
+    k, m, size = _sizes(deep)
+    out = [np.arange(k * m)]
+    for i in range(deep.depth - 1):
+        base = k * m + i * size
+        out += [np.arange(base, base + k), np.arange(base + k, base + size)]
+    return out
+
+
+def _trust(x, dx, blocks) -> float:
+    """Largest t <= 1 keeping every block's change within ``TRUST`` of its size (continuation stays
+    on its branch: a full Newton step can jump to another solution of these non-convex equations)."""
+    t = 1.0
+    for b in blocks:
+        size = max(float(np.max(np.abs(x[b]))), 1.0)
+        change = float(np.max(np.abs(dx[b])))
+        if change > TRUST * size:
+            t = min(t, TRUST * size / change)
+    return t
+
+
+def _scaled_norm(residual, x, blocks) -> float:
+    """Max-norm of the residual, each block relative to the size of its unknowns (at least 1)."""
+    return max(float(np.max(np.abs(residual[b]))) / max(1.0, float(np.max(np.abs(x[b])))) for b in blocks)
+
+
+def _newton(x, deep: DeepTask, tracked: list, coupling: float, anchor, tol: float, max_iter: int):
+    """Newton-Broyden on the residual at fixed ``coupling``, in the symmetric subspace
+    (:func:`symmetry_basis`): a forward-difference Jacobian (modes tracked), rank-one Broyden
+    updates after accepted steps, a fresh Jacobian when a step fails or the mode sets change;
+    steps capped by :func:`_trust` and halved until the scaled residual (:func:`_scaled_norm`)
+    drops.  Every accepted step searches for new modes (a Jacobian is recomputed when the mode
+    sets change)."""
+    B = symmetry_basis(deep)
+    blocks = _blocks(deep)
+    fw, x = _proper_start(B @ (B.T @ x), deep, tracked, coupling, anchor)
+    norm = _scaled_norm(fw.residual, x, blocks)
+    J, fresh, it = None, False, 0
+
+    def reduced(f):
+        return B.T @ f.residual
+
+    while it < max_iter and norm >= tol:
+        it += 1
+        if J is None:
+            J = _forward_jacobian(lambda v: reduced(forward(v, deep, tracked, False, coupling, anchor)),
+                                  x, B, reduced(fw))
+            fresh = True
+        step = B @ np.linalg.lstsq(J, -reduced(fw), rcond=1e-13)[0]
+        t, trial = _trust(x, step, blocks), None
+        while t > 1e-4:
+            trial = _evaluate(x + t * step, deep, tracked, coupling, anchor)
+            if trial is not None and _scaled_norm(trial.residual, x + t * step, blocks) < norm:
+                break
+            trial, t = None, 0.5 * t
+        if trial is None:
+            if fresh:
+                break
+            J = None
+            continue
+        dz, dr = t * (B.T @ step), reduced(trial) - reduced(fw)
+        J = J + np.outer(dr - J @ dz, dz) / (dz @ dz)
+        fresh = False
+        counts = [len(m) for m in tracked]
+        x = x + t * step
+        fw = forward(x, deep, tracked, True, coupling, anchor)
+        if [len(m) for m in tracked] != counts:
+            J = None
+        norm = _scaled_norm(fw.residual, x, blocks)
+    return x, fw, norm, it
+
+
+def _forward_jacobian(fun, x, B, f0, eps: float = 1e-7) -> np.ndarray:
+    """Forward-difference Jacobian of ``fun`` along the columns of B (step ``eps`` times the scale
+    of x along each)."""
+    cols = []
+    for b in B.T:
+        h = eps * max(1.0, float(np.max(np.abs(x[np.abs(b) > 1e-12]))))
+        cols.append((fun(x + h * b) - f0) / h)
+    return np.stack(cols, axis=1)
+
+
+def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON_ITERATIONS,
+               couplings=COUPLINGS) -> DeepSolution:
+    """Solve the deep mean-field equations (module docstring).
+
+    Continuation from the one-layer solution (:func:`one_layer_start`): the lower tilts solve
+    ``Kt_l = c * (the backward equation) + (1 - c) * anchor`` for c = ``couplings`` (0: every lower
+    layer tilted as a one-layer network's feature layer; 1: the theory), each solve by
+    Newton-Broyden from the last (halving the increment of c when a solve fails).  Every accepted
+    step searches every layer for modes (sign-pattern corners and the tracked modes).
+
+    Raises
+    ------
+    RuntimeError
+        If no proper start exists or the continuation stalls.
+    """
+    if deep.depth > MAX_DEPTH and not get_activation(deep.task.activation).is_linear:
+        raise RuntimeError(f"depth {deep.depth}: the deep theory closes for nonlinear networks up to "
+                           f"depth {MAX_DEPTH} (module docstring: a middle layer's shift is not "
+                           "integrated)")
+    anchor = None
+    if x0 is not None:
+        x = np.asarray(x0, dtype=np.float64)
+    elif deep.depth == 1:
+        start = equilibrium_fields(deep.task)
+        x = pack(initial_fields(deep.task), [], deep) if start is None else start
+    else:
+        x, anchor = one_layer_start(deep)
+    tracked: list = [[] for _ in range(deep.depth)]
+    levels = [1.0] if anchor is None else list(couplings)
+    done, iterations, fw, norm = 0.0, 0, None, np.inf
+    while levels and iterations < MAX_TOTAL_ITERATIONS:
+        c = levels[0]
+        saved = [list(m) for m in tracked]
+        target = tol if c == 1.0 else INTERMEDIATE_TOL
+        x_new, fw_new, norm_new, it = _newton(x, deep, tracked, c, anchor, target, max_iter)
+        iterations += it
+        if norm_new < target:
+            x, fw, norm, done = x_new, fw_new, norm_new, c
+            levels.pop(0)
+        elif c - done > MIN_COUPLING_STEP:
+            tracked[:] = saved
+            levels.insert(0, 0.5 * (done + c))
+        else:
+            x, fw, norm = x_new, fw_new, norm_new
+            break
+    if fw is None:
+        raise RuntimeError("the deep mean-field equations did not converge at any coupling")
+    L, lower = unpack(x, deep)
+    top = fw.layers[-1].kernel
+    return DeepSolution(L, lower + [top_tilt(L, deep)], fw.layers, class_output(top, L, deep.sigma_a2),
+                        readout_second_moment(top, L, deep.sigma_a2), norm if done == 1.0 else max(norm, 1.0),
+                        iterations)
+
+
+# ----------------------------------------------------------------------------- reading it out
+
+
+def symmetry(result: LayerResult, is_feature_layer: bool) -> dict:
+    """Whether a layer has a coding scheme in every draw (``multimodal``: more than one occupied
+    mode) and whether the readout pins it (``breaks_permutation_symmetry``: the feature layer,
+    multimodal; module docstring)."""
+    multimodal = result.num_peaks > 1
+    return {"multimodal": multimodal, "breaks_permutation_symmetry": bool(is_feature_layer and multimodal)}
