@@ -1,0 +1,60 @@
+"""The coding-schemes paper's Figs. 2 and 4 at its own sizes (presets paper-linear, -sigmoid, -relu).
+
+Slow: 12-27 minutes each on two shared cores.  Each run goes through the command path
+(``widebayes sample``, then ``widebayes compare``) and the assertions read report.json's
+agreement rows.  Measured (README, "The coding-schemes paper at its own sizes"): readout second
+moments within 1.3%, feature kernels within 5%, ReLU outlier masses within 3% (small classes) and
+12.5% (large class); the sigmoid's code fractions part from the theory (111: 0.24 against 0.09; the
+codes freeze), held as a strict xfail.
+"""
+
+import json
+
+import pytest
+from widebayes.models.presets import preset
+
+from widebayes.cli import main
+from widebayes.config import to_toml
+
+
+def agreement(folder) -> dict:
+    """report.json's agreement rows by quantity."""
+    rows = json.loads((folder / "report" / "report.json").read_text())["agreement"]
+    return {row["quantity"]: row for row in rows}
+
+
+def sampled_report(name, tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text(to_toml(preset(name)))
+    out = tmp_path / "run"
+    assert main(["sample", str(config), "--out", str(out), "--no-progress"]) == 0
+    assert main(["compare", str(out)]) == 0
+    return agreement(out)
+
+
+def check_laws_and_kernels(rows: dict, outliers: bool) -> None:
+    def rel(prefix):
+        return [r["relative_difference"] for q, r in rows.items() if q.startswith(prefix)]
+
+    assert len(rel("<a_")) == 3 and max(rel("<a_")) < 0.03
+    assert max(rel("kernel K_1 on training inputs")) < 0.07
+    if outliers:
+        assert max(rel("outlier mass")) < 0.2
+
+
+def check_code_fractions(rows: dict) -> None:
+    for q, r in rows.items():
+        if q.startswith("P_gamma"):
+            assert abs(r["samples"] - r["theory"]) < 0.03, q
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["paper-linear", "paper-sigmoid", "paper-relu"])
+def test_readout_laws_and_kernels_at_the_papers_sizes(name, tmp_path):
+    check_laws_and_kernels(sampled_report(name, tmp_path), outliers=name == "paper-relu")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="sigmoid codes freeze at N = P = 500: 111 holds 0.24, theory 0.09")
+def test_sigmoid_code_fractions_at_the_papers_size(tmp_path):
+    check_code_fractions(sampled_report("paper-sigmoid", tmp_path))
