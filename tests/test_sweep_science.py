@@ -235,3 +235,21 @@ def test_every_science_sweep_is_there():
     names = {p.stem for p in SCIENCE_SWEEPS}
     assert {"learning_curves", "random_features", "criticality_fixed_output", "output_scale"} <= names
     assert {"kernel_criticality", "kernel_readout_exponent", "kernel_tied_weights"} <= names
+
+
+def test_width_neutral_scale_makes_bpkr_width_independent():
+    """At s_c the BPKR u is 1 at every width; below it u > 1 (width helps), above it u < 1."""
+    from widebayes.theory.bpkr import solve_u, width_neutral_scale
+
+    rng = np.random.default_rng(4)
+    P = 12
+    A = rng.standard_normal((P, 40))
+    K_hat = A @ A.T / 40
+    Y = np.sign(rng.standard_normal(P))
+    for T in (0.0, 0.05):
+        s_c = width_neutral_scale(K_hat, Y, T)
+        if T == 0:
+            np.testing.assert_allclose(s_c, Y @ np.linalg.solve(K_hat, Y) / P)
+        for N in (6, 24, 200):
+            assert abs(solve_u(K_hat, Y, 1, N, T, 1.0, s_c).u - 1.0) < 1e-7
+            assert solve_u(K_hat, Y, 1, N, T, 1.0, 0.5 * s_c).u > 1.0 > solve_u(K_hat, Y, 1, N, T, 1.0, 2 * s_c).u
