@@ -253,3 +253,19 @@ def test_width_neutral_scale_makes_bpkr_width_independent():
         for N in (6, 24, 200):
             assert abs(solve_u(K_hat, Y, 1, N, T, 1.0, s_c).u - 1.0) < 1e-7
             assert solve_u(K_hat, Y, 1, N, T, 1.0, 0.5 * s_c).u > 1.0 > solve_u(K_hat, Y, 1, N, T, 1.0, 2 * s_c).u
+
+
+def test_criticality_samples_can_hold_the_output_scale_fixed():
+    from widebayes.experiment import build_experiment
+    from widebayes.studies import kernel_sweeps as ks
+
+    seen = []
+
+    def fake_sample(resolved):  # no sampling: the NNGP kernels as two identical "chains"
+        seen.append((resolved["network"]["sigma_w2"], resolved["network"]["sigma_a2"]))
+        exp = build_experiment(resolved)
+        return ks.SampledKernels(exp, np.stack([ks.nngp_layer_kernels(exp)] * 2))
+
+    ks.criticality_samples(ks.XOR_TOY, [0.5, 2.0], method=None, sample=fake_sample, sigma_a2=0.3)
+    ks.criticality_samples(ks.XOR_TOY, [0.5, 2.0], method=None, sample=fake_sample)
+    assert seen == [(0.5, 0.3), (2.0, 0.3), (0.5, 0.5), (2.0, 2.0)]
