@@ -19,7 +19,7 @@ RF_CFG = {
     "task": {"kind": "xor", "num_train": 12, "num_test": 20, "seed": 0},
     "network": {"depth": 1, "width": 16, "activation": "relu", "readout": "lazy", "temperature": 0.1,
                 "sigma_w2": 1.0, "sigma_a2": 1.0, "trainable": ["a"]},
-    "sampler": {"kind": "mala", "step_size": 0.03, "num_steps": 12000, "burn_in": 2000, "thin": 10,
+    "sampler": {"kind": "mala", "step_size": 0.03, "num_steps": 6000, "burn_in": 1000, "thin": 5,
                 "num_chains": 4, "seed": 5, "progress": False},
 }
 
