@@ -233,7 +233,7 @@ def test_science_sweep_file_parses_and_dry_runs(path, tmp_path, capsys):
 
 def test_every_science_sweep_is_there():
     names = {p.stem for p in SCIENCE_SWEEPS}
-    assert {"learning_curves", "random_features", "criticality_fixed_output", "output_scale"} <= names
+    assert {"learning_curves", "random_features", "random_features_small_T", "criticality_fixed_output", "output_scale"} <= names
     assert {"kernel_criticality", "kernel_readout_exponent", "kernel_tied_weights"} <= names
 
 
