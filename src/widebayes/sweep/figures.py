@@ -90,3 +90,5 @@ def label_axis(ax, positions: dict, key: str) -> None:
     xs = [v for v in positions.values()]
     if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
+        ax.minorticks_off()  # the swept values as the ticks: minor log labels overlap them
+        ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=7)
