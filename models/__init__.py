@@ -124,5 +124,6 @@ def block_names(net: dict) -> list[str]:
     return list(model_blocks(model.fn, np.zeros((1, 1)), np.zeros((1, 1)), kwargs))
 
 
-__all__ = ["block_names", "network_prior", "PRESETS", "preset", "DEFAULT_MODEL", "ModelDef", "Block", "available_models",
+__all__ = ["block_names", "network_prior", "PRESETS", "preset", "DEFAULT_MODEL", "ModelDef", "Block",
+           "available_models",
            "load_model", "model_logdensity", "model_forward", "model_blocks"]

@@ -69,7 +69,8 @@ def rf_run():
 
 
 def exact_readout_posterior(Phi, Y, sigma_a2, T, N):
-    """``a | W, D ~ N(m, S)``: ``S^-1 = I / sigma_a2 + Phi^T Phi / (N T)``, ``m = S Phi^T Y / (sqrt(N) T)``."""
+    """``a | W, D ~ N(m, S)``: ``S^-1 = I / sigma_a2 + Phi^T Phi / (N T)``, ``m = S Phi^T Y / (sqrt(N) T)``.
+    """
     precision = np.eye(N) / sigma_a2 + Phi.T @ Phi / (N * T)
     S = np.linalg.inv(precision)
     return S @ Phi.T @ Y[:, 0] / (np.sqrt(N) * T), S
@@ -131,7 +132,8 @@ def test_frozen_readout_is_stored_at_its_prior_draw():
     from widebayes.sampling import sample_experiment
 
     cfg = with_network(trainable=["W1"])
-    cfg["sampler"] = {**cfg["sampler"], "kind": "langevin", "step_size": 1e-3, "num_steps": 200, "burn_in": 100,
+    cfg["sampler"] = {**cfg["sampler"], "kind": "langevin", "step_size": 1e-3, "num_steps": 200,
+                      "burn_in": 100,
                       "num_chains": 2}
     out = sample_experiment(resolve(cfg))
     a = out.idata.posterior["a"].values
@@ -199,7 +201,8 @@ def test_correction_series_is_the_gradient_of_the_relative_correction():
     dK = np.einsum("cdnp,cdnq->cdpq", phi, phi) / N - K_mean  # each draw's departure from the mean
     eps = 1e-6
     for c, d in [(0, 0), (1, 2)]:
-        numeric = (relative_correction(K_mean + eps * dK[c, d], K_ref) - relative_correction(K_mean, K_ref)) / eps
+        moved = relative_correction(K_mean + eps * dK[c, d], K_ref)
+        numeric = (moved - relative_correction(K_mean, K_ref)) / eps
         linear = series[c, d] - series.mean()
         assert abs(numeric - linear) < 1e-4 * max(1.0, abs(linear))
 
@@ -233,7 +236,8 @@ def test_science_sweep_file_parses_and_dry_runs(path, tmp_path, capsys):
 
 def test_every_science_sweep_is_there():
     names = {p.stem for p in SCIENCE_SWEEPS}
-    assert {"learning_curves", "random_features", "random_features_small_T", "criticality_fixed_output", "output_scale"} <= names
+    assert {"learning_curves", "random_features", "random_features_small_T", "criticality_fixed_output",
+            "output_scale"} <= names
     assert {"kernel_criticality", "kernel_readout_exponent", "kernel_tied_weights"} <= names
 
 
@@ -252,7 +256,8 @@ def test_width_neutral_scale_makes_bpkr_width_independent():
             np.testing.assert_allclose(s_c, Y @ np.linalg.solve(K_hat, Y) / P)
         for N in (6, 24, 200):
             assert abs(solve_u(K_hat, Y, 1, N, T, 1.0, s_c).u - 1.0) < 1e-7
-            assert solve_u(K_hat, Y, 1, N, T, 1.0, 0.5 * s_c).u > 1.0 > solve_u(K_hat, Y, 1, N, T, 1.0, 2 * s_c).u
+            below, above = (solve_u(K_hat, Y, 1, N, T, 1.0, f * s_c).u for f in (0.5, 2.0))
+            assert below > 1.0 > above
 
 
 def test_criticality_samples_can_hold_the_output_scale_fixed():

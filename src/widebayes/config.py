@@ -30,7 +30,8 @@ NETWORK_DEFAULTS = {
     "trainable": "all",
 }
 
-LATER_NETWORK_KEYS = {"trainable"}  # added after runs were stored: a stored config without it means the default
+# keys added after runs were stored: a stored config without one means its default
+LATER_NETWORK_KEYS = {"trainable"}
 
 SAMPLER_KINDS = ("langevin", "mala", "hmc", "nuts", "smc")
 

@@ -308,7 +308,8 @@ class CriticalitySamples(NamedTuple):
 
 
 def criticality_samples(base_cfg: dict, g_values, method="perturbative",
-                        sample: Callable[[dict], SampledKernels] = sample_kernels, sigma_a2: float | None = None,
+                        sample: Callable[[dict], SampledKernels] = sample_kernels,
+                        sigma_a2: float | None = None,
                         **solver) -> CriticalitySamples:
     """Sample ``base_cfg`` (a lazy experiment) with the hidden weight variance set to g, per g.
 

@@ -74,8 +74,8 @@ def point_rows(folder) -> list[dict]:
                   + kernel_alignment(report, idata) + kernel_correction(theory, idata)
                   + code_fractions(report, idata))
     if random_features(idata):
-        quantities = [q._replace(sources={k: v for k, v in q.sources.items() if k not in TRAINED_NETWORK_ONLY})
-                      for q in quantities]
+        quantities = [q._replace(sources={k: v for k, v in q.sources.items()
+                                          if k not in TRAINED_NETWORK_ONLY}) for q in quantities]
     errors = mcse([q.series for q in quantities])
     return [{"quantity": q.name, "sampled": _num(q.sampled), "mcse": _num(err),
              **{col: _num(q.sources.get(col)) for col in THEORY_COLUMNS}}
@@ -131,7 +131,7 @@ def random_features(idata) -> bool:
 
 
 def rf_errors(idata) -> dict:
-    """``rf_theory`` and ``rf_exact`` of a random-feature run (GenError ``_asdict()``; None where not defined).
+    """``rf_theory`` and ``rf_exact`` of a random-feature run (GenError ``_asdict()``; None where undefined).
 
     ``rf_exact`` from the stored features of the first draw (the same in every draw: the hidden
     layers are frozen), ``rf_theory`` from the NNGP kernel of the stored inputs (depth 1, lazy).
@@ -213,7 +213,8 @@ def kernel_correction(theory, idata) -> list[Quantity]:
         return []
     sampled = debiased_correction(K_chains, nngp)
     theories = {"theory": (theory or {}).get("kernel_train"),
-                "kernel_adaptation": next((theory[k] for k in ("kernel_train_perturbative", "kernel_train_saddle")
+                "kernel_adaptation": next((theory[k] for k in ("kernel_train_perturbative",
+                                                               "kernel_train_saddle")
                                            if theory and k in theory), None)}
     theories = {k: None if v is None else relative_correction(np.asarray(v, np.float64), nngp)
                 for k, v in theories.items()}

@@ -107,7 +107,8 @@ def rf_gen_error(K_train, K_cross, k_test_diag, Y_train, Y_test, width: int) -> 
     return GenError(bias, variance, total, float(bias.sum()), float(variance.sum()), float(total.sum()))
 
 
-def rf_theory(X_train, Y_train, X_test, Y_test, activation, sigma_w2, sigma_a2: float, width: int) -> GenError:
+def rf_theory(X_train, Y_train, X_test, Y_test, activation, sigma_w2, sigma_a2: float,
+              width: int) -> GenError:
     """:func:`rf_gen_error` with the NNGP kernel of a one-hidden-layer network (``K = sigma_a2 K_1``)."""
     kernels = nngp_kernels(X_train, activation, sigma_w2, X_test)
     if kernels.train.shape[0] != 2:
