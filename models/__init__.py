@@ -107,5 +107,23 @@ def model_blocks(model: Callable, X, Y, kwargs) -> dict[str, Block]:
     return dict(sorted(blocks.items()))
 
 
-__all__ = ["network_prior", "PRESETS", "preset", "DEFAULT_MODEL", "ModelDef", "Block", "available_models",
+def block_names(net: dict) -> list[str]:
+    """The parameter blocks of a resolved ``[network]`` table's model, traced on a one-input stand-in.
+
+    The names depend on the structure (depth, tied weights, the model's own sites), not on the
+    sizes, so one input of one coordinate and one neuron per layer give them.
+    """
+    from widebayes.config import layer_variances
+    from widebayes.networks import NetworkSpec
+
+    model = load_model(net["model"])
+    sigma_a2 = 1.0 if net["sigma_a2"] == "auto" else float(net["sigma_a2"])
+    spec = NetworkSpec(1, 1, net["depth"], 1, net["activation"], 0.5, net["tied_weights"],
+                       layer_variances(net), sigma_a2)
+    kwargs = {"spec": spec, **{k: float(net[k]) for k in model.network_keys}}
+    return list(model_blocks(model.fn, np.zeros((1, 1)), np.zeros((1, 1)), kwargs))
+
+
+__all__ = ["block_names", "network_prior", "PRESETS", "preset", "DEFAULT_MODEL", "ModelDef", "Block",
+           "available_models",
            "load_model", "model_logdensity", "model_forward", "model_blocks"]

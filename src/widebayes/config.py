@@ -27,7 +27,11 @@ NETWORK_DEFAULTS = {
     "temperature": 0.01,
     "tied_weights": False,
     "model": "network_prior",
+    "trainable": "all",
 }
+
+# keys added after runs were stored: a stored config without one means its default
+LATER_NETWORK_KEYS = {"trainable"}
 
 SAMPLER_KINDS = ("langevin", "mala", "hmc", "nuts", "smc")
 
@@ -125,6 +129,7 @@ def resolve(cfg: dict) -> dict:
     _check_network(resolved["network"])
     _check_sampler(resolved["sampler"])
     _check_reduce_inputs(resolved)
+    _check_trainable(resolved)
     if resolved["sampler"]["replica_exchange"]:
         replica = resolved["sampler"]["replica_exchange"]
         replica_ratios(replica, resolved["network"]["temperature"])
@@ -332,6 +337,46 @@ def _check_reduce_inputs(resolved: dict):
         raise InputError(f"cannot reduce the inputs: {why}", key="sampler.reduce_inputs")
 
 
+def _check_trainable(resolved: dict):
+    """``[network] trainable``: "all" (the default), or a non-empty list of the model's parameter blocks.
+
+    The blocks not listed are frozen at one prior draw (:func:`widebayes.experiment.frozen_draw`)
+    and only the listed ones are sampled: ``trainable = ["a"]`` is the random-feature model.
+    """
+    net, smp = resolved["network"], resolved["sampler"]
+    listed = net["trainable"]
+    if listed == "all":
+        return
+    key = "network.trainable"
+    if not isinstance(listed, list) or not listed or not all(isinstance(b, str) for b in listed):
+        raise InputError(f'must be "all" or a non-empty list of parameter blocks, e.g. ["a"], got {listed!r}',
+                         key=key)
+    if len(set(listed)) != len(listed):
+        raise InputError(f"lists a block twice: {listed}", key=key)
+    from widebayes.models import block_names
+
+    blocks = block_names(net)
+    unknown = [b for b in listed if b not in blocks]
+    if unknown:
+        raise InputError(f"no parameter block {unknown[0]!r}; the blocks of model {net['model']!r} are "
+                         f"{blocks}", key=key)
+    frozen = [b for b in blocks if b not in listed]
+    why = None
+    if not frozen:
+        return
+    if smp["kind"] == "smc":
+        why = "tempered SMC moves every block; frozen blocks are for the (init, step) samplers"
+    elif smp["reduce_inputs"]:
+        why = "the input reduction samples the first layer; it does not combine with frozen blocks"
+    elif smp["readout"] == "collapsed" and ("a" in frozen or listed == ["a"]):
+        why = ("the collapsed readout integrates out a and samples the rest: it needs a trainable and at "
+               "least one other trainable block")
+    elif smp["freeze_readout_at"] >= 0 and "a" in frozen:
+        why = "sampler.freeze_readout_at freezes a readout that is already frozen"
+    if why:
+        raise InputError(f"cannot freeze {frozen}: {why}", key=key)
+
+
 def _check_preconditioner(value):
     """A table of per-block scales, or ``"isotropic"`` (M = 1 for every block: the papers' dynamics)."""
     if isinstance(value, str):
@@ -393,7 +438,7 @@ def parse_stored(text, source) -> dict:
         cfg = tomllib.loads(text) if isinstance(text, str) else None
         complete = (isinstance(cfg, dict) and set(cfg) == {"task", "network", "sampler"}
                     and all(isinstance(cfg[t], dict) for t in cfg)
-                    and set(NETWORK_DEFAULTS) <= set(cfg["network"])
+                    and set(NETWORK_DEFAULTS) - LATER_NETWORK_KEYS <= set(cfg["network"])
                     and set(SAMPLER_DEFAULTS) <= set(cfg["sampler"]))
         if not complete:
             raise InputError("not a complete resolved experiment")

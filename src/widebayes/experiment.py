@@ -63,6 +63,7 @@ class Experiment(NamedTuple):
     step_size: float
     thin: int
     reduction: input_reduction.InputBasis | None = None  # bases Q, R with reduce_inputs, else None
+    frozen: tuple = ()  # blocks held at one prior draw ([network] trainable), () when all are sampled
 
     def paper_time_per_step(self, block: str = "W1") -> float:
         """Paper Langevin time of one step for ``block``: ``step_size * M_block / T_eff``.
@@ -101,7 +102,12 @@ def build_experiment(resolved: dict) -> Experiment:
                       float(net["temperature"]), T_eff, gamma, blocks,
                       preconditioner_of(blocks, smp["preconditioner"]),
                       anneal_of(smp["anneal"], T_eff / net["temperature"]), float(smp["step_size"]),
-                      int(smp["thin"]), reduction)
+                      int(smp["thin"]), reduction, frozen_names(blocks, net.get("trainable", "all")))
+
+
+def frozen_names(blocks: dict, trainable) -> tuple:
+    """The blocks that ``[network] trainable`` leaves out (``"all"``: none), in block order."""
+    return () if trainable == "all" else tuple(b for b in blocks if b not in trainable)
 
 
 def preconditioner_of(blocks: dict, table) -> dict:
@@ -246,12 +252,13 @@ def prepare_run(resolved: dict, exp: Experiment | None = None) -> PreparedRun:
     sampler = build_sampler(cfg, ladder)
     setup = run_setup_of(exp, cfg, sampler, ladder)
     moved = moved_blocks(exp, cfg)
+    key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
+    frozen = {FROZEN: frozen_draw(key_init, exp, dtype)} if exp.frozen else {}
     hyper = {"model": {"spec": _cast_spec(exp.spec, dtype), **{k: jnp.asarray(v, dtype) for k, v in
-                                                              exp.model_kwargs.items()}},
+                                                              exp.model_kwargs.items()}, **frozen},
              "roots": {b: jnp.asarray(r, dtype) for b, r in roots_of(exp.preconditioner).items()
                        if b in moved}}
     schedule = Schedule(*(jnp.asarray(x, dtype) for x in schedule_of(exp)[:2]), schedule_of(exp).num_anneal)
-    key_init, key_chains = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     chains = cfg["num_chains"]
     chain_keys = jax.random.split(key_chains, chains)
     params = sampler_params(cfg["step_size"], ladder, chains, dtype)
@@ -269,8 +276,60 @@ def _cast_spec(spec: NetworkSpec, dtype) -> NetworkSpec:
 
 
 def moved_blocks(exp: Experiment, cfg: dict) -> list[str]:
-    """The blocks the sampler moves: all, or all but the readout when it is collapsed."""
-    return [b for b in exp.blocks if not (cfg["readout"] == "collapsed" and b == "a")]
+    """The blocks the sampler moves: all but the frozen ones, and but the readout when it is collapsed."""
+    return [b for b in exp.blocks if not (cfg["readout"] == "collapsed" and b == "a") and b not in exp.frozen]
+
+
+# ----------------------------------------------------------------------------------- frozen blocks
+FROZEN = "frozen"  # the entry of the traced model arguments (hyper["model"]) that holds the frozen blocks
+FROZEN_STREAM = 3  # the frozen draw's key is fold_in(key_init, 3), key_init = split(PRNGKey(seed))[0]
+
+
+def frozen_draw(key_init, exp: Experiment, dtype) -> dict:
+    """The frozen blocks (``[network] trainable``): one draw of the model's own prior, for every chain.
+
+    The model is traced once under ``numpyro.handlers.seed`` with the key
+    ``fold_in(key_init, FROZEN_STREAM)`` (``key_init`` the first half of ``split(PRNGKey(seed))``), so
+    the draw is exactly the prior of each block and is fixed by the run's seed: a resumed run, a rerun
+    and every chain see the same values.  Returns ``{block: array}`` for the frozen blocks.
+    """
+    from numpyro import handlers
+
+    X = exp.data.X_train if exp.reduction is None else exp.data.X_train @ exp.reduction.Q
+    model = load_model(exp.model).fn
+    seeded = handlers.seed(model, rng_seed=jax.random.fold_in(key_init, FROZEN_STREAM))
+    sites = handlers.trace(seeded).get_trace(jnp.asarray(X, dtype), jnp.asarray(exp.data.Y_train, dtype),
+                                             spec=exp.spec, **exp.model_kwargs, T_eff=1.0)
+    return {b: jnp.asarray(sites[b]["value"], dtype) for b in exp.frozen}
+
+
+def with_frozen(setup: RunSetup) -> RunSetup:
+    """The setup with the frozen blocks (``hyper["model"]["frozen"]``, traced) put back into the parameters.
+
+    The log density and the forward map see the full parameters; the completion at a recorded draw
+    adds the frozen blocks (then runs the setup's own completion, e.g. the collapsed readout), so the
+    stored draws hold every block, the frozen ones at their fixed values.
+    """
+    logdensity, forward, complete = setup.logdensity, setup.forward, setup.complete
+
+    def split(kwargs):
+        kwargs = dict(kwargs)
+        return kwargs.pop(FROZEN), kwargs
+
+    def frozen_logdensity(params, data, kwargs, T_eff):
+        frozen, kwargs = split(kwargs)
+        return logdensity({**params, **frozen}, data, kwargs, T_eff)
+
+    def frozen_forward(params, X, kwargs):
+        frozen, kwargs = split(kwargs)
+        return forward({**params, **frozen}, X, kwargs)
+
+    def frozen_complete(rng_key, params, data, kwargs, T_eff):
+        frozen, rest = split(kwargs)
+        params = {**params, **frozen}
+        return (params, {}) if complete is None else complete(rng_key, params, data, rest, T_eff)
+
+    return setup._replace(logdensity=frozen_logdensity, forward=frozen_forward, complete=frozen_complete)
 
 
 def sampler_params(step_size: float, ladder: tuple, num_chains: int, dtype) -> dict:
@@ -303,9 +362,10 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
                              f"model {exp.model!r} is not covered", key="sampler.readout")
         logdensity, complete = collapsed_logdensity, collapsed_completion
     side = reduction_side if exp.reduction is not None else None
-    return RunSetup(key, sampler, logdensity, model_forward(model), cfg["store_all_layers"],
-                    not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
-                    complete=complete, side=side)
+    setup = RunSetup((*key, exp.frozen), sampler, logdensity, model_forward(model), cfg["store_all_layers"],
+                     not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
+                     complete=complete, side=side)
+    return with_frozen(setup) if exp.frozen else setup
 
 
 def collapsed_logdensity(params, data, kwargs, T_eff):

@@ -77,12 +77,14 @@ def _dims_and_group(name: str, ndim: int) -> tuple[tuple, str]:
     return tuple(f"{name}_dim_{i}" for i in range(ndim)), "posterior"
 
 
-def to_inferencedata(result, data, attrs: dict, has_accept: bool = True):
+def to_inferencedata(result, data, attrs: dict, has_accept: bool = True, constant: dict | None = None):
     """The one conversion to ArviZ: groups and dimension names exactly as DESIGN.md lists them.
 
     ``result`` is an ``inference.RunResult`` (``draws``: name -> (chain, draw, ...) arrays,
     ``kernels``: ``train`` and optionally ``test`` (chain, layer, P, P)); ``data`` the task's
-    Dataset (``X_train``, ``Y_train``, ``labels_train`` and test).
+    Dataset (``X_train``, ``Y_train``, ``labels_train`` and test).  ``constant``: the blocks frozen at
+    one prior draw (``[network] trainable``), stored in the ``constant_data`` group (dimensions
+    ``NAME_dim_i``).
     """
     import xarray as xr
 
@@ -100,6 +102,9 @@ def to_inferencedata(result, data, attrs: dict, has_accept: bool = True):
             groups["representations"][f"kernel_{inputs}"] = (
                 ("chain", "layer", f"{inputs}_row", f"{inputs}_col"), result.kernels[inputs])
     groups["observed_data"] = _observed(data)
+    if constant:
+        groups["constant_data"] = {name: (tuple(f"{name}_dim_{i}" for i in range(np.ndim(x))), x)
+                                   for name, x in constant.items()}
     datasets = {g: xr.Dataset(v, attrs=attrs) for g, v in groups.items()}
     return az.InferenceData(attrs=attrs, **datasets)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from widebayes import __version__, checkpoint, footprint, interrupt
 from widebayes.config import to_toml
-from widebayes.experiment import Experiment, PreparedRun, build_experiment, prepare_run
+from widebayes.experiment import FROZEN, Experiment, PreparedRun, build_experiment, prepare_run
 from widebayes.inference import RunResult, blas_threads, chain_layout, roots_of, run_chains, unwhiten, warmup
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
 from widebayes.posterior import to_inferencedata
@@ -48,7 +48,8 @@ def _sample_experiment(resolved: dict, out_dir, resume: bool, progress):
         has_accept = run.setup.sampler.has_accept
     config_text = to_toml(exp.config)
     attrs = {**run_attrs(exp, config_text, cfg["kind"] != "smc"), **extra}
-    idata = to_inferencedata(result, exp.data, attrs, has_accept)
+    frozen = {b: np.asarray(x) for b, x in run.hyper["model"].get(FROZEN, {}).items()} if exp.frozen else None
+    idata = to_inferencedata(result, exp.data, attrs, has_accept, constant=frozen)
     if out_dir is not None:
         write_outputs(out_dir, idata, config_text)
         checkpoint.remove(out_dir)
@@ -136,6 +137,8 @@ def run_attrs(exp: Experiment, config_text: str, dynamics: bool = True) -> dict:
     attrs = {"config": config_text, "widebayes_version": __version__, "seed": cfg["seed"],
              "T_eff": exp.T_eff, "sampler": cfg["kind"], "model": exp.model,
              "devices": [str(d) for d in chain_layout(cfg["num_chains"], cfg["devices"]).devices]}
+    if exp.frozen:  # [network] trainable: these blocks sit at one prior draw, stored in constant_data
+        attrs["frozen_blocks"] = list(exp.frozen)
     if dynamics:
         attrs["paper_time_per_step"] = exp.paper_time_per_step("W1")
         if "a" in exp.preconditioner:

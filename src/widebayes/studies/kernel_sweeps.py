@@ -20,6 +20,14 @@ Measures (per layer, over the last two axes): the relative correction
 
 Every sweep takes ``sample``, a function from a resolved config to :class:`SampledKernels`:
 :func:`sample_kernels` samples afresh, :func:`cached_sampler` reuses ``posterior.nc`` files.
+
+The same sweeps run as sweep files through ``widebayes sweep`` (one mechanism, on Ray or serially),
+whose table carries ``kernel_alignment[l]`` (CKA) and ``kernel_correction[l]`` (the debiased
+relative correction below) with their theories: ``sweeps/kernel_criticality.toml``
+(:func:`criticality_samples` with ``sigma_a2 = g``), ``sweeps/criticality_fixed_output.toml`` (the
+readout variance held fixed), ``sweeps/output_scale.toml`` (the readout variance swept),
+``sweeps/kernel_readout_exponent.toml`` (:func:`readout_sweep`) and
+``sweeps/kernel_tied_weights.toml`` (:func:`tied_vs_untied`).
 """
 
 from __future__ import annotations
@@ -301,13 +309,19 @@ class CriticalitySamples(NamedTuple):
 
 def criticality_samples(base_cfg: dict, g_values, method="perturbative",
                         sample: Callable[[dict], SampledKernels] = sample_kernels,
+                        sigma_a2: float | None = None,
                         **solver) -> CriticalitySamples:
-    """Sample ``base_cfg`` (a lazy experiment) with every weight variance set to g, per g.
+    """Sample ``base_cfg`` (a lazy experiment) with the hidden weight variance set to g, per g.
 
-    ``network.sigma_w2 = network.sigma_a2 = g``; each run is compared with the NNGP and the
-    theory by ``method`` (:func:`compare_layers`).
+    ``network.sigma_w2 = g`` and ``network.sigma_a2 = sigma_a2``, or ``= g`` too when ``sigma_a2``
+    is None (the readout's variance moving with g mixes criticality with the output scale: pass a
+    number to hold the output scale fixed, as :func:`criticality_theory` does); each run is compared
+    with the NNGP and the theory by ``method`` (:func:`compare_layers`).
     """
-    comps = [compare_layers(sample(resolve(with_network(base_cfg, sigma_w2=float(g), sigma_a2=float(g)))),
+    def readout(g):
+        return float(g) if sigma_a2 is None else float(sigma_a2)
+
+    comps = [compare_layers(sample(resolve(with_network(base_cfg, sigma_w2=float(g), sigma_a2=readout(g)))),
                             method, **solver) for g in g_values]
     activation = resolve(base_cfg)["network"]["activation"]
     chi = np.array([fixed_point_chi(activation, g) for g in g_values])

@@ -15,7 +15,9 @@ from pathlib import Path
 from widebayes.checkpoint import atomic_write
 from widebayes.sweep.quantities import THEORY_COLUMNS
 
-STYLES = {"theory": "--", "gp": ":", "nngp": "-.", "kernel_adaptation": (0, (5, 1, 1, 1))}
+STYLES = {"theory": "--", "gp": ":", "nngp": "-.", "kernel_adaptation": (0, (5, 1, 1, 1)),
+          "rf_theory": (0, (1, 1)), "rf_exact": "-"}
+LABELS = {"rf_theory": "RF theory (T->0, mean over features)", "rf_exact": "exact given the drawn features"}
 ERRORBAR_SIGMAS = 2.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
@@ -46,7 +48,7 @@ def figure_of(spec, rows: list[dict], quantity: str, folder: Path) -> Path:
         for col in THEORY_COLUMNS:
             ys = [r[col] for r in group]
             if any(math.isfinite(y) for y in ys):
-                ax.plot(xs, ys, linestyle=STYLES[col], color=color, label=f"{col}{label}")
+                ax.plot(xs, ys, linestyle=STYLES[col], color=color, label=f"{LABELS.get(col, col)}{label}")
     label_axis(ax, positions, x_key)
     ax.set_ylabel(quantity)
     ax.set_title(f"{quantity} (error bars: {ERRORBAR_SIGMAS:g} MCSE)", fontsize=9)
@@ -88,3 +90,5 @@ def label_axis(ax, positions: dict, key: str) -> None:
     xs = [v for v in positions.values()]
     if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
+        ax.minorticks_off()  # the swept values as the ticks: minor log labels overlap them
+        ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=7)

@@ -20,6 +20,21 @@ Quantities (``r`` an output, ``l`` a hidden layer, ``c`` a code such as ``110``)
   ``theory``, ``nngp``, ``kernel_adaptation``.
 - ``code_fraction[c]``: fraction of feature-layer neurons with code ``c`` on the training inputs
   (the report's threshold rule); series: the fraction per draw. Source ``theory``.
+- ``kernel_correction[l]``: the learned part of the posterior-mean kernel of hidden layer ``l``,
+  ``||<K_l> - K_l^NNGP||_F / ||K_l^NNGP||_F``, with the chains' Monte Carlo noise removed
+  (:func:`widebayes.studies.kernel_sweeps.debiased_correction`: cross-chain products, unbiased for
+  ``||E K - K^NNGP||^2``; needs two chains).  Its standard error is the delta method's: with
+  ``D = <K_l> - K^NNGP`` and ``g = D / (||D|| ||K^NNGP||)``, the series ``<g, K_l(draw)>_F``
+  (NaN for layers whose activations are not stored).  Sources ``theory`` (the theory's mean kernel,
+  BPKR for lazy networks) and ``kernel_adaptation`` (its perturbative or saddle kernel).
+
+Points whose hidden layers are frozen (``[network] trainable = ["a"]``, the random-feature model)
+have their own theory: ``gen_error[r]`` gets ``rf_theory`` (the ``T -> 0`` error averaged over
+Gaussian-equivalent feature draws, :func:`widebayes.theory.random_features.rf_theory`; one hidden
+layer, ``N > P + 1``) and ``rf_exact`` (exact given the drawn features at ``T_eff``,
+:func:`~widebayes.theory.random_features.exact_given_features`, from the stored frozen features);
+the trained network's theories (``theory``, ``kernel_adaptation``) do not apply there and are left
+empty; ``gp`` (the N -> inf limit of both) stays.
 """
 
 from __future__ import annotations
@@ -32,7 +47,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-THEORY_COLUMNS = ("theory", "gp", "nngp", "kernel_adaptation")
+THEORY_COLUMNS = ("theory", "gp", "nngp", "kernel_adaptation", "rf_theory", "rf_exact")
+TRAINED_NETWORK_ONLY = ("theory", "kernel_adaptation")  # not the random-feature model's theory
 
 
 class Quantity(NamedTuple):
@@ -55,7 +71,11 @@ def point_rows(folder) -> list[dict]:
     theory = json.loads(theory_path.read_text()) if theory_path.exists() else None
     idata = load_idata(folder / "posterior.nc")
     quantities = (gen_error(report, idata) + [train_loss(idata)] + readout_moment(report, theory, idata)
-                  + kernel_alignment(report, idata) + code_fractions(report, idata))
+                  + kernel_alignment(report, idata) + kernel_correction(theory, idata)
+                  + code_fractions(report, idata))
+    if random_features(idata):
+        quantities = [q._replace(sources={k: v for k, v in q.sources.items()
+                                          if k not in TRAINED_NETWORK_ONLY}) for q in quantities]
     errors = mcse([q.series for q in quantities])
     return [{"quantity": q.name, "sampled": _num(q.sampled), "mcse": _num(err),
              **{col: _num(q.sources.get(col)) for col in THEORY_COLUMNS}}
@@ -98,9 +118,41 @@ def gen_error(report: dict, idata) -> list[Quantity]:
     y = idata.observed_data["y_test"].values.astype(np.float64)
     per_draw = np.mean((f - y) ** 2, axis=2)  # chain, draw, output
     th, gp = test.get("gen_error_theory"), test.get("gen_error_gp")
+    rf = rf_errors(idata) if random_features(idata) else {}
     return [Quantity(f"gen_error[{r}]", total, per_draw[..., r],
-                     {"theory": _at(th, r), "gp": _at(gp, r)})
+                     {"theory": _at(th, r), "gp": _at(gp, r), **{k: _at(v, r) for k, v in rf.items()}})
             for r, total in enumerate(test["gen_error"]["total"])]
+
+
+def random_features(idata) -> bool:
+    """Whether a run is the random-feature model: every hidden weight frozen, the readout sampled."""
+    frozen = list(idata.posterior.attrs.get("frozen_blocks", []))
+    return bool(frozen) and "a" not in frozen and "a" in idata.posterior
+
+
+def rf_errors(idata) -> dict:
+    """``rf_theory`` and ``rf_exact`` of a random-feature run (GenError ``_asdict()``; None where undefined).
+
+    ``rf_exact`` from the stored features of the first draw (the same in every draw: the hidden
+    layers are frozen), ``rf_theory`` from the NNGP kernel of the stored inputs (depth 1, lazy).
+    """
+    import tomllib
+
+    from widebayes.config import layer_variances
+    from widebayes.theory.random_features import exact_given_features, rf_theory
+
+    net = tomllib.loads(idata.posterior.attrs["config"])["network"]
+    obs = idata.observed_data
+    gamma = {"lazy": 0.5, "nonlazy": 1.0}.get(net["readout"], net["readout"])
+    reps = idata.representations
+    X, Y, Xt, Yt = (obs[k].values.astype(np.float64) for k in ("X_train", "y_train", "X_test", "y_test"))
+    exact = exact_given_features(reps["phi_L"].values[0, 0].T, reps["phi_L_test"].values[0, 0].T, Y, Yt,
+                                 float(net["sigma_a2"]), float(idata.posterior.attrs["T_eff"]), float(gamma))
+    theory = None
+    if net["depth"] == 1 and float(gamma) == 0.5:
+        theory = rf_theory(X, Y, Xt, Yt, net["activation"], layer_variances(net), float(net["sigma_a2"]),
+                           int(net["width"]))._asdict()
+    return {"rf_exact": exact._asdict(), "rf_theory": theory}
 
 
 def _at(err, r):
@@ -142,6 +194,58 @@ def kernel_alignment(report: dict, idata) -> list[Quantity]:
                    "kernel_adaptation": _layer(adapted, layer)}
         out.append(Quantity(f"kernel_alignment[{layer}]", align["samples"][layer], series, sources))
     return out
+
+
+def kernel_correction(theory, idata) -> list[Quantity]:
+    """``kernel_correction[l]`` for the hidden layers l = 1..L (module docstring)."""
+    import tomllib
+
+    from widebayes.config import layer_variances
+    from widebayes.studies.kernel_sweeps import debiased_correction, relative_correction
+    from widebayes.theory.nngp import nngp_kernels
+
+    net = tomllib.loads(idata.posterior.attrs["config"])["network"]
+    reps = idata.representations
+    K_chains = reps["kernel"].values.astype(np.float64)  # chain, layer, P, P
+    X = idata.observed_data["X_train"].values.astype(np.float64)
+    nngp = nngp_kernels(X, net["activation"], layer_variances(net)).train
+    if K_chains.shape[0] < 2:
+        return []
+    sampled = debiased_correction(K_chains, nngp)
+    theories = {"theory": (theory or {}).get("kernel_train"),
+                "kernel_adaptation": next((theory[k] for k in ("kernel_train_perturbative",
+                                                               "kernel_train_saddle")
+                                           if theory and k in theory), None)}
+    theories = {k: None if v is None else relative_correction(np.asarray(v, np.float64), nngp)
+                for k, v in theories.items()}
+    depth = int(net["depth"])
+    K_mean = K_chains.mean(axis=0)
+    out = []
+    for layer in range(1, depth + 1):
+        name = "phi_L" if layer == depth else f"phi_{layer}"
+        series = correction_series(reps[name].values, K_mean[layer], nngp[layer]) if name in reps else None
+        out.append(Quantity(f"kernel_correction[{layer}]", sampled[layer], series,
+                            {k: _layer(v, layer) for k, v in theories.items()}))
+    return out
+
+
+def correction_series(phi, K_mean, K_ref) -> np.ndarray | None:
+    """Per-draw series ``<g, K(draw)>_F``, ``g = D / (||D|| ||K_ref||)``, ``D = K_mean - K_ref``.
+
+    ``g`` is the gradient of ``||K - K_ref|| / ||K_ref||`` at ``K_mean``, so the MCSE of the series is
+    the MCSE of the relative correction to first order (delta method).
+
+    Parameters
+    ----------
+    phi : array (chain, draw, neuron, input)
+    K_mean, K_ref : arrays (input, input)
+    """
+    D = np.asarray(K_mean, np.float64) - np.asarray(K_ref, np.float64)
+    nD, nR = np.linalg.norm(D), np.linalg.norm(K_ref)
+    if nD == 0 or nR == 0:
+        return None
+    phi = np.asarray(phi, dtype=np.float64)
+    return np.einsum("cdnp,pq,cdnq->cd", phi, D / (nD * nR), phi, optimize=True) / phi.shape[2]
 
 
 def _layer(values, layer: int):

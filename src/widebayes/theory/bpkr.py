@@ -303,6 +303,28 @@ def solve_u(K0, Y, depth, width, T, sigma_w2=1.0, sigma_a2=1.0) -> BPKRSolution:
     return _solution(u, lam, yhat2, width, depth, s, T)
 
 
+def width_neutral_scale(K_hat, Y, T) -> float:
+    """The prior scale ``s_c`` at which the width drops out of BPKR (``u = 1`` at every N, the GP).
+
+    With ``K_u = s u^L K_hat`` (``K_hat`` the kernel at unit variances; ReLU and linear networks,
+    whose NNGP kernel is ``prod sigma_l^2`` times ``K_hat``, and ``s = sigma_a2 prod sigma_l^2``), the
+    saddle ``N (u - 1) = rhs(u)`` (:func:`solve_u`) has the root ``u = 1`` for every N exactly when
+    ``rhs(1) = 0``:
+
+        Y^T (s K_hat + T)^{-1} s K_hat (s K_hat + T)^{-1} Y = Tr[(s K_hat + T)^{-1} s K_hat],
+
+    at ``T = 0`` simply ``s_c = Y^T K_hat^{-1} Y / P``.  Below ``s_c``, ``rhs(1) > 0`` so ``u > 1``:
+    the predictor variance ``u Delta`` grows with ``alpha = P/N`` (width helps); above it ``u < 1``
+    and the error falls with ``alpha`` (width hurts): perspective paper, Fig. 5B.  Single output.
+    """
+    lam, Yhat = _spectrum(K_hat, Y, T)
+    yhat2 = Yhat[:, 0] ** 2
+    if T == 0:
+        return float(np.sum(yhat2 / lam) / lam.size)
+    log_s = brentq(lambda ls: _saddle_rhs(1.0, lam, yhat2, 1, np.exp(ls), T), -40.0, 40.0, xtol=1e-13)
+    return float(np.exp(log_s))
+
+
 def _damped_step(F, u, eta):
     """One step ``u + eta (F(u) - u)`` with eta halved until it lowers ``|F(u) - u|`` and stays > 0."""
     gap = abs(F(u) - u)
