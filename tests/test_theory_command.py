@@ -79,3 +79,20 @@ def test_lazy_linear_theory_survives_a_saddle_that_does_not_converge(monkeypatch
     assert "kernel_train_saddle" not in out
     assert "saddle did not converge" in out["note"]
     assert np.isfinite(out["u"]).all() and out["kernel_train"].shape == (3, 12, 12)
+
+
+def test_frozen_blocks_get_the_gp_not_the_trained_networks_theory():
+    """`[network] trainable = ["a"]` is the random-feature model: BPKR (a trained network's theory)
+    must not be reported for it; the NNGP/GP limit is, labelled."""
+    from widebayes.config import resolve
+    from widebayes.experiment import build_experiment
+    from widebayes.theory.predict import predictions
+
+    exp = build_experiment(resolve({
+        "task": {"kind": "xor", "num_train": 12, "num_test": 6, "seed": 0},
+        "network": {"depth": 1, "width": 20, "activation": "relu", "readout": "lazy",
+                    "temperature": 0.01, "trainable": ["a"]}}))
+    out = predictions(exp)
+    assert out["regime"] == "frozen" and "trained network's theory does not apply" in out["note"]
+    assert "gen_error" not in out and "kernel_train" not in out and "readout_second_moment" not in out
+    assert np.isfinite(out["gen_error_gp"]["total_sum"])

@@ -111,6 +111,20 @@ def lazy_predictions(exp: Experiment) -> dict:
     return out
 
 
+GP_KEYS = ("kernel_train_nngp", "f_test_mean_gp", "f_test_var_gp", "gen_error_gp")
+
+
+def frozen_predictions(exp: Experiment) -> dict:
+    """A network with blocks frozen at a prior draw (``[network] trainable``) is not the trained
+    network the theories describe: only its infinite-width limit, the NNGP kernels and the GP
+    predictor, is given (for the random-feature model ``widebayes sweep`` adds its own theory,
+    ``rf_theory`` and ``rf_exact``)."""
+    full = lazy_predictions(exp) if exp.spec.gamma == 0.5 else nngp_only(exp, "")
+    note = (f"blocks {list(exp.frozen)} frozen at a prior draw ([network] trainable): the trained "
+            "network's theory does not apply; the NNGP/GP (N -> inf) is shown")
+    return {"regime": "frozen", "method": "nngp", "note": note, **{k: full[k] for k in GP_KEYS if k in full}}
+
+
 def nngp_only(exp: Experiment, note: str) -> dict:
     d, s = exp.data, exp.spec
     K = nngp_kernels(d.X_train, s.activation, s.layer_variances)
@@ -125,7 +139,9 @@ def predictions(exp: Experiment) -> dict:
     if exp.model not in COVERED_MODELS:
         raise InputError(f"no theory covers model {exp.model!r}; the theories cover {list(COVERED_MODELS)}",
                          key="network.model")
-    if exp.spec.gamma == 0.5:
+    if exp.frozen:
+        out = frozen_predictions(exp)
+    elif exp.spec.gamma == 0.5:
         out = lazy_predictions(exp)
     elif exp.spec.gamma == 1.0:
         from widebayes.theory.nonlazy import nonlazy_predictions
