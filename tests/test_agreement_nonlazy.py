@@ -122,6 +122,7 @@ def sampled_generalization(out):
     return mean, np.mean((mean - out.experiment.data.Y_test) ** 2 + f.var(axis=(0, 1)), axis=0)
 
 
+@pytest.mark.slow  # 47-88 s: the default tier keeps the toy-task agreement tests
 def test_mnist_sigmoid_mean_predictor_and_generalization_per_class():
     """First three MNIST digits, P = 100, N = 100, sigmoid, T = 0.01 (sigma_a2 = 1/P): the theory
     neglects the preactivations' fluctuations given the readout (the paper's approximation,
@@ -156,6 +157,7 @@ def test_mnist_sigmoid_at_P_200_needs_a_smaller_step():
     np.testing.assert_allclose(gen, th["gen_error"]["total"], rtol=0.10)
 
 
+@pytest.mark.slow  # 47-88 s: the default tier keeps the toy-task agreement tests
 def test_mnist_linear_mean_predictor_and_generalization_per_class():
     """First three MNIST digits, P = 100, N = 100, linear, T = 0.01, sampled by HMC (2 chains x 2000
     transitions of 50 leapfrog steps after 400 of adaptation, about 55 s): the mean predictor on
