@@ -31,33 +31,24 @@ import numpy as np
 from widebayes.diagnostics.geometry import (
     FewShotError,
     _numpy_rng,
+    draw_shots,
+    episode_stats,
     gaussian_tail,
     geometry_from_kernels,
     snr_from_geometry,
 )
 
 
-def _shots(gen: np.random.Generator, E: int, P: int, m: int) -> np.ndarray:
-    """``(E, m)`` indices: m of ``P`` items without replacement per episode (as
-    ``geometry._episode_batch`` draws them, so both consume the generator alike)."""
-    return np.argpartition(gen.random((E, P)), m - 1, axis=1)[:, :m]
-
-
 def _kernel_episode_batch(gen, Kaa, Kab, Kbb, m: int, E: int):
     """``E`` episodes: m shots of each class, and ``h`` of every non-shot point of ``a`` from
     kernel entries (module docstring); per episode the error fraction, mean and variance of h."""
-    ia, ib = _shots(gen, E, Kaa.shape[0], m), _shots(gen, E, Kbb.shape[0], m)
+    ia, ib = draw_shots(gen, E, Kaa.shape[0], m), draw_shots(gen, E, Kbb.shape[0], m)
     to_a = Kaa[:, ia].mean(axis=2)  # (P_a, E): xi . abar
     to_b = Kab[:, ib].mean(axis=2)  # (P_a, E): xi . bbar
     norm_a = Kaa[ia[:, :, None], ia[:, None, :]].mean(axis=(1, 2))  # |abar|^2
     norm_b = Kbb[ib[:, :, None], ib[:, None, :]].mean(axis=(1, 2))  # |bbar|^2
     h = (2.0 * (to_a - to_b) + (norm_b - norm_a)[None, :]).T  # (E, P_a)
-    keep = np.ones(h.shape, dtype=bool)
-    np.put_along_axis(keep, ia, False, axis=1)
-    n = Kaa.shape[0] - m
-    mean = np.sum(np.where(keep, h, 0.0), axis=1) / n
-    var = np.sum(np.where(keep, (h - mean[:, None]) ** 2, 0.0), axis=1) / n
-    return np.sum(keep & (h < 0), axis=1) / n, mean, var
+    return episode_stats(h, ia)
 
 
 def kernel_fewshot_error(K, ia, ib, m: int, rng_key, n_episodes: int = 2000,

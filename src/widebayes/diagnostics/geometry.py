@@ -261,19 +261,29 @@ class FewShotError(NamedTuple):
     snr: float  # empirical SNR mean(h) / std(h), pooled over episodes and test points
 
 
-def _episode_batch(gen, Xa, Xb, m, E):
-    """``E`` episodes at once: m shots of each class (without replacement), prototypes, and
-    ``h = ||xi - bbar||^2 - ||xi - abar||^2`` for every point ``xi`` of a; shots masked out."""
-    ia = np.argpartition(gen.random((E, Xa.shape[0])), m - 1, axis=1)[:, :m]
-    ib = np.argpartition(gen.random((E, Xb.shape[0])), m - 1, axis=1)[:, :m]
-    abar, bbar = Xa[ia].mean(axis=1), Xb[ib].mean(axis=1)  # (E, N)
-    h = 2.0 * (abar - bbar) @ Xa.T + (np.sum(bbar**2, axis=1) - np.sum(abar**2, axis=1))[:, None]
+def draw_shots(gen: np.random.Generator, E: int, P: int, m: int) -> np.ndarray:
+    """``(E, m)`` indices: m of ``P`` items without replacement per episode."""
+    return np.argpartition(gen.random((E, P)), m - 1, axis=1)[:, :m]
+
+
+def episode_stats(h, ia):
+    """Per episode, over the points of a that are not its shots ``ia (E, m)``: the error fraction
+    (``h < 0``), the mean and the variance of ``h (E, P_a)``."""
     keep = np.ones(h.shape, dtype=bool)
     np.put_along_axis(keep, ia, False, axis=1)
-    n = Xa.shape[0] - m
+    n = h.shape[1] - ia.shape[1]
     mean = np.sum(np.where(keep, h, 0.0), axis=1) / n
     var = np.sum(np.where(keep, (h - mean[:, None]) ** 2, 0.0), axis=1) / n
     return np.sum(keep & (h < 0), axis=1) / n, mean, var
+
+
+def _episode_batch(gen, Xa, Xb, m, E):
+    """``E`` episodes at once: m shots of each class (without replacement), prototypes, and
+    ``h = ||xi - bbar||^2 - ||xi - abar||^2`` for every point ``xi`` of a; shots masked out."""
+    ia, ib = draw_shots(gen, E, Xa.shape[0], m), draw_shots(gen, E, Xb.shape[0], m)
+    abar, bbar = Xa[ia].mean(axis=1), Xb[ib].mean(axis=1)  # (E, N)
+    h = 2.0 * (abar - bbar) @ Xa.T + (np.sum(bbar**2, axis=1) - np.sum(abar**2, axis=1))[:, None]
+    return episode_stats(h, ia)
 
 
 def _numpy_rng(rng_key) -> np.random.Generator:
