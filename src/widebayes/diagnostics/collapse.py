@@ -1,0 +1,216 @@
+"""Neural collapse of a layer's representation: within-class variability (NC1) and the distance of
+the centred class means from a simplex equiangular tight frame (NC2).
+
+Papyan, Han & Donoho, "Prevalence of neural collapse during the terminal phase of deep learning
+training", PNAS 117, 24652 (2020), define collapse on the training inputs; the coding-schemes paper
+(section "Neural collapse") relates it to the redundant (sigmoid) and sparse (ReLU) codes.
+
+Definitions (one draw; ``phi`` stored as (neuron, input), ``h_mu = phi[:, mu] / sqrt(N)`` so that
+``h_mu . h_nu = K_{mu nu}`` with ``K = phi^T phi / N``; ``C`` classes of ``n_c`` inputs, ``P``
+inputs in all):
+
+* class means ``mu_c = (1/n_c) sum_{mu in c} h_mu`` and their centre
+  ``mubar = (1/C) sum_c mu_c`` (the mean of the class means: it is Papyan's global mean for
+  balanced classes, and the centre an ETF needs when the classes are not balanced);
+* within-class covariance ``Sigma_W = (1/P) sum_mu (h_mu - mu_{c(mu)}) (h_mu - mu_{c(mu)})^T``;
+* between-class covariance ``Sigma_B = (1/C) sum_c (mu_c - mubar) (mu_c - mubar)^T``;
+* **NC1** ``= tr(Sigma_W Sigma_B^+) / C`` (Papyan et al. Eq. 6): the within-class variability in
+  the directions of the class means, relative to their spread;
+* **variance ratio** ``= tr Sigma_W / tr Sigma_B``: the within-class variability in all
+  directions, relative to the between-class one;
+* the centred class-mean Gram matrix ``G_{cc'} = (mu_c - mubar) . (mu_{c'} - mubar)`` (C x C;
+  ``tr G = C tr Sigma_B``) gives NC2: **ETF distance**
+  ``|| G / ||G||_F - (I - 11^T/C) / sqrt(C - 1) ||_F`` (the simplex ETF's Gram matrix
+  ``(I - 11^T/C) C/(C-1)`` normalised; Zhu et al., NeurIPS 2021, NC2), **equinorm**
+  ``std_c ||mu_c - mubar|| / mean_c ||mu_c - mubar||``, **equiangularity**
+  ``std_{c<c'} cos_{cc'}`` and **max angle** ``mean_{c<c'} |cos_{cc'} + 1/(C-1)|`` with
+  ``cos_{cc'} = G_{cc'} / sqrt(G_cc G_c'c')`` (Papyan et al. Fig. 2-4).  All four vanish for an
+  ETF; stds are population stds (``ddof = 0``).
+
+Every quantity is a function of the kernel alone: with the class-averaging matrix
+``E_{mu c} = 1[c(mu) = c] / n_c``, ``B = E (I - 11^T/C)`` and the within-class projector
+``D = I - E 1_c^T`` (``(D x)_mu = x_mu - mean_{nu in c(mu)} x_nu``; symmetric, ``D^2 = D``),
+
+    G = B^T K B,   tr Sigma_W = tr(K D) / P,   S = M^T Sigma_W M = B^T K D K B / P,
+
+and, since ``Sigma_B^+ = C M (M^T M)^{+2} M^T`` for ``M = [mu_c - mubar]`` (N x C),
+``NC1 = tr(G^{+2} S)``.  :func:`collapse_from_kernel` uses these (so a theory's mean kernel gets
+the same numbers), :func:`collapse_from_activations` the activations; they agree to round-off.
+A kernel averaged over draws gives the collapse of the mean kernel, which is not the mean of the
+per-draw collapse: NC1 is quadratic in ``K``, and its finite-width part vanishes in the mean kernel
+(see :func:`collapse_from_codes`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+PINV_RTOL = 1e-10  # eigenvalues of G below this fraction of the largest count as zero (G^+)
+
+
+class Collapse(NamedTuple):
+    """Neural-collapse measures (module docstring); every field has the leading (draw) axes of the
+    input.  ``within = tr Sigma_W`` and ``between = tr Sigma_B`` are per neuron (kernel units)."""
+
+    nc1: np.ndarray
+    variance_ratio: np.ndarray
+    within: np.ndarray
+    between: np.ndarray
+    etf_distance: np.ndarray
+    equinorm: np.ndarray
+    equiangularity: np.ndarray
+    max_angle: np.ndarray
+
+
+def class_matrices(labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(classes, E, B)`` of the labels (module docstring): the classes present (sorted), the
+    class-averaging matrix ``E`` (P x C) and ``B = E (I - 11^T/C)`` (P x C)."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    ind = (labels[:, None] == classes[None, :]).astype(np.float64)
+    E = ind / ind.sum(axis=0)
+    C = len(classes)
+    return classes, E, E @ (np.eye(C) - 1.0 / C)
+
+
+def _within_projector(labels, E) -> np.ndarray:
+    """``D = I - E 1_c^T`` (P x P; ``(E 1_c^T)_{mu nu} = E_{mu c(nu)}``): subtracts from each
+    entry the mean over its class."""
+    labels = np.asarray(labels)
+    return np.eye(len(labels)) - E[:, np.searchsorted(np.unique(labels), labels)]
+
+
+def etf_measures(G) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """NC2 of a centred class-mean Gram matrix ``G (..., C, C)``: ``(etf_distance, equinorm,
+    equiangularity, max_angle)`` as defined in the module docstring (NaN where ``G`` vanishes)."""
+    G = np.asarray(G, dtype=np.float64)
+    C = G.shape[-1]
+    if C < 2:
+        nan = np.full(G.shape[:-2], np.nan)
+        return nan, nan, nan, nan
+    etf = (np.eye(C) - 1.0 / C) / np.sqrt(C - 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dist = np.linalg.norm(G / np.linalg.norm(G, axis=(-2, -1))[..., None, None] - etf, axis=(-2, -1))
+        norms = np.sqrt(np.clip(np.diagonal(G, axis1=-2, axis2=-1), 0.0, None))
+        equinorm = norms.std(axis=-1) / norms.mean(axis=-1)
+        iu = np.triu_indices(C, 1)
+        cos = (G / (norms[..., :, None] * norms[..., None, :]))[..., iu[0], iu[1]]
+        return dist, equinorm, cos.std(axis=-1), np.abs(cos + 1.0 / (C - 1.0)).mean(axis=-1)
+
+
+def nc1_from_moments(G, S) -> np.ndarray:
+    """``tr(G^{+2} S)`` (= ``tr(Sigma_W Sigma_B^+) / C``, module docstring) for ``G``, ``S``
+    (..., C, C); ``G^+`` drops eigenvalues below ``PINV_RTOL`` times the largest (the class-mean
+    centring leaves ``G`` of rank ``C - 1``)."""
+    w, V = np.linalg.eigh(np.asarray(G, dtype=np.float64))
+    keep = w > PINV_RTOL * np.max(w, axis=-1, keepdims=True)
+    inv2 = np.where(keep, 1.0 / np.where(keep, w, 1.0) ** 2, 0.0)
+    SV = np.einsum("...ji,...jk,...ki->...i", V, np.asarray(S, dtype=np.float64), V)  # diag(V^T S V)
+    out = np.sum(inv2 * SV, axis=-1)
+    return np.where(np.any(keep, axis=-1), out, np.nan)
+
+
+def _assemble(G, S, within) -> Collapse:
+    C = G.shape[-1]
+    between = np.trace(G, axis1=-2, axis2=-1) / C
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(between > 0, within / np.where(between > 0, between, 1.0), np.nan)
+    return Collapse(nc1_from_moments(G, S), ratio, within, between, *etf_measures(G))
+
+
+def collapse_from_activations(phi, labels) -> Collapse:
+    """Neural collapse of activations ``phi (..., N, P)`` (the posterior's (neuron, input) layout;
+    leading axes such as chain and draw broadcast) with class labels ``(P,)``.
+
+    Class means and residuals in neuron space (module docstring, ``h = phi / sqrt(N)``):
+    ``M = h B`` (N x C), ``R = h - mu_{c(.)}`` (N x P), ``G = M^T M``,
+    ``S = (M^T R)(M^T R)^T / P``, ``tr Sigma_W = ||R||_F^2 / P``.
+    """
+    phi = np.asarray(phi, dtype=np.float64)
+    labels = np.asarray(labels)
+    classes, E, B = class_matrices(labels)
+    h = phi / np.sqrt(phi.shape[-2])
+    R = h - (h @ E)[..., np.searchsorted(classes, labels)]
+    M = h @ B
+    G = np.swapaxes(M, -1, -2) @ M
+    Q = np.swapaxes(M, -1, -2) @ R
+    P = len(labels)
+    return _assemble(G, Q @ np.swapaxes(Q, -1, -2) / P, np.sum(R**2, axis=(-2, -1)) / P)
+
+
+def collapse_from_kernel(K, labels) -> Collapse:
+    """Neural collapse of a kernel ``K (..., P, P)`` (``phi^T phi / N``, or a posterior-mean or
+    theory kernel) with class labels ``(P,)``: ``G = B^T K B``, ``S = B^T K D K B / P``,
+    ``tr Sigma_W = tr(K D) / P`` (module docstring)."""
+    K = np.asarray(K, dtype=np.float64)
+    labels = np.asarray(labels)
+    _, E, B = class_matrices(labels)
+    D = _within_projector(labels, E)
+    KB = K @ B
+    P = len(labels)
+    G = B.T @ KB
+    S = np.swapaxes(KB, -1, -2) @ D @ KB / P
+    return _assemble(G, S, np.trace(K @ D, axis1=-2, axis2=-1) / P)
+
+
+def collapse_from_codes(fractions, class_means, labels, class_var=None, width=None,
+                        outlier_kernel_mass=None) -> Collapse:
+    """Neural collapse of a mean-field code mixture (non-lazy theory, THEORY.md 1.4-1.5).
+
+    A fraction ``w_g`` of the neurons carries code ``g``, whose mean activation on class ``c`` is
+    ``s_gc`` and (optionally) whose activation varies across the inputs of class ``c`` with
+    variance ``v_gc``.  With ``d_g = s_g - mean_c s_gc`` (centred over classes, as ``mubar``) and
+    the class weights ``p_c = n_c / P`` of ``labels``, neurons being independent given their codes:
+
+        G = sum_g w_g d_g d_g^T  (+ (I - 11^T/C) diag(K_out) (I - 11^T/C) for ReLU outliers),
+        tr Sigma_W = sum_g w_g vbar_g,   vbar_g = sum_c p_c v_gc,
+        S = M^T Sigma_W M = (1/N) sum_g w_g vbar_g d_g d_g^T,
+
+    so ``NC1 = tr(G^{+2} S)`` is ``O(1/N)``: it vanishes at infinite width although
+    ``tr Sigma_W / tr Sigma_B`` does not (the within-class fluctuations are independent across
+    neurons, hence orthogonal to the ``C - 1`` class-mean directions up to ``1/sqrt(N)``).  The
+    class means are the population ones (the samples' empirical class means also carry
+    ``O(1/n_c)`` of the within-class noise).
+
+    Parameters
+    ----------
+    fractions : array (codes,)
+    class_means : array (codes, C)
+    labels : array (P,)
+        Training labels (class weights ``p_c``); classes ``0..C-1``.
+    class_var : array (codes, C), optional
+        ``v_gc``; without it the within-class fields (and NC1, variance ratio) are NaN.
+    width : int, optional
+        ``N`` for NC1; without it NC1 is NaN.
+    outlier_kernel_mass : array (C,), optional
+        ReLU outliers' kernel mass per class ``K_c`` (active on their class only, no within-class
+        variance; ``theory/nonlazy/classpredict.Outliers``).
+    """
+    w = np.asarray(fractions, dtype=np.float64)
+    s = np.asarray(class_means, dtype=np.float64).reshape(len(w), -1)
+    C = s.shape[1]
+    d = s - s.mean(axis=1, keepdims=True)
+    G = np.einsum("g,gc,gk->ck", w, d, d)
+    if outlier_kernel_mass is not None:
+        H = np.eye(C) - 1.0 / C
+        G = G + H @ np.diag(np.asarray(outlier_kernel_mass, dtype=np.float64)) @ H
+    p = np.bincount(np.asarray(labels), minlength=C)[:C] / len(labels)
+    if class_var is None:
+        within, S = np.nan, np.full((C, C), np.nan)
+    else:
+        vbar = np.asarray(class_var, dtype=np.float64).reshape(len(w), C) @ p
+        within = float(w @ vbar)
+        S = np.einsum("g,gc,gk->ck", w * vbar, d, d) / (np.nan if width is None else float(width))
+    return _assemble(G, S, np.asarray(within))
+
+
+def summarize(values: Collapse) -> dict:
+    """Mean over chains and draws and its Monte Carlo standard error per field of a per-draw
+    :class:`Collapse` with fields (chain, draw): ``{field: {"mean", "mcse"}}``
+    (``convergence.mcse_of_mean``)."""
+    from widebayes.diagnostics.convergence import mcse_of_mean
+
+    return {name: {"mean": float(np.mean(x)), "mcse": mcse_of_mean(x)}
+            for name, x in values._asdict().items()}
