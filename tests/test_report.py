@@ -16,7 +16,7 @@ FIGURES = {"readout_samples", "activations", "layer_activations", "output", "rea
            "readout_traces", "preactivations", "code_fractions", "code_stability", "kernels",
            "kernels_test", "kernel_alignment", "predictor_test", "gen_error", "geometry", "drift"}
 TOP_KEYS = {"experiment", "theory", "draws", "coding", "readout", "symmetry", "kernels", "predictor",
-            "geometry", "drift", "convergence", "agreement", "figures", "notes"}
+            "neural_collapse", "geometry", "drift", "convergence", "agreement", "figures", "notes"}
 
 
 def tiny(network: dict, task: dict | None = None, **sampler) -> dict:
