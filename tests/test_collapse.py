@@ -61,7 +61,8 @@ def test_known_configuration():
         assert float(c.between) == pytest.approx(np.trace(G_expected) / 3)
         assert float(c.variance_ratio) == pytest.approx(s**2 / (np.trace(G_expected) / 3))
         nc1, ratio = direct(pts, labels)
-        assert float(c.nc1) == pytest.approx(nc1, abs=1e-12) and float(c.variance_ratio) == pytest.approx(ratio)
+        assert float(c.nc1) == pytest.approx(nc1, abs=1e-12)
+        assert float(c.variance_ratio) == pytest.approx(ratio)
         assert (float(c.nc1) < 1e-12) == nc1_zero
     # NC2 of G_expected by hand: norms, cosines of the centred means
     norms = np.sqrt(np.diag(G_expected))
@@ -70,7 +71,8 @@ def test_known_configuration():
     assert float(c.equinorm) == pytest.approx(norms.std() / norms.mean())
     assert float(c.max_angle) == pytest.approx(np.mean(np.abs(cos[iu] + 0.5)))
     etf = (np.eye(3) - 1 / 3) / np.sqrt(2)
-    assert float(c.etf_distance) == pytest.approx(np.linalg.norm(G_expected / np.linalg.norm(G_expected) - etf))
+    G_unit = G_expected / np.linalg.norm(G_expected)
+    assert float(c.etf_distance) == pytest.approx(np.linalg.norm(G_unit - etf))
     assert float(c.etf_distance) > 0.1
 
 
@@ -100,6 +102,7 @@ def test_codes_route_matches_sampled_independent_neurons():
     phi = s[code][:, labels] + np.sqrt(v[code][:, labels]) * rng.normal(size=(N, len(labels)))
     sampled = dcol.collapse_from_activations(phi, labels)
     theory = dcol.collapse_from_codes(w, s, labels, v, width=N)
+    assert float(dcol.collapse_from_codes(w, s, labels, v).nc1) == 0.0  # N -> inf
     assert float(sampled.within) == pytest.approx(float(theory.within), rel=0.02)
     assert float(sampled.between) == pytest.approx(float(theory.between), rel=0.05)
     assert float(sampled.etf_distance) == pytest.approx(float(theory.etf_distance), abs=0.02)
@@ -107,6 +110,28 @@ def test_codes_route_matches_sampled_independent_neurons():
     assert float(theory.nc1) < 1e-3 < float(theory.variance_ratio)
     no_var = dcol.collapse_from_codes(w, s, labels)
     assert np.isnan(no_var.nc1) and no_var.etf_distance == pytest.approx(theory.etf_distance)
+
+
+def test_codes_route_against_the_theorys_own_kernel_with_outliers():
+    """The theory's class-structured kernel (classpredict.train_kernel, ReLU outliers included) and
+    its codes give the same class-mean Gram matrix up to the empirical class means' O(1/n_c) share
+    of the within-class variance, and the same within-class variance up to the factor 1 - 1/n_c."""
+    from widebayes.theory.nonlazy.classpredict import CodeMixture, Outliers, train_kernel
+
+    rng = np.random.default_rng(4)
+    w, s, v = np.array([0.6, 0.4]), rng.uniform(0, 1, (2, 3)), rng.uniform(0.01, 0.05, (2, 3))
+    Kout = np.array([0.3, 0.0, 0.1])
+    labels = np.repeat(np.arange(3), [6, 3, 3])
+    n = np.bincount(labels)
+    mix = CodeMixture(w, np.zeros((2, 1)), np.zeros((2, 1, 1)), np.zeros((2, 3)), s, v)
+    K = train_kernel(mix, labels, Outliers(np.zeros(3), np.zeros((3, 1)), Kout))
+    kern = dcol.collapse_from_kernel(K, labels)
+    codes = dcol.collapse_from_codes(w, s, labels, v, outlier_kernel_mass=Kout)
+    vbar = w @ v  # per class
+    assert float(kern.within) == pytest.approx(float(np.sum(n / n.sum() * vbar * (1 - 1 / n))))
+    assert float(codes.within) == pytest.approx(float(np.sum(n / n.sum() * vbar)))
+    assert float(kern.between) == pytest.approx(float(codes.between) + np.sum(vbar / n) * (1 - 1 / 3) / 3)
+    assert float(kern.nc1) == pytest.approx(0.0, abs=1e-12)  # a mean kernel has no finite-width NC1
 
 
 def test_summary_over_draws_has_mean_and_mcse():

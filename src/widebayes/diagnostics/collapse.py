@@ -38,7 +38,10 @@ and, since ``Sigma_B^+ = C M (M^T M)^{+2} M^T`` for ``M = [mu_c - mubar]`` (N x 
 the same numbers), :func:`collapse_from_activations` the activations; they agree to round-off.
 A kernel averaged over draws gives the collapse of the mean kernel, which is not the mean of the
 per-draw collapse: NC1 is quadratic in ``K``, and its finite-width part vanishes in the mean kernel
-(see :func:`collapse_from_codes`).
+(see :func:`collapse_from_codes`).  In particular NC1 is 0 for every class-structured kernel
+(class blocks plus a diagonal constant within classes), such as the NNGP of the orthogonal toy
+task and the non-lazy theory's mean kernel: NC1 measures the within-class variability along the
+class means only; the variance ratio measures all of it.
 """
 
 from __future__ import annotations
@@ -155,24 +158,27 @@ def collapse_from_kernel(K, labels) -> Collapse:
     return _assemble(G, S, np.trace(K @ D, axis1=-2, axis2=-1) / P)
 
 
-def collapse_from_codes(fractions, class_means, labels, class_var=None, width=None,
-                        outlier_kernel_mass=None) -> Collapse:
+def collapse_from_codes(fractions, class_means, labels, class_var=None, outlier_kernel_mass=None,
+                        width=None) -> Collapse:
     """Neural collapse of a mean-field code mixture (non-lazy theory, THEORY.md 1.4-1.5).
 
     A fraction ``w_g`` of the neurons carries code ``g``, whose mean activation on class ``c`` is
     ``s_gc`` and (optionally) whose activation varies across the inputs of class ``c`` with
     variance ``v_gc``.  With ``d_g = s_g - mean_c s_gc`` (centred over classes, as ``mubar``) and
-    the class weights ``p_c = n_c / P`` of ``labels``, neurons being independent given their codes:
+    the class weights ``p_c = n_c / P`` of ``labels``:
 
         G = sum_g w_g d_g d_g^T  (+ (I - 11^T/C) diag(K_out) (I - 11^T/C) for ReLU outliers),
-        tr Sigma_W = sum_g w_g vbar_g,   vbar_g = sum_c p_c v_gc,
-        S = M^T Sigma_W M = (1/N) sum_g w_g vbar_g d_g d_g^T,
+        tr Sigma_W = sum_g w_g vbar_g,   vbar_g = sum_c p_c v_gc.
 
-    so ``NC1 = tr(G^{+2} S)`` is ``O(1/N)``: it vanishes at infinite width although
-    ``tr Sigma_W / tr Sigma_B`` does not (the within-class fluctuations are independent across
-    neurons, hence orthogonal to the ``C - 1`` class-mean directions up to ``1/sqrt(N)``).  The
-    class means are the population ones (the samples' empirical class means also carry
-    ``O(1/n_c)`` of the within-class noise).
+    NC1 is 0 at infinite width (the default): the within-class fluctuations, independent across
+    neurons given their codes, have a projection on the ``C - 1`` class-mean directions of order
+    ``1/sqrt(N)``, so ``S = M^T Sigma_W M = 0`` while ``tr Sigma_W / tr Sigma_B`` stays finite.
+    With ``width = N`` NC1 is the independent-neuron value
+    ``tr(G^{+2} S)``, ``S = (1/N) sum_g w_g vbar_g d_g d_g^T``: exact for neurons drawn
+    independently from the mixture, but an upper bound for a trained network, whose readout pins
+    the outputs ``a . phi / N`` on every training input and with them the within-class
+    fluctuations along the readouts (README "Neural collapse").  The class means are the
+    population ones (empirical class means also carry ``O(1/n_c)`` of the within-class noise).
 
     Parameters
     ----------
@@ -181,12 +187,12 @@ def collapse_from_codes(fractions, class_means, labels, class_var=None, width=No
     labels : array (P,)
         Training labels (class weights ``p_c``); classes ``0..C-1``.
     class_var : array (codes, C), optional
-        ``v_gc``; without it the within-class fields (and NC1, variance ratio) are NaN.
-    width : int, optional
-        ``N`` for NC1; without it NC1 is NaN.
+        ``v_gc``; without it the within-class fields, NC1 and the variance ratio are NaN.
     outlier_kernel_mass : array (C,), optional
         ReLU outliers' kernel mass per class ``K_c`` (active on their class only, no within-class
         variance; ``theory/nonlazy/classpredict.Outliers``).
+    width : int, optional
+        ``N`` for the independent-neuron NC1; None: ``N -> inf``.
     """
     w = np.asarray(fractions, dtype=np.float64)
     s = np.asarray(class_means, dtype=np.float64).reshape(len(w), -1)
@@ -202,7 +208,7 @@ def collapse_from_codes(fractions, class_means, labels, class_var=None, width=No
     else:
         vbar = np.asarray(class_var, dtype=np.float64).reshape(len(w), C) @ p
         within = float(w @ vbar)
-        S = np.einsum("g,gc,gk->ck", w * vbar, d, d) / (np.nan if width is None else float(width))
+        S = np.zeros((C, C)) if width is None else np.einsum("g,gc,gk->ck", w * vbar, d, d) / float(width)
     return _assemble(G, S, np.asarray(within))
 
 

@@ -257,9 +257,9 @@ COLLAPSE_LEVELS = {
     "draws": "per draw, then mean and MCSE over chains and draws",
     "kernel": "of a mean kernel (the collapse of the average, not the average collapse: NC1's "
               "finite-width part, O(1/N), is not in a mean kernel)",
-    "codes": "of the theory's code mixture: population class means per code, weighted by the code "
-             "fractions; NC1 at the run's width from independent neurons where the theory gives the "
-             "within-class variances (class_var)",
+    "codes": "of the theory's code mixture (N -> inf): population class means per code, weighted by "
+             "the code fractions; within-class variance from the codes' class_var (NaN without it); "
+             "NC1 = 0 at N -> inf",
 }
 
 
@@ -309,12 +309,12 @@ def theory_layer_codes(theory, layer: int, depth: int) -> list:
     return [c for c in records if c.get("class_means") is not None and c.get("kind") != "outlier"]
 
 
-def codes_collapse(codes: list, labels, width: int, outlier_kernel_mass=None) -> dcol.Collapse:
-    """:func:`diagnostics.collapse.collapse_from_codes` of theory code records."""
+def codes_collapse(codes: list, labels, outlier_kernel_mass=None) -> dcol.Collapse:
+    """:func:`diagnostics.collapse.collapse_from_codes` (N -> inf) of theory code records."""
     has_var = all(c.get("class_var") is not None for c in codes)
     return dcol.collapse_from_codes([c["fraction"] for c in codes],
                                     np.stack([np.asarray(c["class_means"], dtype=np.float64) for c in codes]),
-                                    labels, [c["class_var"] for c in codes] if has_var else None, width,
+                                    labels, [c["class_var"] for c in codes] if has_var else None,
                                     outlier_kernel_mass)
 
 
@@ -341,7 +341,7 @@ def collapse_section(run: PosteriorView, nngp, theory, th_kernels) -> NeuralColl
             coded = True
             outl = theory.get("outlier_kernel_mass") if layer == run.depth else None
             label = f"theory codes [{source}]" + (" + outliers" if outl is not None else "")
-            rows.append(CollapseRow(label, "codes", _values(codes_collapse(codes, labels, run.width, outl))))
+            rows.append(CollapseRow(label, "codes", _values(codes_collapse(codes, labels, outl))))
         layers[layer] = rows
     if theory is None:
         note = "no theory for this experiment: samples and NNGP only"

@@ -126,7 +126,8 @@ def _md_collapse(report: dict) -> list[str]:
     lines = ["### Neural collapse (training inputs)", "",
              "NC1 = tr(Sigma_W Sigma_B^+)/C; ratio = tr Sigma_W / tr Sigma_B; ETF distance of the centred "
              "class-mean Gram matrix from the simplex ETF's (0 = ETF); equinorm = std/mean of the centred "
-             f"class-mean norms; max angle = mean |cos + 1/(C-1)|. Samples: mean ± MCSE over draws. {nc['note']}.",
+             "class-mean norms; max angle = mean |cos + 1/(C-1)|. Samples: mean ± MCSE over draws. "
+             f"{nc['note']}.",
              "", "| layer | source | NC1 | tr Σ_W / tr Σ_B | ETF distance | equinorm | max angle |",
              "|---|---|---|---|---|---|---|"]
 
