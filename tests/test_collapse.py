@@ -176,3 +176,17 @@ def test_report_has_neural_collapse_for_samples_and_theory(sigmoid_run):
     assert rows["samples"]["values"]["variance_ratio"] > 0
     md = (sigmoid_run / "report" / "report.md").read_text()
     assert "### Neural collapse" in md and "| 1 | samples |" in md
+
+
+def test_theory_layer_codes_reads_each_layers_records():
+    from widebayes.report.coding import theory_layer_codes
+
+    bulk = {"code": "110", "fraction": 1.0, "class_means": [1.0, 1.0, 0.0], "kind": "bulk"}
+    outlier = {"code": "100", "fraction": 0.01, "kind": "outlier"}
+    lower = {"code": "011", "fraction": 1.0, "class_means": [0.0, 1.0, 1.0]}
+    deep = {"codes": [bulk, outlier],
+            "layers": [{"layer": 1, "codes": [lower]}, {"layer": 2, "codes": [bulk]}]}
+    assert theory_layer_codes(deep, 1, 2) == [lower] and theory_layer_codes(deep, 2, 2) == [bulk]
+    flat = {"codes": [bulk, outlier]}  # no per-layer records: the feature layer's codes only
+    assert theory_layer_codes(flat, 2, 2) == [bulk] and theory_layer_codes(flat, 1, 2) == []
+    assert theory_layer_codes(None, 1, 1) == []

@@ -78,11 +78,15 @@ def class_matrices(labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return classes, E, E @ (np.eye(C) - 1.0 / C)
 
 
-def _within_projector(labels, E) -> np.ndarray:
-    """``D = I - E 1_c^T`` (P x P; ``(E 1_c^T)_{mu nu} = E_{mu c(nu)}``): subtracts from each
-    entry the mean over its class."""
+def _class_index(labels) -> np.ndarray:
+    """Column of each input's class in :func:`class_matrices` (classes sorted)."""
     labels = np.asarray(labels)
-    return np.eye(len(labels)) - E[:, np.searchsorted(np.unique(labels), labels)]
+    return np.searchsorted(np.unique(labels), labels)
+
+
+def _within(x, E, idx) -> np.ndarray:
+    """``D x`` for ``x (..., P, k)``: each row minus the mean of its class's rows (``D`` never formed)."""
+    return x - (np.swapaxes(E, -1, -2) @ x)[..., idx, :]
 
 
 def etf_measures(G) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -127,35 +131,33 @@ def collapse_from_activations(phi, labels) -> Collapse:
     """Neural collapse of activations ``phi (..., N, P)`` (the posterior's (neuron, input) layout;
     leading axes such as chain and draw broadcast) with class labels ``(P,)``.
 
-    Class means and residuals in neuron space (module docstring, ``h = phi / sqrt(N)``):
-    ``M = h B`` (N x C), ``R = h - mu_{c(.)}`` (N x P), ``G = M^T M``,
-    ``S = (M^T R)(M^T R)^T / P``, ``tr Sigma_W = ||R||_F^2 / P``.
+    In neuron space (module docstring, ``h = phi / sqrt(N)``), without copying ``phi``: class means
+    ``A = phi E`` and ``M = phi B / sqrt(N)`` (N x C), ``G = M^T M``, ``M^T R`` with the residuals
+    ``R = (phi - A_{c(.)}) / sqrt(N)`` (C x P), ``S = (M^T R)(M^T R)^T / P`` and
+    ``tr Sigma_W = ||R||_F^2 / P = (sum_mu ||phi_mu||^2 - sum_c n_c ||A_c||^2) / (N P)``.
     """
     phi = np.asarray(phi, dtype=np.float64)
-    labels = np.asarray(labels)
-    classes, E, B = class_matrices(labels)
-    h = phi / np.sqrt(phi.shape[-2])
-    R = h - (h @ E)[..., np.searchsorted(classes, labels)]
-    M = h @ B
-    G = np.swapaxes(M, -1, -2) @ M
-    Q = np.swapaxes(M, -1, -2) @ R
-    P = len(labels)
-    return _assemble(G, Q @ np.swapaxes(Q, -1, -2) / P, np.sum(R**2, axis=(-2, -1)) / P)
+    _, E, B = class_matrices(labels)
+    idx = _class_index(labels)
+    N, P = phi.shape[-2], len(idx)
+    A = phi @ E
+    M = phi @ B / np.sqrt(N)
+    MtR = _within(np.swapaxes(np.swapaxes(M, -1, -2) @ phi, -1, -2), E, idx) / np.sqrt(N)  # (..., P, C)
+    sq = np.einsum("...ij,...ij->...", phi, phi) - np.einsum("...ic,...ic,c->...", A, A, np.bincount(idx))
+    return _assemble(np.swapaxes(M, -1, -2) @ M, np.swapaxes(MtR, -1, -2) @ MtR / P, sq / (N * P))
 
 
 def collapse_from_kernel(K, labels) -> Collapse:
     """Neural collapse of a kernel ``K (..., P, P)`` (``phi^T phi / N``, or a posterior-mean or
     theory kernel) with class labels ``(P,)``: ``G = B^T K B``, ``S = B^T K D K B / P``,
-    ``tr Sigma_W = tr(K D) / P`` (module docstring)."""
+    ``tr Sigma_W = tr(K D) / P`` (module docstring; ``D`` applied, not formed)."""
     K = np.asarray(K, dtype=np.float64)
-    labels = np.asarray(labels)
     _, E, B = class_matrices(labels)
-    D = _within_projector(labels, E)
+    idx = _class_index(labels)
+    P = len(idx)
     KB = K @ B
-    P = len(labels)
-    G = B.T @ KB
-    S = np.swapaxes(KB, -1, -2) @ D @ KB / P
-    return _assemble(G, S, np.trace(K @ D, axis1=-2, axis2=-1) / P)
+    trKD = np.trace(K, axis1=-2, axis2=-1) - np.einsum("...pq,pc,qc->...", K, E, E * np.bincount(idx))
+    return _assemble(B.T @ KB, np.swapaxes(KB, -1, -2) @ _within(KB, E, idx) / P, trKD / P)
 
 
 def collapse_from_codes(fractions, class_means, labels, class_var=None, outlier_kernel_mass=None,
