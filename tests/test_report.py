@@ -16,7 +16,7 @@ FIGURES = {"readout_samples", "activations", "layer_activations", "output", "rea
            "readout_traces", "preactivations", "code_fractions", "code_stability", "kernels",
            "kernels_test", "kernel_alignment", "predictor_test", "gen_error", "geometry", "drift"}
 TOP_KEYS = {"experiment", "theory", "draws", "coding", "readout", "symmetry", "kernels", "predictor",
-            "geometry", "drift", "convergence", "agreement", "figures", "notes"}
+            "neural_collapse", "geometry", "drift", "convergence", "agreement", "figures", "notes"}
 
 
 def tiny(network: dict, task: dict | None = None, **sampler) -> dict:
@@ -187,6 +187,10 @@ def test_lazy_report_uses_the_real_theory(lazy_linear):
     assert len(adaptation["samples_vs_kernel_adaptation_relative_difference"]) == 2  # layers 0, 1
     assert adaptation["samples_vs_kernel_adaptation_relative_difference"][0] < 1e-5  # input kernel
     assert (lazy_linear / "report" / "kernel_adaptation.png").exists()
+    collapse = data["neural_collapse"]  # lazy: kernel-level rows only, each labelled
+    sources = [row["source"] for row in collapse["layers"]["layer_1"]]
+    assert "kernel-level" in collapse["note"] and not any(s.startswith("theory codes") for s in sources)
+    assert any(s.startswith("theory mean kernel [BPKR") for s in sources)
 
 
 def test_lazy_nonlinear_report_has_the_perturbative_kernel_adaptation(tmp_path):

@@ -56,6 +56,22 @@ def rhat_ess(series) -> dict:
             "note": "" if x.shape[0] >= 2 else "one chain: no R-hat"}
 
 
+def mcse_of_mean(series) -> float:
+    """Monte Carlo standard error of the mean of a (chain, draw) series: ArviZ's
+    ``mcse(method="mean")`` (``sd / sqrt(ESS_mean)``, Vehtari et al. 2021).  0 for a constant
+    series, NaN with fewer than ``MIN_DRAWS`` draws or non-finite values."""
+    x = np.asarray(series, dtype=np.float64)
+    x = x[None] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[1] < MIN_DRAWS or not np.all(np.isfinite(x)):
+        return float("nan")
+    if np.ptp(x) == 0:
+        return 0.0
+    az = _arviz()
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return float(az.mcse(x, method="mean"))
+
+
 def convergence_table(observables: dict) -> dict:
     """:func:`rhat_ess` of every observable ``name -> (chain, draw)``."""
     return {name: rhat_ess(x) for name, x in observables.items()}

@@ -96,11 +96,13 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
     th_kernels = kernels.theory_layer_kernels(theory, run.kernel)
     kern, kern_figs = kernels.kernel_section(run, nngp, theory, th_kernels)
     pred, pred_fig, err_fig = predictor.predictor_section(run, theory)
+    collapse = coding.collapse_section(run, nngp, theory, th_kernels)
     geo, geo_fig = geometry.geometry_section(run, nngp, th_kernels)
     drift = geometry.drift_section(run)
     heldout, heldout_fig = fewshot.fewshot_heldout_section(run)
     sections = {"coding": codes, "readout": readout, "symmetry": symmetry, "kernels": kern,
-                "predictor": pred, "geometry": geo, "drift": drift}
+                "predictor": pred, "geometry": geo, "drift": drift,
+                "neural_collapse": collapse}
     if run.X_heldout is not None:  # [task] heldout_classes: report.json fewshot_heldout
         sections["fewshot_heldout"] = heldout
     scheme = codes.scheme.scheme

@@ -1,6 +1,6 @@
 """The coding sections: codes per layer and the scheme, the readout clusters and outliers, code
-stability (symmetry breaking), and the figures drawn from them (readout posterior, outliers, code
-fractions, code stability)."""
+stability (symmetry breaking), neural collapse, and the figures drawn from them (readout
+posterior, outliers, code fractions, code stability)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from widebayes.diagnostics import codes as dcodes
+from widebayes.diagnostics import collapse as dcol
 from widebayes.diagnostics import readout as dread
 from widebayes.diagnostics import symmetry as dsym
 from widebayes.posterior import PosteriorView
@@ -243,3 +244,109 @@ def symmetry_section(run: PosteriorView, ids) -> tuple[Symmetry, dict]:
         layers.append({"layer": f"layer {layer}", "edges": edges, "counts": counts,
                        "kept_fraction": kept[layer]})
     return Symmetry(kept, rate, per_neuron), {"layers": layers}
+
+
+# ---------------------------------------------------------------------------------- neural collapse
+COLLAPSE_DEFINITION = (
+    "training inputs; h = phi / sqrt(N); class means mu_c, centre mubar = mean of the class means; "
+    "NC1 = tr(Sigma_W Sigma_B^+) / C (Papyan, Han & Donoho 2020); variance_ratio = tr Sigma_W / tr Sigma_B; "
+    "within = tr Sigma_W, between = tr Sigma_B (per neuron); G = centred class-mean Gram matrix; "
+    "etf_distance = ||G/||G||_F - (I - 11^T/C)/sqrt(C-1)||_F; equinorm = std/mean of ||mu_c - mubar||; "
+    "equiangularity = std of the cosines; max_angle = mean |cos + 1/(C-1)| (diagnostics/collapse.py)")
+COLLAPSE_LEVELS = {
+    "draws": "per draw, then mean and MCSE over chains and draws",
+    "kernel": "of a mean kernel (the collapse of the average, not the average collapse: NC1's "
+              "finite-width part, O(1/N), is not in a mean kernel)",
+    "codes": "of the theory's code mixture (N -> inf): population class means per code, weighted by "
+             "the code fractions; within-class variance from the codes' class_var (NaN without it); "
+             "NC1 = 0 at N -> inf",
+}
+
+
+class CollapseRow(NamedTuple):
+    """Neural collapse of one layer by one source: its label, how it was computed (a key of
+    :data:`COLLAPSE_LEVELS`), the values per :class:`diagnostics.collapse.Collapse` field and, for
+    per-draw samples, their Monte Carlo standard errors."""
+
+    source: str
+    level: str
+    values: dict
+    mcse: dict | None = None
+
+    def to_json(self) -> dict:
+        out = {"source": self.source, "level": self.level, "values": self.values}
+        return out if self.mcse is None else {**out, "mcse": self.mcse}
+
+
+class NeuralCollapse(NamedTuple):
+    """Neural collapse per stored layer (rows: samples per draw, samples' mean kernel, NNGP, the
+    theory's labelled mean kernel and code mixture where it has them), and a note."""
+
+    layers: dict
+    note: str
+    definition: str = COLLAPSE_DEFINITION
+    levels: dict = COLLAPSE_LEVELS
+
+    def to_json(self) -> dict:
+        return {"definition": self.definition, "levels": self.levels, "note": self.note,
+                "layers": {f"layer_{layer}": rows for layer, rows in self.layers.items()}}
+
+
+def _values(c: dcol.Collapse) -> dict:
+    return {name: float(v) for name, v in c._asdict().items()}
+
+
+def theory_layer_codes(theory, layer: int, depth: int) -> list:
+    """The theory's code records of one hidden layer that carry class means (its ``layers``
+    record, or ``codes`` for the feature layer); ReLU outlier records (no class means) are left
+    out (their kernel mass enters :func:`codes_collapse`)."""
+    if theory is None:
+        return []
+    records = next((r.get("codes") or [] for r in theory.get("layers") or [] if r.get("layer") == layer),
+                   None)
+    if records is None:
+        records = (theory.get("codes") or []) if layer == depth else []
+    return [c for c in records if c.get("class_means") is not None and c.get("kind") != "outlier"]
+
+
+def codes_collapse(codes: list, labels, outlier_kernel_mass=None) -> dcol.Collapse:
+    """:func:`diagnostics.collapse.collapse_from_codes` (N -> inf) of theory code records."""
+    has_var = all(c.get("class_var") is not None for c in codes)
+    return dcol.collapse_from_codes([c["fraction"] for c in codes],
+                                    np.stack([np.asarray(c["class_means"], dtype=np.float64) for c in codes]),
+                                    labels, [c["class_var"] for c in codes] if has_var else None,
+                                    outlier_kernel_mass)
+
+
+def collapse_section(run: PosteriorView, nngp, theory, th_kernels) -> NeuralCollapse:
+    """Neural collapse of every stored layer (the feature layer, and the lower ones with
+    ``store_all_layers``) on the training inputs, samples against the NNGP and the theory."""
+    from widebayes.report.kernels import theory_source
+
+    labels = run.labels_train
+    source = theory_source(theory)
+    layers, coded = {}, False
+    for layer in sorted(run.phi):
+        draws = dcol.summarize(dcol.collapse_from_activations(run.phi[layer], labels))
+        rows = [CollapseRow("samples", "draws", {k: v["mean"] for k, v in draws.items()},
+                            {k: v["mcse"] for k, v in draws.items()}),
+                CollapseRow("samples, posterior-mean kernel", "kernel",
+                            _values(dcol.collapse_from_kernel(run.kernel[layer], labels))),
+                CollapseRow("NNGP", "kernel", _values(dcol.collapse_from_kernel(nngp.train[layer], labels)))]
+        if th_kernels is not None:
+            rows.append(CollapseRow(f"theory mean kernel [{th_kernels.sources[layer]}]", "kernel",
+                                    _values(dcol.collapse_from_kernel(th_kernels.kernels[layer], labels))))
+        codes = theory_layer_codes(theory, layer, run.depth)
+        if codes:
+            coded = True
+            outl = theory.get("outlier_kernel_mass") if layer == run.depth else None
+            label = f"theory codes [{source}]" + (" + outliers" if outl is not None else "")
+            rows.append(CollapseRow(label, "codes", _values(codes_collapse(codes, labels, outl))))
+        layers[layer] = rows
+    if theory is None:
+        note = "no theory for this experiment: samples and NNGP only"
+    elif coded:
+        note = "theory rows: its mean kernel and its code mixture, each labelled"
+    else:
+        note = "the theory gives no codes with class means here: its rows are kernel-level (labelled)"
+    return NeuralCollapse(layers, note)

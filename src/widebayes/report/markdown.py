@@ -112,7 +112,37 @@ def _md_coding(report: dict) -> list[str]:
     kept = report["symmetry"]["code_kept_fraction"]
     return lines + ["", "Neurons keeping their code over the chain: " +
                     ", ".join(f"{k.replace('_', ' ')} {100 * v:.0f}%" for k, v in kept.items()
-                              if v is not None and np.isfinite(v)) + ".", ""]
+                              if v is not None and np.isfinite(v)) + ".", ""] + _md_collapse(report)
+
+
+ROUND_OFF = 1e-12  # |value| below this is shown as 0 (a class-structured kernel's NC1 is 0 up to round-off)
+COLLAPSE_COLUMNS = ("nc1", "variance_ratio", "etf_distance", "equinorm", "max_angle")
+
+
+def _md_collapse(report: dict) -> list[str]:
+    nc = report.get("neural_collapse")
+    if not nc:
+        return []
+    lines = ["### Neural collapse (training inputs)", "",
+             "NC1 = tr(Sigma_W Sigma_B^+)/C; ratio = tr Sigma_W / tr Sigma_B; ETF distance of the centred "
+             "class-mean Gram matrix from the simplex ETF's (0 = ETF); equinorm = std/mean of the centred "
+             "class-mean norms; max angle = mean |cos + 1/(C-1)|. Samples: mean ± MCSE over draws. "
+             f"{nc['note']}.",
+             "", "| layer | source | NC1 | tr Σ_W / tr Σ_B | ETF distance | equinorm | max angle |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell(row, key):
+        v, se = row["values"].get(key), (row.get("mcse") or {}).get(key)
+        if v is None or not np.isfinite(v):
+            return "–"
+        if abs(v) < ROUND_OFF:
+            return "0"
+        return f"{v:.3g} ± {se:.2g}" if se is not None and np.isfinite(se) else f"{v:.3g}"
+
+    for layer, rows in nc["layers"].items():
+        lines += [f"| {layer.split('_')[-1]} | {row['source']} | "
+                  + " | ".join(cell(row, key) for key in COLLAPSE_COLUMNS) + " |" for row in rows]
+    return lines + [""]
 
 
 def _md_agreements(report: dict) -> list[str]:
