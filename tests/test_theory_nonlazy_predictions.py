@@ -155,3 +155,19 @@ def test_large_unstructured_task_with_sigmoid_uses_the_conditional_mode_theory()
     K = np.asarray(out["kernel_train"])
     assert K.shape == (2, len(exp.data.X_train), len(exp.data.X_train))
     np.testing.assert_allclose(K[1], K[1].T)
+
+
+def test_sigmoid_codes_at_a_tiny_training_set(tmp_path):
+    """P = 12 (N0 = 24): a Newton trial point with no single-neuron maximum used to raise a bare
+    ValueError from softmax; the trial is now halved back and the solve closes."""
+    from widebayes.config import resolve
+    from widebayes.experiment import build_experiment
+    from widebayes.models.presets import preset
+    from widebayes.theory.nonlazy.predictions import nonlazy_predictions
+
+    cfg = preset("demo")
+    cfg["task"].update(num_train=12, input_dim=24, num_test=4)
+    cfg["network"]["width"] = 12
+    out = nonlazy_predictions(build_experiment(resolve(cfg)))
+    fractions = [c["fraction"] for c in out["codes"]]
+    assert abs(sum(fractions) - 1) < 1e-6 and len(fractions) >= 3

@@ -33,6 +33,7 @@ THEORY_SOURCES = {
     "redundant-codes": "non-lazy mean field, redundant codes (THEORY.md 1.4b)",
     "sparse-codes": "non-lazy mean field, sparse codes (THEORY.md 1.5b)",
     "conditional-mode": "non-lazy conditional mode (THEORY.md 1.4, the paper's MNIST theory)",
+    "deep-codes": "non-lazy mean field, one rate per hidden layer (THEORY.md 1.2, deep nets)",
 }
 # what made one layer's theory kernel (``kernel_train_methods``, theory/predict.py ``kernel_methods``)
 LAYER_METHODS = {"input": INPUT_KERNEL, "nngp": NNGP, "perturbative": KERNEL_ADAPTATION,

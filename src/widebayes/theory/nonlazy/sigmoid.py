@@ -215,6 +215,8 @@ def _finite_residual(x, task, tracked):
     k, m = task.targets.shape
     L = x.reshape(k, m)
     maxima = find_maxima(L, task, _starts(task, tracked))
+    if not maxima:  # no code at these fields: not a solution (a Newton trial point is halved back)
+        return np.full(L.size, np.nan)
     tracked[:] = maxima
     w = softmax([laplace_log_weight(mx, task) for mx in maxima])
     out = sum(wi * class_output(mx, L, task, True) for wi, mx in zip(w, maxima))
@@ -231,6 +233,8 @@ def solve_redundant_finite_P(task: ClassTask, L0) -> CodeScheme:
     sol = newton(lambda x: _finite_residual(x, task, tracked), np.asarray(L0).ravel())
     L = sol.x.reshape(np.shape(L0))
     res = _finite_residual(sol.x, task, tracked)
+    if not tracked or not np.all(np.isfinite(res)):
+        raise RuntimeError("finite-P redundant code: no single-neuron maximum at the fields")
     maxima = tracked
     w = softmax([laplace_log_weight(mx, task) for mx in maxima])
     return CodeScheme(L, maxima, w, -dual_objective(L, task, maxima[0].F), float(np.max(np.abs(res))),
