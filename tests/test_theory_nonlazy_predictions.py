@@ -160,9 +160,10 @@ def test_large_unstructured_task_with_sigmoid_uses_the_conditional_mode_theory()
 def test_sigmoid_codes_at_a_tiny_training_set(tmp_path):
     """P = 12 (N0 = 24): a Newton trial point with no single-neuron maximum used to raise a bare
     ValueError from softmax; the trial is now halved back and the solve closes."""
+    from widebayes.models.presets import preset
+
     from widebayes.config import resolve
     from widebayes.experiment import build_experiment
-    from widebayes.models.presets import preset
     from widebayes.theory.nonlazy.predictions import nonlazy_predictions
 
     cfg = preset("demo")
