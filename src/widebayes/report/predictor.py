@@ -131,8 +131,10 @@ def gp_normalisation_markdown(test: dict) -> list[str]:
         for who in ("samples", "theory"):
             g = n[f"gain_{who}"]
             if g is not None:
-                lines.append(f"- {who} vs GP {name}: {g['total_sum']:.4g} = {g['bias_sum']:.4g} + "
-                             f"{g['variance_sum']:.4g} ({'mainly variance' if g['mainly_variance'] else 'not mainly variance'})")
+                share = "" if g["variance_share"] is None else f", variance share {g['variance_share']:.2f}"
+                lines.append(f"- {who} vs GP {name}: {g['total_sum']:.4g} = {g['bias_sum']:.4g} (bias) "
+                             f"{g['variance_sum']:+.4g} (variance){share}: "
+                             f"{'mainly' if g['mainly_variance'] else 'not mainly'} variance")
     return lines
 
 
