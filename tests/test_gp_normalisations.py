@@ -103,7 +103,10 @@ def test_report_json_and_markdown_carry_both_normalisations(tmp_path):
     report.write_report(tmp_path)
     import json
 
-    test = json.loads((tmp_path / "report" / "report.json").read_text())["predictor"]["test"]
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())
+    test = rep["predictor"]["test"]
+    np.testing.assert_allclose(rep["figures"]["gen_error"]["data"]["gp_lazy"],
+                               test["gp_normalisations"]["lazy"]["gen_error"]["total"])
     norms = test["gp_normalisations"]
     assert set(norms) == {"nonlazy", "lazy"}
     assert norms["lazy"]["sigma_a2"] == 1.0 and norms["lazy"]["noise"] == pytest.approx(0.05)

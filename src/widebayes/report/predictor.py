@@ -164,5 +164,6 @@ def predictor_section(run: PosteriorView, theory) -> tuple[Predictor, dict | Non
                 "class_bounds": class_bounds(run.labels_test[order])[0]}
     err_fig = {"outputs": list(range(m)), "sampling": err,
                "theory": None if th_err is None else np.asarray(th_err["total"]),
-               "gp": None if gp_err is None else np.asarray(gp_err["total"])}
+               "gp": None if gp_err is None else np.asarray(gp_err["total"]),
+               "gp_lazy": None if norms is None else np.asarray(norms["lazy"]["gen_error"]["total"])}
     return section, pred_fig, err_fig
