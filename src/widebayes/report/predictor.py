@@ -123,9 +123,9 @@ def gp_normalisation_markdown(test: dict) -> list[str]:
              "| | " + " | ".join(f"class {r}" for r in range(m)) + " | sum |",
              "|---|" + "---|" * (m + 1)]
     for label, e in rows:
-        per = [cell(t, b, v) for t, b, v in zip(*(np.atleast_1d(e[k]) for k in ("total", "bias", "variance")))]
-        lines.append(f"| {label} | " + " | ".join(per) + " | "
-                     + cell(e["total_sum"], e["bias_total"], e["variance_total"]) + " |")
+        parts = [np.atleast_1d(np.asarray(e[k], dtype=np.float64)) for k in ("total", "bias", "variance")]
+        per = [cell(t, b, v) for t, b, v in zip(*parts)] + [cell(*(float(p.sum()) for p in parts))]
+        lines.append(f"| {label} | " + " | ".join(per) + " |")
     lines += ["", "Gain over each GP, eps_GP - eps = bias part + variance part (summed over classes):", ""]
     for name, n in norms.items():
         for who in ("samples", "theory"):
