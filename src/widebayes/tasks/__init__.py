@@ -16,9 +16,10 @@ Kinds (the ``[task]`` table of an experiment, see DESIGN.md):
   ``X_test``, ``labels_test``, ``Y_test``.
 
 Held-out classes (``heldout_classes``, ``heldout_per_class``; kinds mnist, cifar10, npz): classes
-other than the trained ones (``0 .. num_classes-1``, or those of ``digits`` / ``classes``) kept out of training and test, with a pool of
-``heldout_per_class`` inputs of each (``Dataset.X_heldout``, ``labels_heldout``, their original
-class numbers) for few-shot learning of new classes (``diagnostics.fewshot``).
+other than the trained ones (``0 .. num_classes-1``, or those of ``digits`` / ``classes``) kept
+out of training and test, with a pool of ``heldout_per_class`` inputs of each
+(``Dataset.X_heldout``, ``labels_heldout``, their original class numbers) for few-shot learning
+of new classes (``diagnostics.fewshot``).
 
 Targets are one-hot (``y_plus`` on the own class, ``y_minus`` elsewhere) or, for two classes,
 one binary output (``y_plus`` for class 0, ``y_minus`` for class 1), or an npz's ``Y`` as given.

