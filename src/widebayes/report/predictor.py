@@ -85,8 +85,8 @@ def gain_split(err: dict, err_gp: dict) -> dict:
 def gp_normalisation_section(run: PosteriorView, err: dict, th_err: dict | None) -> dict | None:
     """Per normalisation (``"nonlazy"``, ``"lazy"``): its ``sigma_a2``, ``noise`` and definition,
     the GP's generalization error (bias and variance per class), its accuracy, and the gain over
-    it of the samples and of the theory (:func:`gain_split`; theory None without one).  None for
-    a lazy run (its GP is the lazy one)."""
+    it of the samples and of the theory (:func:`gain_split`; None without a theory's bias and
+    variance).  None for a lazy run (its GP is the lazy one)."""
     from widebayes.config import readout_gamma
     from widebayes.theory.gp import gp_from_kernels, gp_normalisations
     from widebayes.theory.nngp import nngp_kernels
@@ -95,6 +95,7 @@ def gp_normalisation_section(run: PosteriorView, err: dict, th_err: dict | None)
     if readout_gamma(net["readout"]) == 0.5:
         return None
     kernels = nngp_kernels(run.X_train, run.activation, run.sigma_w2, run.X_test)
+    split_theory = th_err is not None and {"bias", "variance"} <= set(th_err)
     out = {}
     for name, norm in gp_normalisations(run.sigma_a2, float(net["temperature"]), run.T_eff).items():
         res = gp_from_kernels(kernels, run.Y_train, run.Y_test, norm.sigma_a2, norm.noise)
@@ -102,7 +103,7 @@ def gp_normalisation_section(run: PosteriorView, err: dict, th_err: dict | None)
         out[name] = {**norm._asdict(), "gen_error": gp_err,
                      "accuracy": dpred.accuracy(res.prediction.mean, run.Y_test),
                      "gain_samples": gain_split(err, gp_err),
-                     "gain_theory": None if th_err is None else gain_split(th_err, gp_err)}
+                     "gain_theory": gain_split(th_err, gp_err) if split_theory else None}
     return out
 
 
