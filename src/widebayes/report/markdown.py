@@ -9,6 +9,7 @@ import numpy as np
 from widebayes.diagnostics import codes as dcodes
 from widebayes.diagnostics import convergence as dconv
 from widebayes.report.common import AGREE_WITHIN
+from widebayes.report.predictor import gp_normalisation_markdown
 
 CAPTIONS = {
     "drift": "Representational drift: overlap of the top singular vectors of the feature-layer "
@@ -179,6 +180,7 @@ def _md_predictor(report: dict) -> list[str]:
                      f"{err['variance_total']:.4g}; GP {t['gen_error_gp']['total_sum']:.4g}"
                      + (f"; theory {t['gen_error_theory']['total_sum']:.4g}." if t.get("gen_error_theory")
                         else "."))
+        lines += gp_normalisation_markdown(t)
     return lines + [""]
 
 

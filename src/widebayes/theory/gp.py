@@ -8,6 +8,17 @@ variance ``T`` (perspective paper Eqs. 11-12; THEORY.md 1.6):
 
 The generalization error per output splits into bias and variance (perspective paper Eq. 7;
 THEORY.md 2.3): ``eps_r = E_x[(mean_r(x) - y_r(x))^2] + E_x[var_r(x)]``.
+
+A non-lazy network (gamma = 1) is compared with the GP at two normalisations
+(:func:`gp_normalisations`; coding-schemes paper, Fig. 6d and supplement D.3):
+
+- ``"nonlazy"``: kernel ``sigma_a2 K_L`` with the run's own readout prior (``1/P`` by the papers'
+  rule) and noise ``T_eff = T/N``, the GP that the non-lazy posterior's prior and likelihood give;
+- ``"lazy"``: kernel ``K_L`` (``sigma_a2 = 1``, the lazy prior) and noise ``T``, the lazy network
+  at the same rescaled temperature.
+
+Both share the mean predictor when ``sigma_a2 = 1/P`` and ``N = P`` (multiply kernel and noise of
+the first by ``P``); the lazy variance is then ``P`` times the non-lazy one.
 """
 
 from __future__ import annotations
@@ -122,6 +133,42 @@ def generalization_error(mean, var, Y_test) -> GenError:
     return GenError(bias, variance, total, float(bias.sum()), float(variance.sum()), float(total.sum()))
 
 
+class GPNormalisation(NamedTuple):
+    """Readout prior ``sigma_a2`` (the GP kernel is ``sigma_a2 K_L``) and noise variance."""
+
+    sigma_a2: float
+    noise: float
+    definition: str
+
+
+def gp_normalisations(sigma_a2: float, T: float, T_eff: float) -> dict[str, GPNormalisation]:
+    """The GP at the non-lazy normalisation (``sigma_a2``, noise ``T_eff = T/N``) and at the lazy
+    one (``sigma_a2 = 1``, noise ``T``); module docstring.
+
+    Parameters
+    ----------
+    sigma_a2 : float
+        The run's readout prior variance.
+    T, T_eff : float
+        Rescaled temperature and the likelihood's noise variance ``T N^(1 - 2 gamma)``.
+    """
+    return {
+        "nonlazy": GPNormalisation(sigma_a2, T_eff, "kernel sigma_a2 K_L^NNGP with the run's "
+                                   "readout prior, noise variance T_eff = T/N"),
+        "lazy": GPNormalisation(1.0, T, "kernel K_L^NNGP (sigma_a2 = 1, the lazy prior), noise "
+                                "variance T"),
+    }
+
+
+def gp_from_kernels(kernels: NNGPKernels, Y_train, Y_test, sigma_a2, T) -> LazyGPResult:
+    """GP regression with the last layer's NNGP kernel times ``sigma_a2`` at noise variance ``T``
+    (:func:`gp_posterior`), and its generalization error (None without ``Y_test``)."""
+    pred = gp_posterior(sigma_a2 * kernels.train[-1], sigma_a2 * kernels.cross[-1],
+                        sigma_a2 * kernels.test_diag[-1], Y_train, T)
+    err = None if Y_test is None else generalization_error(pred.mean, pred.var, Y_test)
+    return LazyGPResult(kernels, pred, err)
+
+
 def lazy_gp_prediction(X_train, Y_train, X_test, Y_test, activation, sigma_w2, sigma_a2, T) -> LazyGPResult:
     """Infinite-width lazy network: GP regression with the NNGP kernel ``sigma_a2 K_L``.
 
@@ -136,8 +183,5 @@ def lazy_gp_prediction(X_train, Y_train, X_test, Y_test, activation, sigma_w2, s
     sigma_a2, T : float
         Readout prior variance; noise variance T_eff.
     """
-    kernels = nngp_kernels(X_train, activation, sigma_w2, X_test)
-    pred = gp_posterior(sigma_a2 * kernels.train[-1], sigma_a2 * kernels.cross[-1],
-                        sigma_a2 * kernels.test_diag[-1], Y_train, T)
-    err = None if Y_test is None else generalization_error(pred.mean, pred.var, Y_test)
-    return LazyGPResult(kernels, pred, err)
+    return gp_from_kernels(nngp_kernels(X_train, activation, sigma_w2, X_test), Y_train, Y_test,
+                           sigma_a2, T)
