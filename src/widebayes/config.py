@@ -63,6 +63,7 @@ SAMPLER_DEFAULTS = {
     "replica_exchange": {},
     "devices": 0,
     "reduce_inputs": False,
+    "neuron_moves": 0,
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
@@ -259,6 +260,7 @@ _SAMPLER_INT_RANGES = {  # key: (smallest, largest) allowed
     "smc_mcmc_steps": (1, MAX_STEP_INDEX),
     "freeze_readout_at": (-1, MAX_STEP_INDEX),
     "devices": (0, 1 << 16),  # 0: every device of the machine
+    "neuron_moves": (0, MAX_STEP_INDEX),  # one neuron move after every k-th step; 0: none
 }
 
 

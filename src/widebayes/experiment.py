@@ -15,6 +15,7 @@ advanced by its exact AR(1) transition at every recorded draw (:func:`reduction_
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -206,7 +207,8 @@ def build_sampler(cfg: dict, ladder: tuple = ()):
 def sampler_key(cfg: dict, ladder: tuple) -> tuple:
     """What of ``[sampler]`` is fixed at build time (the rest is traced)."""
     static = ("kind", "noise", "num_integration_steps", "target_accept", "adapt_mass_matrix",
-              "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers", "reduce_inputs")
+              "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers", "reduce_inputs",
+              "neuron_moves")
     swap_every = cfg["replica_exchange"]["swap_every"] if ladder else 0
     return tuple(cfg[k] for k in static) + (ladder, swap_every)
 
@@ -362,9 +364,15 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
                              f"model {exp.model!r} is not covered", key="sampler.readout")
         logdensity, complete = collapsed_logdensity, collapsed_completion
     side = reduction_side if exp.reduction is not None else None
+    move = None
+    if cfg["neuron_moves"]:
+        from widebayes import neuron_moves
+
+        neuron_moves.check_applicable(exp, cfg)
+        move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed")
     setup = RunSetup((*key, exp.frozen), sampler, logdensity, model_forward(model), cfg["store_all_layers"],
                      not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
-                     complete=complete, side=side)
+                     complete=complete, side=side, move=move, move_every=cfg["neuron_moves"])
     return with_frozen(setup) if exp.frozen else setup
 
 

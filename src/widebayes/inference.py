@@ -148,6 +148,10 @@ class RunSetup(NamedTuple):
     # f(key, side, params, data, hyper, sampler_params, step_index) -> (side, params, data): advance
     # the side state to the end of step ``step_index`` and give the observation's view of params and data
     side: Callable | None = None
+    # f(key, position_white, data, hyper, T_eff) -> (position_white, accepted): a move applied after
+    # every ``move_every``-th step (the neuron moves, widebayes.neuron_moves); None: no move
+    move: Callable | None = None
+    move_every: int = 0
 
 
 def _logdensity_at(setup: RunSetup, data, hyper, T):
@@ -177,7 +181,32 @@ def _advance(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hy
     newly_dead = ~carry.dead & ~ok
     carry = carry._replace(state=state, dead=carry.dead | newly_dead,
                            dead_at=jnp.where(newly_dead, step_index, carry.dead_at))
+    if setup.move is not None:
+        carry, extra = _move(setup, carry, chain_key, step_index, data, hyper, T, extra)
     return carry, (jnp.where(ok, info.accept_prob, 0.0), info.diverging | newly_dead, extra)
+
+
+MOVE_STREAM = 4  # the key of a move after step s: fold_in(fold_in(chain_key, s), 4)
+
+
+def _move(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper, T, extra):
+    """After every ``setup.move_every``-th step: the setup's move, then the sampler's state rebuilt
+    at the new position (its cached log density and gradient).  A real branch in the chains' vmap:
+    whether to move depends on the step index only.  ``extra["move_accept"]``: NaN between moves."""
+    dtype = jnp.result_type(T)
+
+    def do(c):
+        position, accepted = setup.move(observation_key(chain_key, step_index, MOVE_STREAM), c.state.position,
+                                        data, hyper, T)
+        state = setup.sampler.init(position, _target(setup, data, hyper, T))
+        state = jax.tree.map(lambda new, old: jnp.where(c.dead, old, new), state, c.state)
+        return c._replace(state=state), accepted.astype(dtype)
+
+    def skip(c):
+        return c, jnp.asarray(jnp.nan, dtype)
+
+    carry, accepted = jax.lax.cond((step_index + 1) % setup.move_every == 0, do, skip, carry)
+    return carry, {**extra, "move_accept": accepted}
 
 
 def _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule):

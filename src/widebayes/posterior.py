@@ -57,11 +57,13 @@ _DRAW_DIMS = {
     "phi_L_heldout": ("neuron", "heldout"),
 }
 _DRAW_DIMS.update({"swap_accept": ("pair",),  # replica exchange: acceptance per neighbour pair
+                   "move_accept": (),  # neuron moves: the fraction accepted between two draws
                    # the collapsed readout's Rao-Blackwellised predictor: E and Var of f given W
                    "f_train_rb_mean": ("train", "output"), "f_train_rb_var": ("train",),
                    "f_test_rb_mean": ("test", "output"), "f_test_rb_var": ("test",)})
 _GROUP_OF = {"a": "posterior", "f_train": "posterior", "f_test": "posterior", "loss": "sample_stats",
              "accept_prob": "sample_stats", "diverging": "sample_stats", "swap_accept": "sample_stats",
+             "move_accept": "sample_stats",
              "f_train_rb_mean": "posterior", "f_train_rb_var": "posterior", "f_test_rb_mean": "posterior",
              "f_test_rb_var": "posterior"}
 
