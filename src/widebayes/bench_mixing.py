@@ -55,7 +55,8 @@ def reference_configs() -> dict:
              "collapsed hmc": {"kind": "hmc", "readout": "collapsed", "step_size": 0.05,
                                "num_integration_steps": 5},
              "replica exchange": {"step_size": 0.01, "replica_exchange": {"num_replicas": 4, "T_max": 0.08,
-                                                                          "swap_every": 10}}}),
+                                                                          "swap_every": 10}},
+             "langevin + neuron moves": {"step_size": 0.01, "neuron_moves": 10}}),
         "sigmoid toy, N = P = 500": (
             {"task": _toy(500, 500, 520), "network": {**sigmoid, "width": 500}},
             {"langevin": {"step_size": 0.005},
@@ -64,7 +65,12 @@ def reference_configs() -> dict:
              "collapsed hmc": {"kind": "hmc", "readout": "collapsed", "step_size": 0.03,
                                "num_integration_steps": 5},
              "replica exchange": {"step_size": 0.005, "replica_exchange": {"num_replicas": 4, "T_max": 0.08,
-                                                                           "swap_every": 10}}}),
+                                                                           "swap_every": 10}},
+             "langevin + neuron moves": {"step_size": 0.005, "neuron_moves": 10}}),
+        "sigmoid toy, y- = 0.1, N = P = 100": (
+            {"task": _toy(100, 100, 120, y_minus=0.1), "network": {**sigmoid, "width": 100}},
+            {"langevin": {"step_size": 0.01},
+             "langevin + neuron moves": {"step_size": 0.01, "neuron_moves": 10}}),
         "deep linear lazy, L = 2, N = 100, P = 50": (
             {"task": {"kind": "orthogonal", "num_train": 50, "input_dim": 60, "num_test": 10,
                       "class_ratios": [0.5, 0.5], "y_plus": 1.0, "y_minus": 0.0, "seed": 0},
@@ -91,6 +97,8 @@ def sampler_config(base: dict, overrides: dict, num_steps: int, burn_in: int, th
 def gradients_per_step(cfg: dict) -> float:
     """Gradient evaluations of one step of the sampler of a resolved ``[sampler]`` table."""
     base = float(cfg["num_integration_steps"]) if cfg["kind"] == "hmc" else 1.0
+    if cfg.get("neuron_moves"):  # the sampler's state is rebuilt (one gradient) after every move
+        base += 1.0 / cfg["neuron_moves"]
     replica = cfg["replica_exchange"]
     if not replica:
         return base
@@ -236,10 +244,12 @@ def bias(figures: SamplerFigures, reference: SamplerFigures) -> dict:
 
 
 def run_mixing_bench(configs: list[str] | None = None, *, repeats: int = 3, scale: float = 1.0,
-                     out: str | None = None) -> dict:
+                     out: str | None = None, sampler_names: list[str] | None = None) -> dict:
     """Measure every reference config (or those named), print a table, return (and write) the figures.
 
-    ``scale`` multiplies every run's length (0.1 for a quick look).
+    ``scale`` multiplies every run's length (0.1 for a quick look); ``samplers``: only the samplers
+    ``sampler_names``: only the samplers whose name contains one of these (plain Langevin, the
+    baseline, always runs).
     """
     device = jax.devices()[0]
     print(f"device: {device.platform} ({device.device_kind}); medians of {repeats} interleaved repeats")
@@ -247,6 +257,9 @@ def run_mixing_bench(configs: list[str] | None = None, *, repeats: int = 3, scal
     for cname, (base, samplers) in reference_configs().items():
         if configs and not any(c in cname for c in configs):
             continue
+        if sampler_names:
+            samplers = {k: v for k, v in samplers.items()
+                        if k == "langevin" or any(n in k for n in sampler_names)}
         nonlazy = base["network"]["readout"] == "nonlazy"
         lengths = _lengths(base, scale)
         figs = measure(base, samplers, repeats=repeats, activation=base["network"]["activation"],

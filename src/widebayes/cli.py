@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --mixing: reference configs whose name contains NAME (default all)")
     b.add_argument("--scale", type=float, default=1.0, help="with --mixing: run lengths times this")
     b.add_argument("--json", default=None, metavar="FILE", help="with --mixing: write the figures here")
+    b.add_argument("--samplers", nargs="+", default=None, metavar="NAME",
+                   help="with --mixing: only the samplers whose name contains NAME (plain Langevin "
+                        "always runs)")
     b.add_argument("--reduce-inputs", action="store_true",
                    help="time the input-subspace reduction against the full first layer (MNIST, N0 = 784)")
     w = sub.add_parser("sweep", help="an experiment over a grid of config values: DIR/results.csv, figures")
@@ -267,7 +270,8 @@ def _bench(args) -> int:
     if args.mixing:
         from widebayes.bench_mixing import run_mixing_bench
 
-        run_mixing_bench(args.configs, repeats=args.repeats, scale=args.scale, out=args.json)
+        run_mixing_bench(args.configs, repeats=args.repeats, scale=args.scale, out=args.json,
+                         sampler_names=args.samplers)
         return 0
     from widebayes.bench import bench_reduce_inputs, run_bench
 
