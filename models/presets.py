@@ -58,9 +58,8 @@ PRESETS = {
         "task": {**_TOY, "num_train": 500, "input_dim": 520, "y_minus": 0.5},
         "network": {"depth": 1, "width": 500, "activation": "sigmoid", "readout": "nonlazy",
                     "temperature": 0.01},
-        "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 60000, "burn_in": 40000,
-                    "thin": 500, "num_chains": 1, "seed": 1,
-                    "anneal": {"schedule": "geometric", "T_start": 1.0, "num_steps": 30000}},
+        "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 40000, "burn_in": 20000,
+                    "thin": 500, "num_chains": 1, "seed": 1, "neuron_moves": 10},
     },
     "paper-relu": {
         "task": {**_TOY, "num_train": 500, "input_dim": 520, "y_minus": -0.5},
