@@ -13,7 +13,7 @@ SOURCES = {"": ROOT / "src" / "widebayes", "models": ROOT / "models", "samplers"
 FLOORS = [
     {"__init__", "errors", "io", "quadrature", "activations", "codes", "networks", "base"},
     {"config", "tasks", "models", "samplers", "observables", "input_reduction", "checkpoint", "collapsed",
-     "interrupt", "footprint"},
+     "neuron_moves", "interrupt", "footprint"},
     {"experiment", "inference", "posterior"},
     {"theory", "diagnostics"},
     {"sampling", "report", "plots"},
