@@ -190,3 +190,12 @@ def test_theory_layer_codes_reads_each_layers_records():
     flat = {"codes": [bulk, outlier]}  # no per-layer records: the feature layer's codes only
     assert theory_layer_codes(flat, 2, 2) == [bulk] and theory_layer_codes(flat, 1, 2) == []
     assert theory_layer_codes(None, 1, 1) == []
+
+
+def test_nc1_is_nan_where_the_gram_matrix_is_not_finite():
+    """A stopped chain's NaN draws (or a theory code without class means) give NaN, not a LinAlgError."""
+    from widebayes.diagnostics.collapse import nc1_from_moments
+
+    G = np.stack([np.eye(3) - 1 / 3, np.full((3, 3), np.nan)])
+    out = nc1_from_moments(G, np.stack([np.eye(3), np.eye(3)]))
+    assert np.isfinite(out[0]) and np.isnan(out[1])

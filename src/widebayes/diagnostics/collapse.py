@@ -110,13 +110,16 @@ def etf_measures(G) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def nc1_from_moments(G, S) -> np.ndarray:
     """``tr(G^{+2} S)`` (= ``tr(Sigma_W Sigma_B^+) / C``, module docstring) for ``G``, ``S``
     (..., C, C); ``G^+`` drops eigenvalues below ``PINV_RTOL`` times the largest (the class-mean
-    centring leaves ``G`` of rank ``C - 1``)."""
-    w, V = np.linalg.eigh(np.asarray(G, dtype=np.float64))
+    centring leaves ``G`` of rank ``C - 1``); NaN where ``G`` is not finite (a stopped chain's draws,
+    a theory code without class means)."""
+    G = np.asarray(G, dtype=np.float64)
+    finite = np.all(np.isfinite(G), axis=(-2, -1))
+    w, V = np.linalg.eigh(np.where(finite[..., None, None], G, 0.0))
     keep = w > PINV_RTOL * np.max(w, axis=-1, keepdims=True)
     inv2 = np.where(keep, 1.0 / np.where(keep, w, 1.0) ** 2, 0.0)
     SV = np.einsum("...ji,...jk,...ki->...i", V, np.asarray(S, dtype=np.float64), V)  # diag(V^T S V)
     out = np.sum(inv2 * SV, axis=-1)
-    return np.where(np.any(keep, axis=-1), out, np.nan)
+    return np.where(np.any(keep, axis=-1) & finite, out, np.nan)
 
 
 def _assemble(G, S, within) -> Collapse:
