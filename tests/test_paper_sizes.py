@@ -56,7 +56,7 @@ def test_readout_laws_and_kernels_at_the_papers_sizes(name, tmp_path):
 
 @pytest.mark.slow
 def test_sigmoid_laws_kernel_and_code_fractions_at_the_papers_size(tmp_path):
-    """Langevin with a neuron move after every 10th step, no annealing (about 8 minutes): measured
+    """Langevin with a neuron move after every 10th step, no annealing (4-8 minutes): measured
     011 / 101 / 110 / 111 = 0.305 / 0.300 / 0.300 / 0.095 against 0.306 / 0.301 / 0.301 / 0.093."""
     rows = sampled_report("paper-sigmoid", tmp_path)
     check_laws_and_kernels(rows, outliers=False)
