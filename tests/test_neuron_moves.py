@@ -45,7 +45,8 @@ def test_log_ratio_is_antisymmetric():
     kw = dict(phi=jax.nn.sigmoid, grid=grid, sigma_w2=1.0, sigma_a2=0.5, T_eff=0.05, gamma=1.0,
               mixture_size=8)
     key = jax.random.PRNGKey(3)
-    H_new, _, r_fwd = nm.propose_and_accept(key, H, 4, Y, **kw)
+    move = nm.propose_and_accept(key, H, 4, Y, **kw)
+    H_new, r_fwd = move.H, move.log_ratio
     k_others = jax.random.split(key, 4)[0]
     others = jax.random.choice(k_others, N - 1, (8,), replace=False)
     others = others + (others >= 4)

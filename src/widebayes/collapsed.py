@@ -169,8 +169,7 @@ def factorize(M, method: str = "cholesky") -> Factor:
     (LU; M is positive definite, so the sign is +).
     """
     if method == "cholesky":
-        L = jnp.linalg.cholesky(M)
-        return Factor(lambda B: cho_solve((L, True), B), 2.0 * jnp.sum(jnp.log(jnp.diagonal(L))))
+        return cholesky_factor(jnp.linalg.cholesky(M))
     if method == "cholinv":
         L = jnp.linalg.cholesky(M)
         inverse = cho_solve((L, True), jnp.eye(M.shape[0], dtype=M.dtype))
@@ -183,6 +182,11 @@ def factorize(M, method: str = "cholesky") -> Factor:
         inverse = lu_solve(lu_piv, jnp.eye(M.shape[0], dtype=M.dtype))
         return Factor(lambda B: inverse @ B, jnp.sum(jnp.log(jnp.abs(jnp.diagonal(lu_piv[0])))))
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def cholesky_factor(L) -> Factor:
+    """The :class:`Factor` of ``M = L L^T`` from its lower Cholesky factor ``L``."""
+    return Factor(lambda B: cho_solve((L, True), B), 2.0 * jnp.sum(jnp.log(jnp.diagonal(L))))
 
 
 # ----------------------------------------------------------------------------------- marginal likelihood

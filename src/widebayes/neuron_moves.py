@@ -51,7 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from widebayes.activations import get_activation
-from widebayes.collapsed import choose_form, loglik_value, readout_conditional, solve_gram
+from widebayes.collapsed import (
+    ReadoutConditional,
+    cholesky_factor,
+    draw_readout,
+    loglik_value,
+    readout_conditional,
+    solve_with,
+)
 from widebayes.errors import InputError
 
 GRID_POINTS = 256  # demo acceptance as with 512 or 1024 (0.50, float32) at half the cost of 512
@@ -125,39 +132,49 @@ def piecewise_sample(key, ell, grid: Grid):
 
 # ----------------------------------------------------------------------------- the move
 class Field(NamedTuple):
-    """What the proposal reads from a state: the readout's conditional mean and the residual, and
-    the collapsed log posterior of the preactivations."""
+    """What the proposal reads from a state: the readout's conditional (its mean ``mu``, N x m,
+    and the factor an exact draw needs), the residual, and the collapsed log posterior of the
+    preactivations."""
 
-    readouts: jnp.ndarray  # (N, m)
+    readout: ReadoutConditional
     residual: jnp.ndarray  # (P, m)
     logpost: jnp.ndarray
 
 
 def field_of(H, Y, phi, sigma_w2, sigma_a2, T_eff, gamma) -> Field:
-    """One factorisation of the smaller Gram system gives all three: with ``alpha = C^-1 Y``
-    (``C = s Phi Phi^T + T_eff I``, ``s = sigma_a2 / N^2g``) the readout's conditional mean is
-    ``sigma_a2 Phi^T alpha / N^g`` and the residual ``Y - s Phi Phi^T alpha = T_eff alpha``."""
+    """One factorisation of the smaller Gram system gives all three: the readout's conditional,
+    and with ``alpha = C^-1 Y`` (``C = s Phi Phi^T + T_eff I``, ``s = sigma_a2 / N^2g``) the residual
+    ``Y - Phi mu / N^g = Y - s Phi Phi^T alpha = T_eff alpha`` and the log marginal likelihood."""
     Phi = phi(H)
-    P, N = Phi.shape
-    scale = jnp.asarray(N, H.dtype) ** gamma
-    s = sigma_a2 / scale**2
-    solved = solve_gram(Phi, Y, s, T_eff, choose_form(P, N), "cholesky", with_Q=False)
+    cond = readout_conditional(Phi, Y, sigma_a2, T_eff, gamma)
+    solved = solve_with(cholesky_factor(cond.chol), Phi, Y, cond.s, T_eff, cond.form, with_Q=False)
     logpost = loglik_value(Y, solved) - 0.5 * jnp.sum(H**2) / sigma_w2
-    return Field(sigma_a2 * Phi.T @ solved.alpha / scale, T_eff * solved.alpha, logpost)
+    return Field(cond, T_eff * solved.alpha, logpost)
 
 
 def mixture_log_pdf(h, field: Field, others, grid: Grid, scale, T_eff):
     """log q(h | state): the mixture over the readouts of ``others`` (K,) of the tilted densities."""
     def one(j):
-        return piecewise_log_pdf(h, tilted_log_values(grid, field.readouts[j], field.residual, scale, T_eff),
-                                 grid)
+        return piecewise_log_pdf(h, tilted_log_values(grid, field.readout.mean[j], field.residual, scale,
+                                                       T_eff), grid)
 
     return jax.scipy.special.logsumexp(jax.vmap(one)(others)) - jnp.log(others.shape[0])
 
 
+class Move(NamedTuple):
+    """One neuron move: the next state, whether the proposal was accepted, the log Metropolis-
+    Hastings ratio, and the proposal's readout conditional (a draw of the readout after an accepted
+    move comes from it, without factorising again)."""
+
+    H: jnp.ndarray
+    accepted: jnp.ndarray
+    log_ratio: jnp.ndarray
+    proposal_readout: ReadoutConditional
+
+
 def propose_and_accept(key, H, i, Y, *, phi, grid: Grid, sigma_w2, sigma_a2, T_eff, gamma,
-                       mixture_size: int = MIXTURE_SIZE):
-    """One neuron move of neuron ``i``: ``(H_next, accepted, log_ratio)``."""
+                       mixture_size: int = MIXTURE_SIZE) -> Move:
+    """One neuron move of neuron ``i``."""
     k_others, k_pick, k_draw, k_accept = jax.random.split(key, 4)
     N = H.shape[1]
     scale = jnp.asarray(N, H.dtype) ** gamma
@@ -165,8 +182,8 @@ def propose_and_accept(key, H, i, Y, *, phi, grid: Grid, sigma_w2, sigma_a2, T_e
     others = others + (others >= i)  # K distinct neurons other than i
     field = field_of(H, Y, phi, sigma_w2, sigma_a2, T_eff, gamma)
     j = others[jax.random.randint(k_pick, (), 0, mixture_size)]
-    h_new = piecewise_sample(k_draw, tilted_log_values(grid, field.readouts[j], field.residual, scale, T_eff),
-                             grid)
+    h_new = piecewise_sample(k_draw, tilted_log_values(grid, field.readout.mean[j], field.residual, scale,
+                                                       T_eff), grid)
     H_new = H.at[:, i].set(h_new)
     field_new = field_of(H_new, Y, phi, sigma_w2, sigma_a2, T_eff, gamma)
     log_ratio = (field_new.logpost - field.logpost
@@ -174,7 +191,7 @@ def propose_and_accept(key, H, i, Y, *, phi, grid: Grid, sigma_w2, sigma_a2, T_e
                  - mixture_log_pdf(h_new, field, others, grid, scale, T_eff))
     log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
     accepted = jnp.log(jax.random.uniform(k_accept, (), H.dtype)) < log_ratio
-    return jnp.where(accepted, H_new, H), accepted, log_ratio
+    return Move(jnp.where(accepted, H_new, H), accepted, log_ratio, field_new.readout)
 
 
 # ----------------------------------------------------------------------------- on the network
@@ -206,8 +223,6 @@ def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, col
     Returns ``(position, accepted)``.  With the joint readout the readout is redrawn from its exact
     conditional after an accepted move.
     """
-    from widebayes.collapsed import draw_readout
-
     spec = hyper["model"]["spec"]
     roots = hyper["roots"]
     X, Y = data["X_train"], data["Y_train"]
@@ -219,12 +234,12 @@ def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, col
     grid = make_grid(phi, sigma_w2, W1.dtype)
     k_neuron, k_move, k_readout = jax.random.split(rng_key, 3)
     i = jax.random.randint(k_neuron, (), 0, spec.width)
-    H_next, accepted, _ = propose_and_accept(k_move, H, i, Y, phi=phi, grid=grid, sigma_w2=sigma_w2,
-                                             sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
-    W1_next = W1.at[i].add(X.T @ (H_next[:, i] - H[:, i]) / jnp.sqrt(jnp.asarray(N0, W1.dtype)))
+    move = propose_and_accept(k_move, H, i, Y, phi=phi, grid=grid, sigma_w2=sigma_w2, sigma_a2=spec.sigma_a2,
+                              T_eff=T_eff, gamma=spec.gamma)
+    W1_next = W1.at[i].add(X.T @ (move.H[:, i] - H[:, i]) / jnp.sqrt(jnp.asarray(N0, W1.dtype)))
     out = {**position, "W1": W1_next / roots["W1"]}
     if not collapsed:
-        cond = readout_conditional(phi(H_next), Y, spec.sigma_a2, T_eff, spec.gamma)
-        a = jnp.where(accepted, draw_readout(k_readout, cond), position["a"] * roots["a"])
+        drawn = draw_readout(k_readout, move.proposal_readout)
+        a = jnp.where(move.accepted, drawn, position["a"] * roots["a"])
         out["a"] = a / roots["a"]
-    return out, accepted
+    return out, move.accepted
