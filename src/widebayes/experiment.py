@@ -364,13 +364,13 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
                              f"model {exp.model!r} is not covered", key="sampler.readout")
         logdensity, complete = collapsed_logdensity, collapsed_completion
     side = reduction_side if exp.reduction is not None else None
-    move = None
+    move, proposal = None, None
     if cfg["neuron_moves"]:
         from widebayes import neuron_moves
 
-        neuron_moves.check_applicable(exp, cfg)
-        move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed")
-    setup = RunSetup((*key, exp.frozen), sampler, logdensity, model_forward(model), cfg["store_all_layers"],
+        proposal = neuron_moves.check_applicable(exp, cfg)
+        move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed", proposal=proposal)
+    setup = RunSetup((*key, exp.frozen, proposal), sampler, logdensity, model_forward(model), cfg["store_all_layers"],
                      not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
                      complete=complete, side=side, move=move, move_every=cfg["neuron_moves"])
     return with_frozen(setup) if exp.frozen else setup

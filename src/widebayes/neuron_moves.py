@@ -44,11 +44,12 @@ fractions at N = P = 500 (within 0.003) and at y- = 0.1, where Langevin alone st
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import cho_solve, solve_triangular
 
 from widebayes.activations import get_activation
 from widebayes.collapsed import (
@@ -60,10 +61,12 @@ from widebayes.collapsed import (
     solve_with,
 )
 from widebayes.errors import InputError
+from widebayes.networks import hidden_layers
 
 GRID_POINTS = 256  # demo acceptance as with 512 or 1024 (0.50, float32) at half the cost of 512
 GRID_HALF_WIDTH = 9.0  # prior standard deviations
 MIXTURE_SIZE = 16  # K: readouts of other neurons the proposal mixes over
+LAPLACE_ITERATIONS = 8  # Newton steps of each Laplace component
 
 
 class Grid(NamedTuple):
@@ -82,14 +85,9 @@ def make_grid(phi, sigma_w2, dtype, points: int = GRID_POINTS) -> Grid:
 
 
 # ----------------------------------------------------------------------------- 1-D densities
-def tilted_log_values(grid: Grid, readout, residual, scale, T_eff):
-    """Log of the one-neuron conditional (unnormalised) on the grid, per input: (P, G).
-
-    ``-h^2/2 sigma^2 + alpha_mu phi(h) - beta phi(h)^2``, ``alpha = R a / (scale T_eff)``,
-    ``beta = |a|^2 / (2 scale^2 T_eff)``, ``scale = N**gamma``.
-    """
-    alpha = residual @ readout / (scale * T_eff)
-    beta = jnp.sum(readout**2) / (2.0 * scale**2 * T_eff)
+def tilted_log_values(grid: Grid, alpha, beta):
+    """Log of the one-neuron conditional (unnormalised) on the grid, per input: (P, G),
+    ``-h^2/2 sigma^2 + alpha_mu phi(h) - beta phi(h)^2`` (the tilt: :func:`tilt_of`)."""
     return grid.log_prior[None, :] + alpha[:, None] * grid.phi[None, :] - beta * grid.phi[None, :] ** 2
 
 
@@ -130,116 +128,258 @@ def piecewise_sample(key, ell, grid: Grid):
     return grid.h[cell] + jnp.clip(frac, 0.0, 1.0) * grid.step
 
 
+# ----------------------------------------------------------------------------- Laplace proposal
+def tilt_derivatives(h, phi, alpha, beta):
+    """First and second derivatives in ``h`` of the tilt ``alpha_mu phi(h_mu) - beta phi(h_mu)^2``,
+    per input: ``f' = (alpha - 2 beta phi) phi'``, ``f'' = (alpha - 2 beta phi) phi'' - 2 beta phi'^2``."""
+    ones = jnp.ones_like(h)
+
+    def first(x):
+        return jax.jvp(phi, (x,), (ones,))
+
+    (value, d1), (_, d2) = jax.jvp(first, (h,), (ones,))
+    coef = alpha - 2.0 * beta * value
+    return coef * d1, coef * d2 - 2.0 * beta * d1**2
+
+
+class Laplace(NamedTuple):
+    """A Gaussian over one neuron's incoming weights ``w`` (n,), ``N(mean, Sigma)`` with
+    ``Sigma^-1 = I / sigma^2 + A^T diag(W) A``: the Laplace approximation of the tilted density in
+    weight space.  Held as R&W's stable factor ``B = I + W^1/2 K W^1/2 = L_B L_B^T`` (P x P),
+    ``K = sigma^2 A A^T``."""
+
+    mean: jnp.ndarray  # (n,) weights
+    sqrt_w: jnp.ndarray  # (P,) W^1/2
+    chol_b: jnp.ndarray  # (P, P)
+
+
+def _factor_b(K, w):
+    sqrt_w = jnp.sqrt(w)
+    B = jnp.eye(K.shape[0], dtype=K.dtype) + sqrt_w[:, None] * K * sqrt_w[None, :]
+    return sqrt_w, jnp.linalg.cholesky(B)
+
+
+def laplace_fit(A, sigma2, start, phi, alpha, beta, iterations: int) -> Laplace:
+    """The Laplace approximation of ``p(w) ∝ N(w; 0, sigma^2 I) exp(sum_mu alpha_mu phi(h_mu) -
+    beta phi(h_mu)^2)``, ``h = A w`` (P,), reached by ``iterations`` Newton steps from the
+    preactivations ``start``.
+
+    Rasmussen & Williams (2006), Algorithm 3.1 (the GP-classification mode finder; it never
+    inverts ``K = sigma^2 A A^T``, which may be singular): with ``W = max(-f'', 0)`` (the tilt's
+    curvature where it is log-concave, a Gauss-Newton floor where it is not),
+    ``B = I + W^1/2 K W^1/2``, ``b = W h + f'``, the step is ``a = b - W^1/2 B^-1 W^1/2 K b``,
+    ``h <- K a``; in weight space the mode is ``w = sigma^2 A^T a`` (``h = A w``).  The Newton steps
+    are unrolled (no inner loop).  Whether they converge does not matter for exactness: the result
+    is a deterministic function of the state seen by the move, and its density is evaluated
+    exactly (:func:`laplace_log_pdf`).
+    """
+    K = sigma2 * A @ A.T
+
+    def a_of(h):
+        d1, d2 = tilt_derivatives(h, phi, alpha, beta)
+        w = jnp.maximum(-d2, 0.0)
+        sqrt_w, chol_b = _factor_b(K, w)
+        b = w * h + d1
+        return b - sqrt_w * cho_solve((chol_b, True), sqrt_w * (K @ b))
+
+    h = start
+    a = jnp.zeros_like(start)
+    for _ in range(iterations):
+        a = a_of(h)
+        h = K @ a
+    _, d2 = tilt_derivatives(h, phi, alpha, beta)
+    sqrt_w, chol_b = _factor_b(K, jnp.maximum(-d2, 0.0))
+    return Laplace(sigma2 * A.T @ a, sqrt_w, chol_b)
+
+
+def laplace_sample(key, fit: Laplace, A, sigma2):
+    """An exact draw of ``N(mean, Sigma)`` without ``Sigma``'s square root ("perturb, then solve"):
+    ``v = e1 / sigma + A^T W^1/2 e2 ~ N(0, Sigma^-1)``, then ``Sigma v``, with Woodbury's
+    ``Sigma = sigma^2 I - sigma^4 A^T W^1/2 B^-1 W^1/2 A``."""
+    k1, k2 = jax.random.split(key)
+    e1 = jax.random.normal(k1, fit.mean.shape, fit.mean.dtype)
+    e2 = jax.random.normal(k2, fit.sqrt_w.shape, fit.mean.dtype)
+    v = e1 / jnp.sqrt(sigma2) + A.T @ (fit.sqrt_w * e2)
+    inner = fit.sqrt_w * cho_solve((fit.chol_b, True), fit.sqrt_w * (A @ v))
+    return fit.mean + sigma2 * v - sigma2**2 * A.T @ inner
+
+
+def laplace_log_pdf(w, fit: Laplace, A, sigma2):
+    """``log N(w; mean, Sigma)`` up to ``-n/2 log(2 pi sigma^2)`` (the same for every component and
+    both directions of a move): ``-1/2 d^T Sigma^-1 d + 1/2 log det B``, because
+    ``det(sigma^2 Sigma^-1) = det(I + sigma^2 A^T W A) = det B`` (matrix determinant lemma)."""
+    d = w - fit.mean
+    quad = jnp.sum(d**2) / sigma2 + jnp.sum((fit.sqrt_w * (A @ d)) ** 2)
+    return -0.5 * quad + jnp.sum(jnp.log(jnp.diagonal(fit.chol_b)))
+
+
+# ----------------------------------------------------------------------------- proposals
+class Proposal(NamedTuple):
+    """A one-neuron proposal family over a coordinate ``x`` of the neuron (its preactivations on the
+    training inputs, or its incoming weights): ``sample(key, tilt, start)`` and
+    ``log_pdf(x, tilt, start)`` of the component at ``tilt = (alpha, beta)`` started from ``start``
+    (another neuron's preactivations), ``prior_logpdf(x)`` up to a constant, and
+    ``preactivations(x)`` (P,)."""
+
+    sample: Callable
+    log_pdf: Callable
+    prior_logpdf: Callable
+    preactivations: Callable
+
+
+def grid_proposal(phi, sigma_w2, dtype, points: int = GRID_POINTS) -> Proposal:
+    """Orthogonal inputs (prior ``N(0, sigma_w^2 I)`` of the preactivations, i.i.d. per input): the
+    exact one-dimensional conditionals per input, over the preactivations."""
+    grid = make_grid(phi, sigma_w2, dtype, points)
+    return Proposal(lambda key, tilt, start: piecewise_sample(key, tilted_log_values(grid, *tilt), grid),
+                    lambda h, tilt, start: piecewise_log_pdf(h, tilted_log_values(grid, *tilt), grid),
+                    lambda h: -0.5 * jnp.sum(h**2) / sigma_w2,
+                    lambda h: h)
+
+
+def laplace_proposal(phi, A, sigma2, iterations: int = LAPLACE_ITERATIONS) -> Proposal:
+    """Any inputs ``A`` (P x n, preactivations ``h = A w``, prior ``w ~ N(0, sigma^2 I)``): the
+    component's Laplace Gaussian over the weights, found by Newton from the other neuron's
+    preactivations."""
+    def fit(tilt, start):
+        return laplace_fit(A, sigma2, start, phi, tilt[0], tilt[1], iterations)
+
+    return Proposal(lambda key, tilt, start: laplace_sample(key, fit(tilt, start), A, sigma2),
+                    lambda w, tilt, start: laplace_log_pdf(w, fit(tilt, start), A, sigma2),
+                    lambda w: -0.5 * jnp.sum(w**2) / sigma2,
+                    lambda w: A @ w)
+
+
 # ----------------------------------------------------------------------------- the move
 class Field(NamedTuple):
     """What the proposal reads from a state: the readout's conditional (its mean ``mu``, N x m,
-    and the factor an exact draw needs), the residual, and the collapsed log posterior of the
-    preactivations."""
+    and the factor an exact draw needs), the residual, and the collapsed log likelihood."""
 
     readout: ReadoutConditional
     residual: jnp.ndarray  # (P, m)
-    logpost: jnp.ndarray
+    loglik: jnp.ndarray
 
 
-def field_of(H, Y, phi, sigma_w2, sigma_a2, T_eff, gamma) -> Field:
+def field_of(H, Y, phi, sigma_a2, T_eff, gamma) -> Field:
     """One factorisation of the smaller Gram system gives all three: the readout's conditional,
     and with ``alpha = C^-1 Y`` (``C = s Phi Phi^T + T_eff I``, ``s = sigma_a2 / N^2g``) the residual
     ``Y - Phi mu / N^g = Y - s Phi Phi^T alpha = T_eff alpha`` and the log marginal likelihood."""
     Phi = phi(H)
     cond = readout_conditional(Phi, Y, sigma_a2, T_eff, gamma)
     solved = solve_with(cholesky_factor(cond.chol), Phi, Y, cond.s, T_eff, cond.form, with_Q=False)
-    logpost = loglik_value(Y, solved) - 0.5 * jnp.sum(H**2) / sigma_w2
-    return Field(cond, T_eff * solved.alpha, logpost)
+    return Field(cond, T_eff * solved.alpha, loglik_value(Y, solved))
 
 
-def mixture_log_pdf(h, field: Field, others, grid: Grid, scale, T_eff):
-    """log q(h | state): the mixture over the readouts of ``others`` (K,) of the tilted densities."""
+def tilt_of(field: Field, j, scale, T_eff):
+    """The one-neuron conditional's tilt at neuron ``j``'s readout: ``alpha = R mu_j / (N^g T_eff)``
+    (P,), ``beta = |mu_j|^2 / (2 N^2g T_eff)`` (THEORY.md 1.2)."""
+    readout = field.readout.mean[j]
+    return field.residual @ readout / (scale * T_eff), jnp.sum(readout**2) / (2.0 * scale**2 * T_eff)
+
+
+def mixture_log_pdf(x, H, field: Field, others, proposal: Proposal, scale, T_eff):
+    """log q(x | state): the mixture over the neurons ``others`` (K,) of their components."""
     def one(j):
-        return piecewise_log_pdf(h, tilted_log_values(grid, field.readout.mean[j], field.residual, scale,
-                                                       T_eff), grid)
+        return proposal.log_pdf(x, tilt_of(field, j, scale, T_eff), H[:, j])
 
     return jax.scipy.special.logsumexp(jax.vmap(one)(others)) - jnp.log(others.shape[0])
 
 
 class Move(NamedTuple):
-    """One neuron move: the next state, whether the proposal was accepted, the log Metropolis-
-    Hastings ratio, and the proposal's readout conditional (a draw of the readout after an accepted
-    move comes from it, without factorising again)."""
+    """One neuron move: the next state (preactivations ``H`` and the moved neuron's coordinate
+    ``x``), whether the proposal was accepted, the log Metropolis-Hastings ratio, and the proposal's
+    readout conditional (a draw of the readout after an accepted move comes from it, without
+    factorising again)."""
 
     H: jnp.ndarray
+    x: jnp.ndarray
     accepted: jnp.ndarray
     log_ratio: jnp.ndarray
     proposal_readout: ReadoutConditional
 
 
-def propose_and_accept(key, H, i, Y, *, phi, grid: Grid, sigma_w2, sigma_a2, T_eff, gamma,
+def propose_and_accept(key, H, x, i, Y, *, phi, proposal: Proposal, sigma_a2, T_eff, gamma,
                        mixture_size: int = MIXTURE_SIZE) -> Move:
-    """One neuron move of neuron ``i``."""
+    """One neuron move of neuron ``i``, whose coordinate is ``x`` (``proposal.preactivations(x)``
+    is ``H[:, i]``)."""
     k_others, k_pick, k_draw, k_accept = jax.random.split(key, 4)
     N = H.shape[1]
     scale = jnp.asarray(N, H.dtype) ** gamma
     others = jax.random.choice(k_others, N - 1, (mixture_size,), replace=False)
     others = others + (others >= i)  # K distinct neurons other than i
-    field = field_of(H, Y, phi, sigma_w2, sigma_a2, T_eff, gamma)
+    field = field_of(H, Y, phi, sigma_a2, T_eff, gamma)
     j = others[jax.random.randint(k_pick, (), 0, mixture_size)]
-    h_new = piecewise_sample(k_draw, tilted_log_values(grid, field.readout.mean[j], field.residual, scale,
-                                                       T_eff), grid)
-    H_new = H.at[:, i].set(h_new)
-    field_new = field_of(H_new, Y, phi, sigma_w2, sigma_a2, T_eff, gamma)
-    log_ratio = (field_new.logpost - field.logpost
-                 + mixture_log_pdf(H[:, i], field_new, others, grid, scale, T_eff)
-                 - mixture_log_pdf(h_new, field, others, grid, scale, T_eff))
+    x_new = proposal.sample(k_draw, tilt_of(field, j, scale, T_eff), H[:, j])
+    H_new = H.at[:, i].set(proposal.preactivations(x_new))
+    field_new = field_of(H_new, Y, phi, sigma_a2, T_eff, gamma)
+    log_ratio = (field_new.loglik - field.loglik + proposal.prior_logpdf(x_new) - proposal.prior_logpdf(x)
+                 + mixture_log_pdf(x, H_new, field_new, others, proposal, scale, T_eff)
+                 - mixture_log_pdf(x_new, H, field, others, proposal, scale, T_eff))
     log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
     accepted = jnp.log(jax.random.uniform(k_accept, (), H.dtype)) < log_ratio
-    return Move(jnp.where(accepted, H_new, H), accepted, log_ratio, field_new.readout)
+    return Move(jnp.where(accepted, H_new, H), jnp.where(accepted, x_new, x), accepted, log_ratio,
+                field_new.readout)
 
 
 # ----------------------------------------------------------------------------- on the network
-def check_applicable(exp, cfg: dict) -> None:
-    """Refuse, with one line, the runs the move does not cover (the key is ``sampler.neuron_moves``)."""
+def check_applicable(exp, cfg: dict) -> str:
+    """Refuse, with one line, the runs the move does not cover (the key is ``sampler.neuron_moves``);
+    otherwise name the proposal: ``"grid"`` for one hidden layer on orthogonal inputs with
+    ``|x|^2 = N0`` (the preactivations i.i.d. under the prior), ``"laplace"`` for any other."""
     key = "sampler.neuron_moves"
-    if exp.model != "network_prior" or exp.spec.depth != 1:
-        raise InputError("neuron moves act on the feature layer of a one-hidden-layer network_prior",
-                         key=key)
+    if exp.model != "network_prior" or exp.spec.tied_weights:
+        raise InputError("neuron moves act on the feature layer of network_prior (untied weights)", key=key)
     if cfg["kind"] not in ("langevin", "mala") or cfg["replica_exchange"]:
         raise InputError("neuron moves combine with kind = \"langevin\" or \"mala\" (no replica exchange)",
                          key=key)
     if exp.reduction is not None or exp.frozen:
-        raise InputError("neuron moves need the full first layer (no reduce_inputs, no frozen blocks)",
-                         key=key)
+        raise InputError("neuron moves need the full network (no reduce_inputs, no frozen blocks)", key=key)
     if exp.spec.width < MIXTURE_SIZE + 1:
         raise InputError(f"neuron moves need at least {MIXTURE_SIZE + 1} neurons", key=key)
+    if exp.spec.depth > 1:
+        return "laplace"
     X = np.asarray(exp.data.X_train, dtype=np.float64)
-    gram = X @ X.T / X.shape[1]
-    if not np.allclose(gram, np.eye(len(X)), atol=1e-6):
-        raise InputError("neuron moves need training inputs with x_mu . x_nu = N0 delta_mu_nu (the "
-                         "orthogonal task): only then are the preactivations i.i.d. under the prior",
-                         key=key)
+    orthogonal = np.allclose(X @ X.T / X.shape[1], np.eye(len(X)), atol=1e-6)
+    return "grid" if orthogonal else "laplace"
 
 
-def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, collapsed: bool):
-    """The driver's move (``RunSetup.move``): one neuron move on the whitened position.
+def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, collapsed: bool, proposal: str):
+    """The driver's move (``RunSetup.move``): one neuron move of the feature layer (layer L) on the
+    whitened position, the layers below held fixed.
 
-    Returns ``(position, accepted)``.  With the joint readout the readout is redrawn from its exact
-    conditional after an accepted move.
+    Returns ``(position, accepted)``.  The feature layer's preactivations are ``H = U W_L^T /
+    sqrt(n)`` with ``U`` the inputs (L = 1, ``n = N0``) or the activations of layer L - 1
+    (``n = N``).  The grid proposal moves ``H[:, i]`` and changes ``W_L[i]`` by the minimum-norm
+    ``U^T dh / sqrt(n)`` (orthogonal inputs: the part of the row orthogonal to the training inputs,
+    independent of them under the prior and unseen by the likelihood, is kept); the Laplace
+    proposal moves the whole row ``W_L[i]``.  With the joint readout the readout is redrawn from
+    its exact conditional after an accepted move.
     """
     spec = hyper["model"]["spec"]
     roots = hyper["roots"]
     X, Y = data["X_train"], data["Y_train"]
-    W1 = position["W1"] * roots["W1"]
-    N0 = X.shape[1]
-    H = X @ W1.T / jnp.sqrt(jnp.asarray(N0, W1.dtype))
+    params = {name: x * roots[name] for name, x in position.items()}
+    name = f"W{spec.depth}"
     phi = get_activation(spec.activation).phi
-    sigma_w2 = spec.sigma_w2[0]
-    grid = make_grid(phi, sigma_w2, W1.dtype)
+    U = X if spec.depth == 1 else phi(hidden_layers(params, X, spec)[-2])
+    W = params[name]
+    root_n = jnp.sqrt(jnp.asarray(U.shape[1], W.dtype))
+    A = U / root_n
+    H = A @ W.T
+    sigma2 = spec.sigma_w2[spec.depth - 1]
     k_neuron, k_move, k_readout = jax.random.split(rng_key, 3)
     i = jax.random.randint(k_neuron, (), 0, spec.width)
-    move = propose_and_accept(k_move, H, i, Y, phi=phi, grid=grid, sigma_w2=sigma_w2, sigma_a2=spec.sigma_a2,
-                              T_eff=T_eff, gamma=spec.gamma)
-    W1_next = W1.at[i].add(X.T @ (move.H[:, i] - H[:, i]) / jnp.sqrt(jnp.asarray(N0, W1.dtype)))
-    out = {**position, "W1": W1_next / roots["W1"]}
+    if proposal == "grid":
+        move = propose_and_accept(k_move, H, H[:, i], i, Y, phi=phi, proposal=grid_proposal(phi, sigma2, W.dtype),
+                                  sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
+        W_next = W.at[i].add(A.T @ (move.x - H[:, i]))  # A A^T = I: X^T dh / sqrt(N0)
+    else:
+        move = propose_and_accept(k_move, H, W[i], i, Y, phi=phi, proposal=laplace_proposal(phi, A, sigma2),
+                                  sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
+        W_next = W.at[i].set(move.x)
+    out = {**position, name: W_next / roots[name]}
     if not collapsed:
         drawn = draw_readout(k_readout, move.proposal_readout)
-        a = jnp.where(move.accepted, drawn, position["a"] * roots["a"])
+        a = jnp.where(move.accepted, drawn, params["a"])
         out["a"] = a / roots["a"]
     return out, move.accepted
