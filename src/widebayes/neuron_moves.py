@@ -8,7 +8,8 @@ the coding-schemes paper says what a typical neuron of another code looks like *
 the network*: a tilted Gaussian whose tilt is the readout times the network's residual field.
 These moves propose exactly that.
 
-The move (one hidden layer; inputs of the orthogonal toy task, ``x_mu . x_nu = N0 delta``).  The
+The move (the grid proposal: one hidden layer, inputs of the orthogonal toy task,
+``x_mu . x_nu = N0 delta``).  The
 first layer's preactivations on the training inputs, ``h_i = W1_i x / sqrt(N0)`` (column ``i`` of
 ``H``, P x N), are i.i.d. ``N(0, sigma_w^2)`` under the prior and independent of ``W1``'s part
 orthogonal to the inputs, which the likelihood never sees.  The target is the collapsed posterior
@@ -34,6 +35,18 @@ the test inputs, orthogonal to them, see no change).  With the joint readout an 
 followed by an exact draw of the readout from its conditional given the new weights (Metropolis
 within Gibbs on the marginal of the hidden weights, then the readout's exact conditional: the
 joint posterior stays invariant).
+
+Correlated inputs and deeper networks (the Laplace proposal).  On other inputs (MNIST), or for the
+feature layer ``L > 1`` of a deep network (its inputs are the activations ``U`` of layer L - 1,
+held fixed during the move), a neuron's preactivations ``h = A w`` (``A = U / sqrt(n)``, P x n,
+``w`` the neuron's incoming weights, prior ``N(0, sigma^2 I)``) are correlated across inputs under
+the prior, ``K = sigma^2 A A^T``, and the one-neuron conditional no longer factorises.  Each mixture
+component is then the Laplace approximation of the same tilted density, written over the weights
+``w`` (so that ``K`` may be singular, ``P > n``): Newton steps from neuron ``j``'s own
+preactivations (Rasmussen & Williams 2006, Algorithm 3.1), a Gaussian with precision
+``I / sigma^2 + A^T W A`` whose draws and density need one P x P Cholesky factor.  Its component in
+the null space of ``A`` is the prior, which is also that part's posterior.  The move replaces the
+whole row ``w_i``; the ratio stays exact (the component's density is evaluated, not assumed).
 
 Measured (README "Mixing"): from the end state of the demo's own Langevin run half the proposals
 are accepted (float32; every move built from the neuron alone, ``widebayes.studies.code_moves``,
@@ -282,7 +295,10 @@ def mixture_log_pdf(x, H, field: Field, others, proposal: Proposal, scale, T_eff
     def one(j):
         return proposal.log_pdf(x, tilt_of(field, j, scale, T_eff), H[:, j])
 
-    return jax.scipy.special.logsumexp(jax.vmap(one)(others)) - jnp.log(others.shape[0])
+    # lax.map, not vmap: with the Laplace components vmapped (a batch of Cholesky factorisations and
+    # triangular solves inside the driver's cond and scan) XLA:CPU deadlocked in 5 of 5 runs of 6,000
+    # steps (jax 0.10.2; every thread idle, the computation never completing); with lax.map, 0 of 4.
+    return jax.scipy.special.logsumexp(jax.lax.map(one, others)) - jnp.log(others.shape[0])
 
 
 class Move(NamedTuple):
