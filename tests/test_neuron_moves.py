@@ -114,7 +114,8 @@ def _tiny(kind="mala", moves=0, steps=4000, chains=2, seed=1, inputs="orthogonal
     cfg = preset("demo")
     cfg["task"].update(num_train=48, input_dim=56, num_test=0)
     if inputs == "mnist":
-        cfg["task"] = {"kind": "mnist", "num_classes": 3, "num_train": 48, "num_test": 0, "seed": 0, "y_minus": 0.0}
+        cfg["task"] = {"kind": "mnist", "num_classes": 3, "num_train": 48, "num_test": 0, "seed": 0,
+                       "y_minus": 0.0}
     cfg["network"].update(width=24, temperature=0.05, depth=depth)
     cfg["sampler"].update(kind=kind, step_size=0.01, num_steps=steps, burn_in=steps // 4, thin=20,
                           num_chains=chains, seed=seed, neuron_moves=moves, progress=False)

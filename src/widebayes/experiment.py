@@ -370,8 +370,8 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
 
         proposal = neuron_moves.check_applicable(exp, cfg)
         move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed", proposal=proposal)
-    setup = RunSetup((*key, exp.frozen, proposal), sampler, logdensity, model_forward(model), cfg["store_all_layers"],
-                     not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
+    setup = RunSetup((*key, exp.frozen, proposal), sampler, logdensity, model_forward(model),
+                     cfg["store_all_layers"], not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
                      complete=complete, side=side, move=move, move_every=cfg["neuron_moves"])
     return with_frozen(setup) if exp.frozen else setup
 

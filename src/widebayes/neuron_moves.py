@@ -57,12 +57,13 @@ fractions at N = P = 500 (within 0.003) and at y- = 0.1, where Langevin alone st
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import cho_solve
 
 from widebayes.activations import get_activation
 from widebayes.collapsed import (
@@ -385,13 +386,12 @@ def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, col
     sigma2 = spec.sigma_w2[spec.depth - 1]
     k_neuron, k_move, k_readout = jax.random.split(rng_key, 3)
     i = jax.random.randint(k_neuron, (), 0, spec.width)
+    kw = dict(phi=phi, sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
     if proposal == "grid":
-        move = propose_and_accept(k_move, H, H[:, i], i, Y, phi=phi, proposal=grid_proposal(phi, sigma2, W.dtype),
-                                  sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
+        move = propose_and_accept(k_move, H, H[:, i], i, Y, proposal=grid_proposal(phi, sigma2, W.dtype), **kw)
         W_next = W.at[i].add(A.T @ (move.x - H[:, i]))  # A A^T = I: X^T dh / sqrt(N0)
     else:
-        move = propose_and_accept(k_move, H, W[i], i, Y, phi=phi, proposal=laplace_proposal(phi, A, sigma2),
-                                  sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
+        move = propose_and_accept(k_move, H, W[i], i, Y, proposal=laplace_proposal(phi, A, sigma2), **kw)
         W_next = W.at[i].set(move.x)
     out = {**position, name: W_next / roots[name]}
     if not collapsed:
