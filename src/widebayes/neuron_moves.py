@@ -388,7 +388,8 @@ def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, col
     i = jax.random.randint(k_neuron, (), 0, spec.width)
     kw = dict(phi=phi, sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
     if proposal == "grid":
-        move = propose_and_accept(k_move, H, H[:, i], i, Y, proposal=grid_proposal(phi, sigma2, W.dtype), **kw)
+        family = grid_proposal(phi, sigma2, W.dtype)
+        move = propose_and_accept(k_move, H, H[:, i], i, Y, proposal=family, **kw)
         W_next = W.at[i].add(A.T @ (move.x - H[:, i]))  # A A^T = I: X^T dh / sqrt(N0)
     else:
         move = propose_and_accept(k_move, H, W[i], i, Y, proposal=laplace_proposal(phi, A, sigma2), **kw)
