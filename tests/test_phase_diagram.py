@@ -84,3 +84,40 @@ def test_y_minus_0_5_code_111_enters_as_the_theory_says(tmp_path):
     sampled, theory = found["111"]
     assert theory > 0.05 and sampled > 0.05
     assert abs(sampled - theory) <= 0.03, (sampled, theory)
+
+
+# ------------------------------------------------------------------------- ReLU transition in T
+def masses(rows: dict) -> list[tuple]:
+    """(sampled, theory) of outlier_mass[c] per class."""
+    return [(rows[f"outlier_mass[{c}]"]["sampled"], rows[f"outlier_mass[{c}]"]["theory"]) for c in range(3)]
+
+
+@pytest.mark.slow
+def test_relu_below_both_critical_temperatures_masses_sit_just_below_the_theory(tmp_path):
+    """T = 0.5, below T_c = 0.784 (class 0) and 0.627 (classes 1, 2): every class has its outlier,
+    with mass 0.297 / 0.117 / 0.117 against the theory's 0.312 / 0.126 / 0.126 (MCSE 0.001; both
+    chains and both halves of each agree to 0.005). The deficit of 0.009-0.015 is the finite-N
+    offset seen at every condensed point of the scan (README), so it is asserted as a deficit of
+    at most 0.03, about 80 s."""
+    for sampled, theory in masses(point_rows(RELU, "network.temperature", 0.5, tmp_path)):
+        assert sampled > 0.1
+        assert 0.0 < theory - sampled <= 0.03, (sampled, theory)
+
+
+@pytest.mark.slow
+def test_relu_above_the_class_0_critical_temperature_has_no_outliers(tmp_path):
+    """T = 0.8, above T_c = 0.784 of class 0 (and of classes 1, 2): the theory has no outliers and
+    neither do the samples (the largest neuron carries |a|^2 / N = 0.004), about 80 s."""
+    for sampled, theory in masses(point_rows(RELU, "network.temperature", 0.8, tmp_path)):
+        assert theory == 0.0 and sampled == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open (README, 'The ReLU sparse-code transition'): at N = P = 100 "
+                   "the transitions sit below the theory's T_c: no class-1/2 outlier at T = 0.6 from "
+                   "either side (theory 0.026), and at T = 0.7 the class-0 outlier (0.065, theory "
+                   "0.098) nucleates in one chain of two from prior draws")
+@pytest.mark.parametrize("temperature, cls", [(0.6, 1), (0.7, 0)])
+def test_relu_masses_near_the_critical_temperatures_reach_the_theory(tmp_path, temperature, cls):
+    sampled, theory = masses(point_rows(RELU, "network.temperature", temperature, tmp_path))[cls]
+    assert abs(sampled - theory) <= 0.02, (sampled, theory)
