@@ -25,8 +25,8 @@ Quantities (``r`` an output, ``l`` a hidden layer, ``c`` a code such as ``110``)
   with ``|a_i| > threshold(N) x median_j |a_j|`` in their draw, an outlier codes the classes of its
   feature-layer code); series: the mass per draw
   (:func:`widebayes.diagnostics.readout.outlier_mass_per_draw`). Source ``theory`` (theory.json's
-  ``outlier_mass``: ``sqrt(rho_c) |y_c - B_c| - T0`` below the class's critical temperature, 0
-  above). Rows only where the theory predicts outlier masses (ReLU, non-lazy) or the report finds a
+  ``outlier_mass``: ``sqrt(beta_a rho_c) |y_c - B_c| - T0``, ``beta_a = sigma_a^2 P``, below the
+  class's critical temperature, 0 above; :mod:`widebayes.theory.nonlazy.relu`). Rows only where the theory predicts outlier masses (ReLU, non-lazy) or the report finds a
   sparse scheme.
 - ``kernel_correction[l]``: the learned part of the posterior-mean kernel of hidden layer ``l``,
   ``||<K_l> - K_l^NNGP||_F / ||K_l^NNGP||_F``, with the chains' Monte Carlo noise removed
