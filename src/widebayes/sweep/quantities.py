@@ -26,8 +26,8 @@ Quantities (``r`` an output, ``l`` a hidden layer, ``c`` a code such as ``110``)
   feature-layer code); series: the mass per draw
   (:func:`widebayes.diagnostics.readout.outlier_mass_per_draw`). Source ``theory`` (theory.json's
   ``outlier_mass``: ``sqrt(beta_a rho_c) |y_c - B_c| - T0``, ``beta_a = sigma_a^2 P``, below the
-  class's critical temperature, 0 above; :mod:`widebayes.theory.nonlazy.relu`). Rows only where the theory predicts outlier masses (ReLU, non-lazy) or the report finds a
-  sparse scheme.
+  class's critical temperature, 0 above; :mod:`widebayes.theory.nonlazy.relu`). Rows only where
+  the theory predicts outlier masses (ReLU, non-lazy) or the report finds a sparse scheme.
 - ``kernel_correction[l]``: the learned part of the posterior-mean kernel of hidden layer ``l``,
   ``||<K_l> - K_l^NNGP||_F / ||K_l^NNGP||_F``, with the chains' Monte Carlo noise removed
   (:func:`widebayes.studies.kernel_sweeps.debiased_correction`: cross-chain products, unbiased for
