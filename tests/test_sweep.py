@@ -195,6 +195,59 @@ def test_alignment_series_is_the_first_order_change_of_the_alignment():
     assert series[0, 1] - series[0, 0] == pytest.approx(change, rel=1e-4)
 
 
+def _sparse_toy():
+    """Two chains x three draws, N = 40, three classes (two inputs each): a bulk of small readouts,
+    neuron 0 an outlier of code 100 in every draw, neuron 1 one of code 011 in chain 1 only."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(1)
+    N, labels = 40, np.array([0, 0, 1, 1, 2, 2])
+    a = 0.1 * rng.normal(size=(2, 3, N, 3))
+    phi = np.zeros((2, 3, N, 6))
+    a[:, :, 0] = (8.0, -4.0, -4.0)
+    phi[:, :, 0, :2] = 5.0
+    a[1, :, 1] = (-4.0, 6.0, 6.0)
+    phi[1, :, 1, 2:] = 5.0
+    idata = SimpleNamespace(posterior={"a": SimpleNamespace(values=a)},
+                            representations={"phi_L": SimpleNamespace(values=phi)},
+                            observed_data={"labels_train": SimpleNamespace(values=labels)})
+    report = {"experiment": {"depth": 1, "num_classes": 3, "width": N},
+              "coding": {"layers": {"layer_1": {"threshold": 0.5}}, "scheme": {"scheme": "sparse"}},
+              "readout": {"outliers": {"outlier_mass": [2.4, 0.72, 0.72]}}}
+    return idata, report
+
+
+def test_outlier_mass_is_the_outliers_readout_norm_per_coded_class():
+    """outlier_mass[c] = sum_{outliers coding c} |a_i|^2 / N per draw: 96/40 for class 0 in every
+    draw; 88/40 for classes 1 and 2 in chain 1 only (one outlier coding both counts for each)."""
+    from widebayes.diagnostics.codes import readout_outliers
+    from widebayes.diagnostics.readout import outlier_bulk
+    from widebayes.sweep.quantities import feature_code_ids, outlier_masses
+
+    idata, report = _sparse_toy()
+    rows = {q.name: q for q in outlier_masses(report, {"outlier_mass": [2.0, 0.5, 0.5]}, idata)}
+    assert list(rows) == ["outlier_mass[0]", "outlier_mass[1]", "outlier_mass[2]"]
+    np.testing.assert_allclose(rows["outlier_mass[0]"].series, np.full((2, 3), 96 / 40))
+    for c in (1, 2):
+        np.testing.assert_allclose(rows[f"outlier_mass[{c}]"].series, [[0.0] * 3, [88 / 40] * 3])
+    assert rows["outlier_mass[1]"].sources == {"theory": 0.5}
+    assert rows["outlier_mass[1]"].sampled == 0.72  # the report's number
+    a = idata.posterior["a"].values
+    report_mass = outlier_bulk(a, readout_outliers(a, 40), feature_code_ids(report, idata), 3).outlier_mass
+    np.testing.assert_allclose(report_mass, [np.mean(rows[f"outlier_mass[{c}]"].series) for c in range(3)])
+
+
+def test_outlier_mass_rows_only_where_theory_or_report_has_a_sparse_code():
+    from widebayes.sweep.quantities import outlier_masses
+
+    idata, report = _sparse_toy()
+    report["coding"]["scheme"]["scheme"] = "redundant"
+    assert outlier_masses(report, {"codes": []}, idata) == []
+    assert len(outlier_masses(report, {"outlier_mass": [0.0, 0.0, 0.0]}, idata)) == 3
+    report["coding"]["scheme"]["scheme"] = "sparse"
+    assert [q.sources for q in outlier_masses(report, None, idata)] == [{"theory": None}] * 3
+
+
 # ------------------------------------------------------------------------------- serial run
 @pytest.fixture(scope="module")
 def serial_sweep(tmp_path_factory):

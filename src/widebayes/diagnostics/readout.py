@@ -158,13 +158,31 @@ def outlier_bulk(a, outliers, ids, num_classes: int) -> OutlierBulk:
 
     a = np.asarray(a, dtype=np.float64)
     outliers, ids = np.asarray(outliers, bool), np.asarray(ids)
-    N = a.shape[-2]
-    sq = np.sum(a**2, axis=-1) / N
     draws = int(np.prod(outliers.shape[:-1]))
-    mass = [np.sum(np.where(outliers & ((ids >> c) & 1 == 1) & (ids >= 0), sq, 0.0)) / draws
-            for c in range(num_classes)]
+    mass = outlier_mass_per_draw(a, outliers, ids, num_classes).reshape(draws, num_classes).mean(axis=0)
     bulk = a[~outliers]
     codes, counts = np.unique(ids[outliers], return_counts=True)
-    return OutlierBulk(float(outliers.sum() / draws), np.array(mass), bulk.mean(axis=0),
+    return OutlierBulk(float(outliers.sum() / draws), mass, bulk.mean(axis=0),
                        bulk.std(axis=0),
                        {code_string(c, num_classes): float(n / draws) for c, n in zip(codes, counts)})
+
+
+def outlier_mass_per_draw(a, outliers, ids, num_classes: int) -> np.ndarray:
+    """``sum_{i outlier coding c} |a_i|^2 / N`` per draw and class (THEORY.md 1.5b): (..., class).
+
+    The prediction of the sparse scheme is this mass, ``rho_c K_c``, not the number of outliers (a
+    zero mode). An outlier codes the classes of its code (bit c of ``ids``); one coding several
+    classes counts for each; neurons with ``ids < 0`` count for none.
+
+    Parameters
+    ----------
+    a : array (..., neuron, output)
+    outliers : bool array (..., neuron)
+    ids : int array (..., neuron)
+    num_classes : int
+    """
+    a = np.asarray(a, dtype=np.float64)
+    outliers, ids = np.asarray(outliers, bool), np.asarray(ids)
+    sq = np.sum(a**2, axis=-1) / a.shape[-2]
+    return np.stack([np.sum(np.where(outliers & ((ids >> c) & 1 == 1) & (ids >= 0), sq, 0.0), axis=-1)
+                     for c in range(num_classes)], axis=-1)

@@ -20,6 +20,14 @@ Quantities (``r`` an output, ``l`` a hidden layer, ``c`` a code such as ``110``)
   ``theory``, ``nngp``, ``kernel_adaptation``.
 - ``code_fraction[c]``: fraction of feature-layer neurons with code ``c`` on the training inputs
   (the report's threshold rule); series: the fraction per draw. Source ``theory``.
+- ``outlier_mass[c]``: the sparse scheme's outlier mass of class ``c``,
+  ``sum_{i outlier coding c} |a_i|^2 / N`` (THEORY.md 1.5b: ``rho_c K_c``; outliers are the neurons
+  with ``|a_i| > threshold(N) x median_j |a_j|`` in their draw, an outlier codes the classes of its
+  feature-layer code); series: the mass per draw
+  (:func:`widebayes.diagnostics.readout.outlier_mass_per_draw`). Source ``theory`` (theory.json's
+  ``outlier_mass``: ``sqrt(beta_a rho_c) |y_c - B_c| - T0``, ``beta_a = sigma_a^2 P``, below the
+  class's critical temperature, 0 above; :mod:`widebayes.theory.nonlazy.relu`). Rows only where
+  the theory predicts outlier masses (ReLU, non-lazy) or the report finds a sparse scheme.
 - ``kernel_correction[l]``: the learned part of the posterior-mean kernel of hidden layer ``l``,
   ``||<K_l> - K_l^NNGP||_F / ||K_l^NNGP||_F``, with the chains' Monte Carlo noise removed
   (:func:`widebayes.studies.kernel_sweeps.debiased_correction`: cross-chain products, unbiased for
@@ -72,7 +80,7 @@ def point_rows(folder) -> list[dict]:
     idata = load_idata(folder / "posterior.nc")
     quantities = (gen_error(report, idata) + [train_loss(idata)] + readout_moment(report, theory, idata)
                   + kernel_alignment(report, idata) + kernel_correction(theory, idata)
-                  + code_fractions(report, idata))
+                  + code_fractions(report, idata) + outlier_masses(report, theory, idata))
     if random_features(idata):
         quantities = [q._replace(sources={k: v for k, v in q.sources.items()
                                           if k not in TRAINED_NETWORK_ONLY}) for q in quantities]
@@ -277,23 +285,53 @@ def alignment_series(phi, K_mean, Y) -> np.ndarray:
     return np.einsum("cdnp,pq,cdnq->cd", phi, g, phi, optimize=True) / phi.shape[2]
 
 
-def code_fractions(report: dict, idata) -> list[Quantity]:
-    """``code_fraction[c]`` for every code the report finds in the feature layer."""
-    from widebayes.diagnostics.codes import class_means, code_id_of, code_ids
+def feature_code_ids(report: dict, idata) -> np.ndarray:
+    """Code ids ``(chain, draw, neuron)`` of the feature layer on the training inputs, at the
+    report's threshold."""
+    from widebayes.diagnostics.codes import class_means, code_ids
 
     L = int(report["experiment"]["depth"])
     m = int(report["experiment"]["num_classes"])
-    layer = report["coding"]["layers"][f"layer_{L}"]
-    summary = layer["train"]
+    threshold = report["coding"]["layers"][f"layer_{L}"]["threshold"]
     phi = idata.representations["phi_L"].values
     labels = idata.observed_data["labels_train"].values
-    ids = code_ids(class_means(phi, labels, m), layer["threshold"])  # chain, draw, neuron
+    return code_ids(class_means(phi, labels, m), threshold)
+
+
+def code_fractions(report: dict, idata) -> list[Quantity]:
+    """``code_fraction[c]`` for every code the report finds in the feature layer."""
+    from widebayes.diagnostics.codes import code_id_of
+
+    L = int(report["experiment"]["depth"])
+    m = int(report["experiment"]["num_classes"])
+    summary = report["coding"]["layers"][f"layer_{L}"]["train"]
+    ids = feature_code_ids(report, idata)
     theory = {}
     for c in report["coding"].get("theory_codes") or []:
         theory[c["code"]] = theory.get(c["code"], 0.0) + c["fraction"]
     return [Quantity(f"code_fraction[{code}]", frac, np.mean(ids == code_id_of(code, m), axis=-1),
                      {"theory": theory.get(code, 0.0) if theory else None})
             for code, frac in zip(summary["codes"], summary["fraction"])]
+
+
+def outlier_masses(report: dict, theory, idata) -> list[Quantity]:
+    """``outlier_mass[c]`` per class (module docstring); none unless the theory predicts outlier
+    masses or the report's scheme is sparse."""
+    from widebayes.diagnostics.codes import readout_outliers
+    from widebayes.diagnostics.readout import outlier_mass_per_draw
+
+    predicted = (theory or {}).get("outlier_mass")
+    sparse = report["coding"].get("scheme", {}).get("scheme") == "sparse"
+    if predicted is None and not sparse:
+        return []
+    m = int(report["experiment"]["num_classes"])
+    a = idata.posterior["a"].values.astype(np.float64)  # chain, draw, neuron, output
+    outliers = readout_outliers(a, int(report["experiment"]["width"]))
+    series = outlier_mass_per_draw(a, outliers, feature_code_ids(report, idata), m)  # chain, draw, class
+    sampled = report["readout"]["outliers"]["outlier_mass"]
+    predicted = None if predicted is None else np.atleast_1d(np.asarray(predicted, dtype=np.float64))
+    return [Quantity(f"outlier_mass[{c}]", sampled[c], series[..., c],
+                     {"theory": None if predicted is None else predicted[c]}) for c in range(m)]
 
 
 def _num(value) -> float | None:
