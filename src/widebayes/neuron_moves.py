@@ -52,7 +52,10 @@ Measured (README "Mixing"): from the end state of the demo's own Langevin run ha
 are accepted (float32; every move built from the neuron alone, ``widebayes.studies.code_moves``,
 was accepted at 1e-4 or less); while recording at equilibrium 0.2-0.4% (N = P = 100) and 8.1%
 (N = P = 500).  With a move after every 10th step the codes of the toy task reach the theory's
-fractions at N = P = 500 (within 0.003) and at y- = 0.1, where Langevin alone stays frozen.
+fractions at N = P = 500 (within 0.003) and at y- = 0.1, where Langevin alone stays frozen.  The
+Laplace proposal on the first three MNIST digits (N = P = 100, T = 0.01, a move after every 5th
+step): 13-16% accepted while recording, and every neuron changes code during the run; at the
+feature layer of a two-hidden-layer toy network (N = P = 40) 0.1-0.2%.
 """
 
 from __future__ import annotations
