@@ -147,6 +147,21 @@ def test_refusals_name_the_key(change, says):
     assert "neuron_moves" in str(err.value) or says in str(err.value)
 
 
+def test_mnist_experiment_file_takes_the_laplace_proposal():
+    """The README's MNIST run (experiments/mnist_codes_moves.toml) resolves, and its inputs, not
+    orthogonal, get the Laplace proposal; the toy task keeps the exact grid."""
+    import tomllib
+    from pathlib import Path
+
+    from widebayes.experiment import build_experiment
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "mnist_codes_moves.toml"
+    cfg = resolve(tomllib.loads(path.read_text()))
+    assert nm.check_applicable(build_experiment(cfg), cfg["sampler"]) == "laplace"
+    toy = resolve(_tiny(moves=5))
+    assert nm.check_applicable(build_experiment(toy), toy["sampler"]) == "grid"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("inputs, depth, temperature", [("orthogonal", 1, 0.05), ("mnist", 1, 0.05),
                                                       ("orthogonal", 2, 0.1)])
