@@ -50,6 +50,7 @@ from widebayes.models.presets import preset
 from widebayes.config import resolve
 from widebayes.diagnostics.readout import readout_second_moment
 from widebayes.sampling import sample_experiment
+from widebayes.studies.finite_width import moments_of
 from widebayes.theory.predict import predictions
 
 DEPTH = 3
@@ -89,6 +90,23 @@ def measured(out, th) -> dict:
     return res
 
 
+def exact_finite_width(out) -> dict:
+    """The same quantities from the exact finite-N posterior (``theory/finite_width.py``: the
+    Wishart chain of the readout's and hidden layers' overlaps, sampled by NUTS), as
+    {name: (sampled, exact finite N)}."""
+    exp = out.experiment
+    r = moments_of(exp)
+    assert r.divergences == 0
+    a = out.result.draws["a"]
+    K = out.result.kernels["train"].mean(axis=0)
+    Q = np.linalg.qr(exp.data.Y_train)[0]
+    res = {"U": (readout_second_moment(a), r.readout_second_moment)}
+    for layer in range(1, DEPTH + 1):
+        res[f"task{layer}"] = (Q.T @ K[layer] @ Q, Q.T @ r.kernels[layer] @ Q)
+    res["K3"] = (K[DEPTH], r.kernels[DEPTH])
+    return res
+
+
 def errors(res: dict) -> dict:
     return {name: rel(s, t) for name, (s, t) in res.items()}
 
@@ -117,10 +135,18 @@ def test_deep_linear_readout_covariance_and_layer_kernels_approach_the_analog_sc
     0.55 / 0.47 / 0.52 / 0.52).  The 1/N extrapolation 2 X(100) - X(50) matches the theory: U
     within 5%, task blocks within 8 / 8 / 5% (measured 0.020 / 0.036 / 0.019 / 0.013; MC error of
     the extrapolation 0.018 / 0.025 / 0.026 / 0.014, plus the O(1/N^2) remainder, about 1% by the
-    long runs)."""
+    long runs).  And without any extrapolation, the exact finite-N moments at N = 100
+    (``theory/finite_width.py``, about 30 s) predict the samples: U and the task blocks within
+    2.5 / 3.5 / 3.5 / 2% (3 MC errors; measured 0.009 / 0.007 / 0.007 / 0.006), and U and the
+    K^3 task block within a third of their offset from the N -> inf theory (0.072 and 0.067)."""
     small = measured(*deep_linear(50, 800, 200, 2, 50))
-    large = measured(*deep_linear(100, 800, 200, 2, 50))
+    run_100 = deep_linear(100, 800, 200, 2, 50)
+    large = measured(*run_100)
     err = errors(large)
+    against_exact = errors(exact_finite_width(run_100[0]))
+    tol_exact = {"U": 0.025, "task1": 0.035, "task2": 0.035, "task3": 0.02}
+    assert all(against_exact[k] < tol_exact[k] for k in tol_exact), against_exact
+    assert all(against_exact[k] < err[k] / 3 for k in ("U", "task3")), (against_exact, err)
     tol = {"U": 0.10, "K1": 0.25, "K2": 0.20, "K3": 0.10}
     assert all(err[k] < tol[k] for k in tol), err
     ratio = shrinkage(small, large, LOW_NOISE)
@@ -146,10 +172,15 @@ def test_deep_linear_readout_covariance_and_layer_kernels_at_N_100_and_200_slow(
     [0.3, 0.75] for U and the task blocks (measured 0.55 / 0.49 / 0.52 / 0.49).  The extrapolation
     2 X(200) - X(100) within 4% of the theory for U and the task blocks, 6% for the full K^3
     (measured 0.011 / 0.012 / 0.007 / 0.006 and 0.016): 3 x its MC error (0.009-0.012; 0.018)
-    plus the O(1/N^2) remainder of about 1% that the N = 50/100 extrapolation shows."""
+    plus the O(1/N^2) remainder of about 1% that the N = 50/100 extrapolation shows.  At N = 200
+    the samples' U and task blocks within 2% of the exact finite-N moments (offsets from the
+    theory 0.039 / 0.090 / 0.068 / 0.034)."""
     small = width_100
-    large = measured(*deep_linear(200, 800, 300, 5, 100))
+    run_200 = deep_linear(200, 800, 300, 5, 100)
+    large = measured(*run_200)
     e_s, e_l = errors(small), errors(large)
+    against_exact = errors(exact_finite_width(run_200[0]))
+    assert all(against_exact[k] < 0.02 for k in ("U", "task1", "task2", "task3")), against_exact
     tol_s = {"U": 0.10, "K1": 0.20, "K2": 0.20, "K3": 0.10}
     tol_l = {"U": 0.06, "K1": 0.15, "K2": 0.12, "K3": 0.06}
     assert all(e_s[k] < tol_s[k] for k in tol_s), e_s
@@ -171,8 +202,12 @@ def test_deep_linear_at_N_equal_P_200_slow(width_100):
     15%, task blocks within 20 / 15 / 8% (the measured offset plus 3 x MC error, rounded up), and
     the task blocks' errors below their N = P = 100 values (3-5 MC errors apart; U's are only 2
     apart, so U is not compared).  The full K^1 is not bounded: its Frobenius error (0.118) is
-    mostly Wishart noise (0.087)."""
-    err = errors(measured(*deep_linear(200, 700, 250, 5, 100, num_train=200, input_dim=240)))
+    mostly Wishart noise (0.087).  U and the task blocks within 2% of the exact finite-N moments
+    (exact offsets from the theory 0.058 / 0.152 / 0.107 / 0.052)."""
+    run = deep_linear(200, 700, 250, 5, 100, num_train=200, input_dim=240)
+    err = errors(measured(*run))
+    against_exact = errors(exact_finite_width(run[0]))
+    assert all(against_exact[k] < 0.02 for k in ("U", "task1", "task2", "task3")), against_exact
     tol = {"U": 0.08, "K3": 0.08, "K2": 0.15, "task1": 0.20, "task2": 0.15, "task3": 0.08}
     assert all(err[k] < tol[k] for k in tol), err
     ref = errors(width_100)

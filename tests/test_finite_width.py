@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from widebayes.theory.finite_width import deep_linear_finite_width, wishart_product_prior
+from widebayes.studies.finite_width import moments_of
+from widebayes.theory.finite_width import (
+    deep_linear_finite_width,
+    deep_linear_posterior_moments,
+    wishart_product_prior,
+)
 from widebayes.theory.gp import gp_posterior
 
 
@@ -113,3 +118,74 @@ def test_sampled_variance_follows_the_exact_finite_width_value(num_train, width)
     sampled, mcse, exact, bpkr = _sampled_against_exact(num_train, width, 400_000)
     assert abs(exact - bpkr) > 3 * mcse  # the finite-width offset is resolved by this run
     assert abs(sampled - exact) < 3 * mcse
+
+
+def _brute_force_moments(X, Y, depth, width, T, s2, sa2, gamma, rng, n=500_000, reps=6):
+    """``E[A^T A / N]`` and ``E[z_l z_l^T / N]`` by prior draws of every weight, weighted by the
+    likelihood (ratio estimator, standard errors from the repetitions); depth 2 only."""
+    N0 = X.shape[1]
+    per_rep = []
+    for _ in range(reps):
+        W1 = np.sqrt(s2[0]) * rng.standard_normal((n, width, N0))
+        W2 = np.sqrt(s2[1]) * rng.standard_normal((n, width, width))
+        a = np.sqrt(sa2) * rng.standard_normal((n, width, Y.shape[1]))
+        z1 = np.einsum("pi,nji->npj", X, W1) / np.sqrt(N0)
+        z2 = np.einsum("npj,nkj->npk", z1, W2) / np.sqrt(width)
+        f = np.einsum("npk,nkm->npm", z2, a) / width**gamma
+        w = np.exp(-np.sum((f - Y) ** 2, axis=(1, 2)) / (2 * T * width ** (1 - 2 * gamma)))
+        values = [np.einsum("nim,nir->nmr", a, a) / width, np.einsum("npj,nqj->npq", z1, z1) / width,
+                  np.einsum("npj,nqj->npq", z2, z2) / width]
+        per_rep.append(np.concatenate([np.tensordot(w, v, 1).ravel() for v in values]) / w.sum())
+    per_rep = np.array(per_rep)
+    return per_rep.mean(axis=0), per_rep.std(axis=0, ddof=1) / np.sqrt(reps)
+
+
+@pytest.mark.parametrize("gamma,T", [pytest.param(0.5, 0.5, marks=pytest.mark.slow), (1.0, 2.0)])
+def test_chain_moments_equal_brute_force_over_all_weights(gamma, T):
+    """L = 2, N = 4, two outputs, lazy and non-lazy: the readout second moment and both layer
+    kernels from the Wishart chain (NUTS) against prior draws of all the weights weighted by the
+    likelihood.  Measured: every entry within 2.4 combined standard errors, 0.25% of the largest."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((3, 3)), rng.standard_normal((3, 2))
+    s2, sa2 = [1.3, 0.7], 1.5
+    r = deep_linear_posterior_moments(X @ X.T / 3, Y, 2, 4, T, s2, sa2, gamma, num_samples=4000)
+    exact = np.concatenate([r.readout_second_moment.ravel(), r.kernels[1].ravel(), r.kernels[2].ravel()])
+    exact_se = np.concatenate([r.readout_second_moment_se.ravel(), r.kernels_se[1].ravel(),
+                               r.kernels_se[2].ravel()])
+    brute, brute_se = _brute_force_moments(X, Y, 2, 4, T, s2, sa2, gamma, rng)
+    assert r.divergences == 0
+    assert np.all(np.abs(exact - brute) < 4 * np.hypot(exact_se, brute_se) + 1e-3 * np.abs(brute).max())
+
+
+def _coding_linear(width, depth=3):
+    from widebayes.models.presets import preset
+
+    from widebayes.config import resolve
+    from widebayes.experiment import build_experiment
+
+    cfg = preset("coding-linear")
+    cfg["network"].update(depth=depth, width=width)
+    return build_experiment(resolve(cfg))
+
+
+def _relative(x, ref):
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+@pytest.mark.slow
+def test_analog_code_at_large_width_is_the_mean_field_theory():
+    """L = 3 analog code (preset coding-linear, P = 100, T = 0.01) at N = 10,000: the exact
+    moments within 0.5% of the N -> inf theory (measured 0.0008 for U, 0.0006-0.0017 for the
+    kernels and task blocks: the 1/N law from 0.072 / 0.067-0.18 at N = 100; 45 s)."""
+    from widebayes.theory.predict import predictions
+
+    exp = _coding_linear(10_000)
+    th = predictions(exp)
+    r = moments_of(exp)
+    Q = np.linalg.qr(exp.data.Y_train)[0]
+    K = np.asarray(th["kernel_train"])
+    assert r.divergences == 0
+    assert _relative(r.readout_second_moment, np.asarray(th["readout_second_moment"])) < 0.005
+    for layer in (1, 2, 3):
+        assert _relative(Q.T @ r.kernels[layer] @ Q, Q.T @ K[layer] @ Q) < 0.005
+        assert _relative(r.kernels[layer], K[layer]) < 0.005

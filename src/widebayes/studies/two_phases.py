@@ -106,13 +106,14 @@ class TwoPhases(NamedTuple):
     posterior_var: np.ndarray  # (P_test,) its variance
     ntk_predictor: np.ndarray  # (P_test, m) the NTK interpolant Theta_xX Theta^{-1} y
     theory_test_mean: np.ndarray  # (n_grid, P_test, m) the Langevin mean m_t on theory_times
+    relaxation_fit: tuple = (float("nan"), float("nan"))  # (A, s): D2(t) ~ A D2_theory(t / s)
 
 
 # --------------------------------------------------------------------------- the example
 
 
 def example_config(T: float = 0.01, width: int = 512, num_chains: int = 16, dt: float = 0.02,
-                   num_steps: int = 30000) -> dict:
+                   num_steps: int = 30000, seed: int = 1) -> dict:
     """The README's experiment (unresolved): a lazy erf-sigmoid network, N = ``width``, on normalised
     XOR (12 training, 256 test inputs, N0 = 20), ``sigma_w2 = sigma_a2 = 4``, temperature ``T``,
     isotropic Langevin with ``dt = step_size / T`` of paper time per step (NTK eigenvalues
@@ -122,7 +123,8 @@ def example_config(T: float = 0.01, width: int = 512, num_chains: int = 16, dt: 
             "network": {"depth": 1, "width": width, "activation": "sigmoid", "readout": "lazy",
                         "sigma_w2": 4.0, "sigma_a2": 4.0, "temperature": T},
             "sampler": {"kind": "langevin", "preconditioner": "isotropic", "step_size": dt * T,
-                        "num_steps": num_steps, "burn_in": 0, "thin": 1, "num_chains": num_chains, "seed": 1}}
+                        "num_steps": num_steps, "burn_in": 0, "thin": 1, "num_chains": num_chains,
+                        "seed": seed}}
 
 
 # --------------------------------------------------------------------------- recording
@@ -248,6 +250,25 @@ def fit_time_scale(t, measured, se, theory_t, theory, scales=np.geomspace(0.25, 
     return float(scales[int(np.argmin(cost))])
 
 
+def fit_amplitude_and_time_scale(t, measured, se, theory_t, theory,
+                                 scales=np.geomspace(0.25, 4.0, 801)) -> tuple:
+    """``(A, s)`` minimising ``sum ((measured - A theory(t / s)) / se)^2``: the time scale with the
+    curve's amplitude free (A is linear: solved in closed form for every s).  A chain mean over a
+    finite set of prior draws carries its draws' fluctuation through the first phase, which moves
+    the whole curve up or down; with A fixed to 1 that shift reads as a faster or slower relaxation."""
+    fallback = np.nanmedian(se[se > 0]) if np.any(se > 0) else 1.0
+    w = 1.0 / np.where(np.isfinite(se) & (se > 0), se, fallback) ** 2
+    logt = np.log(theory_t[1:])
+    best = (np.inf, float("nan"), float("nan"))
+    for s in scales:
+        g = np.interp(np.log(t / s), logt, theory[1:])
+        A = np.sum(w * g * measured) / np.sum(w * g * g)
+        cost = np.sum(w * (measured - A * g) ** 2)
+        if cost < best[0]:
+            best = (cost, float(A), float(s))
+    return best[1], best[2]
+
+
 def crossing_time(t, values, level) -> float:
     """First time after which ``values`` stays below ``level`` (interpolated in log t); NaN if never."""
     above = np.nonzero(values >= level)[0]
@@ -308,9 +329,12 @@ def analyse(traj: Trajectory, exp, points_per_decade: int = 150) -> TwoPhases:
     tau_th = crossing_time(mean.times[1:], theory_d2_grid[1:], level)
     if second.sum() >= 2:
         scale = fit_time_scale(traj.times[second], d2[second], d2_se[second], mean.times, theory_d2_grid)
+        joint = fit_amplitude_and_time_scale(traj.times[second], d2[second], d2_se[second], mean.times,
+                                             theory_d2_grid)
         tau_meas = crossing_time(traj.times[second], d2[second], level)
     else:  # the record ends before the second phase
         scale = tau_meas = float("nan")
+        joint = (float("nan"), float("nan"))
     return TwoPhases(
         traj.times, loss, loss_mean, loss_se, lin.train_loss, cond,
         0.5 * np.sum((train_m - Y[None]) ** 2, axis=(1, 2)),
@@ -320,7 +344,7 @@ def analyse(traj: Trajectory, exp, points_per_decade: int = 150) -> TwoPhases:
         float(np.max(rel[first])) if first.any() else float("nan"),
         float(np.max(rel_cond[first][1:])) if first.sum() > 1 else float("nan"),
         scale, tau_th, tau_meas, traj.segment_mismatch, np.linalg.eigvalsh(ntk.train), gp.mean, gp.var,
-        ntk_pred, mean.test)
+        ntk_pred, mean.test, joint)
 
 
 def run(resolved: dict, num_steps: int, draws_per_segment: int = 100, folder=None, segments=None,
@@ -349,6 +373,9 @@ def summary(res: TwoPhases) -> dict:
             "relaxation_time_theory": round(res.relaxation_time_theory, 3),
             "relaxation_time_measured": round(res.relaxation_time_measured, 3),
             "relaxation_scale_fit": round(res.relaxation_scale, 3),
+            "relaxation_fit_amplitude_and_scale": [round(v, 3) for v in res.relaxation_fit],
+            "dist2_first_record": [round(float(res.dist2[0]), 2), round(float(res.dist2_se[0]), 2),
+                                   round(float(res.dist2_theory[0]), 2)],
             "segment_mismatch": float(f"{res.segment_mismatch:.3g}")}
 
 
@@ -420,8 +447,9 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=30000)
     parser.add_argument("--dt", type=float, default=0.02, help="paper time per step")
     parser.add_argument("--draws-per-segment", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1, help="the sampler's seed (the chains' prior draws)")
     args = parser.parse_args(argv)
-    cfg = example_config(args.temperature, args.width, args.chains, args.dt, args.steps)
+    cfg = example_config(args.temperature, args.width, args.chains, args.dt, args.steps, args.seed)
     try:
         res = run(resolve(cfg), args.steps, args.draws_per_segment)
     except InputError as err:  # one line, exit status 2, as the widebayes command
