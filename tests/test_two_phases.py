@@ -70,6 +70,22 @@ def test_fit_time_scale_and_crossing_time():
     assert np.isnan(tp.crossing_time(t, np.ones_like(t), 0.5))
 
 
+def test_amplitude_and_time_scale_fit_separates_a_shift_from_a_faster_relaxation():
+    """A curve 0.84 times the theory's, on the theory's time scale: the joint fit returns (0.84, 1),
+    while the time scale alone reads the lower amplitude as a faster relaxation."""
+    t = np.geomspace(1.0, 200, 150)
+    theory_t = np.concatenate([[0.0], np.geomspace(0.01, 1000, 2000)])
+    theory = 100 * np.exp(-theory_t / 30.0) + 20 * np.exp(-theory_t / 3.0)
+    measured = 0.84 * (100 * np.exp(-t / 30.0) + 20 * np.exp(-t / 3.0))
+    se = np.full(t.size, 0.5)
+    A, s = tp.fit_amplitude_and_time_scale(t, measured, se, theory_t, theory)
+    assert A == pytest.approx(0.84, rel=0.01) and s == pytest.approx(1.0, rel=0.01)
+    assert tp.fit_time_scale(t, measured, se, theory_t, theory) < 0.95
+    slower = 100 * np.exp(-t / 51.0)
+    A, s = tp.fit_amplitude_and_time_scale(t, slower, se, theory_t, 100 * np.exp(-theory_t / 30.0))
+    assert A == pytest.approx(1.0, rel=0.01) and s == pytest.approx(1.7, rel=0.01)
+
+
 def test_conditional_ntk_loss_is_the_linearised_flow_from_a_known_start():
     rng = np.random.default_rng(1)
     X, Y = rng.normal(size=(5, 8)), rng.normal(size=(5, 2))
