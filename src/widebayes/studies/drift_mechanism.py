@@ -65,21 +65,39 @@ def eq16_study(resolved: dict, max_lag: int, progress: bool = False) -> Eq16Stud
                      spec.width, Phis.shape[-1])
 
 
-class TiedVsUntied(NamedTuple):
+class DriftByArchitecture(NamedTuple):
     tau_over_prior: np.ndarray  # (lag,) time after t0 in units of tau_prior
-    err_full: dict  # {"untied": (lag,), "tied": (lag,)} chain-mean test error, plain run
+    err_full: dict  # {variant: (lag,)} chain-mean test error, plain run
     err_frozen: dict  # the same after t0 with the readout frozen and prior-only hidden weights
+    err_limit: dict  # {variant: (chain,)} the frozen run's predicted error once the drift is complete
+    #                  (theory.drift_limit: only the input norm survives, through E[phi])
 
 
-def tied_vs_untied(resolved: dict, freeze_draw: int) -> TiedVsUntied:
-    """The prior-only frozen-readout experiment on ``resolved`` with untied and with tied hidden weights."""
+TiedVsUntied = DriftByArchitecture  # the earlier name
+
+
+def drift_by_architecture(resolved: dict, freeze_draw: int, variants: dict) -> DriftByArchitecture:
+    """The prior-only frozen-readout experiment on ``resolved`` for each ``{name: network overrides}``
+    (activation, tied weights, depth, ...), with the limit the frozen run tends to
+    (:func:`widebayes.theory.drift_limit.frozen_readout_limit`, from each chain's frozen readout)."""
+    from widebayes.experiment import build_experiment
     from widebayes.studies.frozen_readout import run_frozen_readout
+    from widebayes.theory.drift_limit import frozen_readout_limit
 
-    full, frozen, tau = {}, {}, None
-    for name, tied in (("untied", False), ("tied", True)):
+    full, frozen, limit, tau = {}, {}, {}, None
+    for name, overrides in variants.items():
         cfg = copy.deepcopy(resolved)
-        cfg["network"]["tied_weights"] = tied
+        cfg["network"].update(overrides)
         res = run_frozen_readout(cfg, freeze_draw, mode="prior")
         full[name], frozen[name] = res.err_full.mean(axis=0), res.err_frozen.mean(axis=0)
+        exp = build_experiment(cfg)
+        limit[name] = frozen_readout_limit(res.a_frozen, exp.data.X_test, exp.spec.activation,
+                                           exp.spec.layer_variances, exp.gamma, exp.data.Y_test).error
         tau = res.tau_over_prior
-    return TiedVsUntied(tau, full, frozen)
+    return DriftByArchitecture(tau, full, frozen, limit)
+
+
+def tied_vs_untied(resolved: dict, freeze_draw: int) -> DriftByArchitecture:
+    """The prior-only frozen-readout experiment on ``resolved`` with untied and with tied hidden weights."""
+    return drift_by_architecture(resolved, freeze_draw, {"untied": {"tied_weights": False},
+                                                         "tied": {"tied_weights": True}})

@@ -56,6 +56,7 @@ class FrozenReadout(NamedTuple):
     baseline_u: float  # E|u.u'| for random unit vectors in R^P
     baseline_v: float  # ... in R^N
     shared_draws_equal: bool  # the draws up to t0 agree between the runs
+    a_frozen: np.ndarray | None = None  # (chain, N, m) the readout held from t0 on
 
 
 # --------------------------------------------------------------------------- configuration
@@ -175,7 +176,8 @@ def analyse(full, d_frozen: dict, freeze_draw: int, center: bool = False) -> Fro
     frozen_rho = drift_from(d_frozen["phi_L"], data.Y_train, freeze_draw, center)
     return FrozenReadout(tau, tau / tau_p, tau_p, err_all[:, :freeze_draw + 1],
                          err_all[:, freeze_draw:], err_frz[:, freeze_draw:], *full_rho, *frozen_rho,
-                         float(drift.random_baseline(P)), float(drift.random_baseline(N)), equal)
+                         float(drift.random_baseline(P)), float(drift.random_baseline(N)), equal,
+                         np.asarray(d_full["a"], dtype=np.float64)[:, freeze_draw])
 
 
 def run_frozen_readout(resolved: dict, freeze_draw: int, mode: str = "langevin",
@@ -190,8 +192,9 @@ def run_frozen_readout(resolved: dict, freeze_draw: int, mode: str = "langevin",
     ``out_dir`` the plain run is written there as ``posterior.nc`` (``widebayes compare`` reads it).
     """
     from widebayes.sampling import sample_experiment
+    from widebayes.tasks import task_sizes
 
-    if not resolved["task"].get("num_test"):
+    if not task_sizes(resolved["task"]).num_test:
         raise InputError("the frozen-readout experiment needs a test set (num_test > 0)", key="task.num_test")
     if mode not in MODES:
         raise InputError(f"must be one of {list(MODES)}, not {mode!r}", key="mode")
