@@ -120,7 +120,7 @@ def test_sampled_variance_follows_the_exact_finite_width_value(num_train, width)
     assert abs(sampled - exact) < 3 * mcse
 
 
-def _brute_force_moments(X, Y, depth, width, T, s2, sa2, gamma, rng, n=500_000, reps=6):
+def _brute_force_moments(X, Y, depth, width, T, s2, sa2, gamma, rng, n=400_000, reps=5):
     """``E[A^T A / N]`` and ``E[z_l z_l^T / N]`` by prior draws of every weight, weighted by the
     likelihood (ratio estimator, standard errors from the repetitions); depth 2 only."""
     N0 = X.shape[1]
@@ -148,7 +148,8 @@ def test_chain_moments_equal_brute_force_over_all_weights(gamma, T):
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((3, 3)), rng.standard_normal((3, 2))
     s2, sa2 = [1.3, 0.7], 1.5
-    r = deep_linear_posterior_moments(X @ X.T / 3, Y, 2, 4, T, s2, sa2, gamma, num_samples=4000)
+    r = deep_linear_posterior_moments(X @ X.T / 3, Y, 2, 4, T, s2, sa2, gamma, num_samples=3000,
+                                      num_chains=2)
     exact = np.concatenate([r.readout_second_moment.ravel(), r.kernels[1].ravel(), r.kernels[2].ravel()])
     exact_se = np.concatenate([r.readout_second_moment_se.ravel(), r.kernels_se[1].ravel(),
                                r.kernels_se[2].ravel()])
