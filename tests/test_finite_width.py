@@ -190,3 +190,29 @@ def test_analog_code_at_large_width_is_the_mean_field_theory():
     for layer in (1, 2, 3):
         assert _relative(Q.T @ r.kernels[layer] @ Q, Q.T @ K[layer] @ Q) < 0.005
         assert _relative(r.kernels[layer], K[layer]) < 0.005
+
+
+def test_study_refuses_what_the_exact_result_does_not_cover(capsys):
+    """A nonlinear activation is one line and exit code 2, before any sampling."""
+    from widebayes.studies.finite_width import main
+
+    assert main(["coding-linear", "--set", "network.activation=relu", "--widths", "50"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "network.activation" in err[0]
+
+
+@pytest.mark.slow
+def test_study_prints_the_offsets_per_width(capsys, tmp_path):
+    """The README's command on a small case (depth 2, P = 20, N = 400 and 1600): one JSON line per
+    width, offsets shrinking about fourfold (1/N) and small at N = 1600."""
+    import json
+
+    from widebayes.studies.finite_width import main
+
+    out = tmp_path / "offsets.json"
+    assert main(["coding-linear", "--set", "network.depth=2", "--set", "task.num_train=20",
+                 "--set", "task.input_dim=40", "--widths", "400", "1600", "--samples", "400",
+                 "--json", str(out)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["width"] for r in rows] == [400, 1600] == [r["width"] for r in json.loads(out.read_text())]
+    assert rows[1]["U"] < rows[0]["U"] / 2 and rows[1]["task2"] < 0.02
