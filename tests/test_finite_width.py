@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from widebayes.diagnostics.kernels import relative_difference
 from widebayes.studies.finite_width import moments_of
 from widebayes.theory.finite_width import (
     deep_linear_finite_width,
@@ -169,10 +170,6 @@ def _coding_linear(width, depth=3):
     return build_experiment(resolve(cfg))
 
 
-def _relative(x, ref):
-    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
-
-
 @pytest.mark.slow
 def test_analog_code_at_large_width_is_the_mean_field_theory():
     """L = 3 analog code (preset coding-linear, P = 100, T = 0.01) at N = 10,000: the exact
@@ -186,10 +183,10 @@ def test_analog_code_at_large_width_is_the_mean_field_theory():
     Q = np.linalg.qr(exp.data.Y_train)[0]
     K = np.asarray(th["kernel_train"])
     assert r.divergences == 0
-    assert _relative(r.readout_second_moment, np.asarray(th["readout_second_moment"])) < 0.005
+    assert relative_difference(r.readout_second_moment, np.asarray(th["readout_second_moment"])) < 0.005
     for layer in (1, 2, 3):
-        assert _relative(Q.T @ r.kernels[layer] @ Q, Q.T @ K[layer] @ Q) < 0.005
-        assert _relative(r.kernels[layer], K[layer]) < 0.005
+        assert relative_difference(Q.T @ r.kernels[layer] @ Q, Q.T @ K[layer] @ Q) < 0.005
+        assert relative_difference(r.kernels[layer], K[layer]) < 0.005
 
 
 def test_study_refuses_what_the_exact_result_does_not_cover(capsys):

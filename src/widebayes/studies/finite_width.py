@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from widebayes.activations import get_activation
+from widebayes.diagnostics.kernels import relative_difference
 from widebayes.errors import InputError
-
-
-def relative(x, ref) -> float:
-    return float(np.linalg.norm(np.asarray(x) - ref) / np.linalg.norm(ref))
 
 
 def check_deep_linear(exp):
@@ -36,7 +34,7 @@ def check_deep_linear(exp):
     if exp.model != "network_prior":
         raise InputError(f"the exact finite-width result covers network_prior, not {exp.model!r}",
                          key="network.model")
-    if exp.spec.activation != "linear":
+    if not get_activation(exp.spec.activation).is_linear:
         raise InputError(f"the exact finite-width result is for linear networks, not "
                          f"{exp.spec.activation!r}", key="network.activation")
     if exp.spec.tied_weights:
@@ -62,12 +60,12 @@ def offsets(exp, moments, theory: dict) -> dict:
     """Relative offsets of the exact finite-N moments from the N -> inf theory, and the bulks."""
     Q = np.linalg.qr(exp.data.Y_train)[0]
     K_th = np.asarray(theory["kernel_train"])
-    out = {"width": exp.spec.width, "U": relative(moments.readout_second_moment,
+    out = {"width": exp.spec.width, "U": relative_difference(moments.readout_second_moment,
                                                   np.asarray(theory["readout_second_moment"]))}
     for layer in range(1, exp.spec.depth + 1):
         K = moments.kernels[layer]
-        out[f"K{layer}"] = relative(K, K_th[layer])
-        out[f"task{layer}"] = relative(Q.T @ K @ Q, Q.T @ K_th[layer] @ Q)
+        out[f"K{layer}"] = relative_difference(K, K_th[layer])
+        out[f"task{layer}"] = relative_difference(Q.T @ K @ Q, Q.T @ K_th[layer] @ Q)
         out[f"bulk{layer}"] = float(np.trace(K) - np.trace(Q.T @ K @ Q))
         out[f"bulk{layer}_theory"] = float(np.trace(K_th[layer]) - np.trace(Q.T @ K_th[layer] @ Q))
     out.update(ess=moments.ess, divergences=moments.divergences)

@@ -18,7 +18,7 @@ neurons, and the frozen network's output ``f(x) = sum_i a_i phi(h_i(x)) / N^gamm
 So the only representation the drift leaves in place is the input norm, through ``mu_L(x)``: an odd
 phi (tanh, linear) has ``mu = 0`` and the erf sigmoid ``mu = 1/2`` for every input, and their
 frozen networks fall to chance; phi with a norm-dependent mean (ReLU: ``mu = sqrt(q / 2 pi)``,
-ReLU^2: ``mu = q``) keep whatever part of the task the input norm carries, with the readout's sum
+ReLU^2: ``mu = q / 2``) keep whatever part of the task the input norm carries, with the readout's sum
 ``sum_i a_i`` as the weight.  For binary targets the predicted test error is the mean over test
 inputs of ``Phi(-|E f - mid| / sd)`` on the correct side, ``mid`` the midpoint of the two targets.
 """

@@ -250,22 +250,22 @@ def sample_wishart_chain(K0, Y, depth: int, width: int, T: float, sigma_w2, sigm
     return S, divergences
 
 
-def _spike_given_chain(S_l, G, lam, y, T):
-    """``E[f~ S_l^{-1} f~^T | chain, Y]`` in K0's eigenbasis, without the factor N^(1 - 2 gamma)
-    of the covariance term: returns (mean term (n, P, P), covariance diagonal (n, P)).
-
-    ``f~_p | chain ~ N(mu_p, C_p)``, ``mu_p = lam_p G (lam_p G + T)^{-1} y_p``,
-    ``C_p = T lam_p G (lam_p G + T)^{-1}`` (times N^(1 - 2 gamma))."""
+def _posterior_given_chain(G, lam, y, T):
+    """The GP posterior of ``f~`` (f in K0's eigenbasis) given the chain, per draw: ``f~_p ~
+    N(mu_p, C_p)`` with ``mu_p = lam_p G (lam_p G + T)^{-1} y_p`` and ``C_p = T lam_p G
+    (lam_p G + T)^{-1}`` without its factor N^(1 - 2 gamma); returns (mu (n, P, m), C (n, P, m, m))."""
     m = y.shape[1]
-    M = lam[None, :, None, None] * G[:, None] + T * np.eye(m)  # (n, P, m, m)
-    lamG = lam[None, :, None, None] * G[:, None]
+    lamG = lam[None, :, None, None] * G[:, None]  # (n, P, m, m)
+    M = lamG + T * np.eye(m)
     c = np.linalg.solve(M, np.broadcast_to(y, (len(G), *y.shape))[..., None])[..., 0]  # (n, P, m)
-    mu = np.einsum("nprs,nps->npr", lamG, c)
+    return np.einsum("nprs,nps->npr", lamG, c), T * lamG @ np.linalg.inv(M)
+
+
+def _spike_given_chain(S_l, mu, C):
+    """``E[f~ S_l^{-1} f~^T | chain, Y]`` from the posterior above: (mean term (n, P, P), the
+    covariance term's diagonal (n, P), without its factor N^(1 - 2 gamma))."""
     Sinv = np.linalg.inv(S_l)
-    mean_term = np.einsum("npr,nrs,nqs->npq", mu, Sinv, mu)
-    C = T * lamG @ np.linalg.inv(M)  # (n, P, m, m)
-    cov_diag = np.einsum("nrs,npsr->np", Sinv, C)
-    return mean_term, cov_diag
+    return np.einsum("npr,nrs,nqs->npq", mu, Sinv, mu), np.einsum("nrs,npsr->np", Sinv, C)
 
 
 def deep_linear_posterior_moments(K0, Y, depth: int, width: int, T: float, sigma_w2,
@@ -299,11 +299,11 @@ def deep_linear_posterior_moments(K0, Y, depth: int, width: int, T: float, sigma
     # per batch of draws, the eigenbasis kernels of every layer by the recursion above
     batch_K, batch_U = [], []
     for S_b in np.array_split(S, batches):
-        G = s2[0] * S_b[:, 0]
+        mu, C = _posterior_given_chain(s2[0] * S_b[:, 0], lam, y, T)  # the same for every layer
         K_tilde = np.broadcast_to(np.diag(lam), (len(S_b), P, P))
         layers = []
         for layer in range(1, depth + 1):
-            mean_term, cov_diag = _spike_given_chain(S_b[:, layer - 1], G, lam, y, T)
+            mean_term, cov_diag = _spike_given_chain(S_b[:, layer - 1], mu, C)
             spike = width ** (2 * gamma - 2) * mean_term
             spike[:, idx, idx] += cov_diag / width
             K_tilde = spike + s2[layer - 1] * bulk * K_tilde
