@@ -85,6 +85,42 @@ def test_T1_linear_saddle_equals_direct_maximisation_of_rate_function():
     assert np.abs(saddle.C - start[None, 0]).max() > 1e-2    # the adaptation is not trivial
 
 
+def test_T1_strong_learning_saddle_is_found_and_is_stationary():
+    """Three layers, N = 10, T = 1e-3: learning is strong (the output kernel doubles).  The damped
+    fixed point ``Ct <- (1 - eta) Ct + eta Phi(Ct)`` diverges here at eta = 0.5 and 0.1 (checked
+    below); the Newton-Krylov continuation finds the saddle, a stationary point of the rate
+    function (its gradient, written independently, vanishes)."""
+    K0, Y = _random_problem(P=5, m=2, N0=8, seed=4)
+    g, N, T = [0.5, 0.5, 0.5, 0.5], 10.0, 1e-3
+    saddle = solve_kernels(K0, Y, "linear", g, N, T, "saddle", tol=1e-13)
+    nngp = solve_kernels(K0, Y, "linear", g, N, T, "nngp")
+    assert saddle.residual < 1e-12
+    assert np.trace(saddle.C[-1]) > 1.8 * np.trace(nngp.C[-1])
+    fun, _, iu = _rate_objective(K0, Y, g, N, T)
+    gradient = lambda C: np.abs(fun(np.concatenate([c[iu] for c in C[1:]]))[1]).max()  # noqa: E731
+    assert gradient(saddle.C) < 1e-9 * gradient(nngp.C)      # a stationary point of the rate function
+    assert not _damped_fixed_point_converges(K0, Y, g, N, T, eta=0.5)
+    assert not _damped_fixed_point_converges(K0, Y, g, N, T, eta=0.1)
+
+
+def _damped_fixed_point_converges(K0, Y, g, N, T, eta, steps=3000):
+    """The solver the Newton-Krylov continuation replaced (linear closed forms)."""
+    from widebayes.theory import kernel_adaptation as ka
+
+    s = ka._Setup(ka.as_activation("linear"), K0, Y, np.asarray(g), N, T, True, 0, 0)
+    Cts = [np.zeros_like(K0) for _ in g[1:]]
+    with np.errstate(all="ignore"):
+        for _ in range(steps):
+            Cs, _, back = ka._forward(s, Cts)
+            new = back[1:] + [ka.output_conjugate(Cs[-1], Y, N, T)]
+            if not all(np.all(np.isfinite(c)) for c in new):
+                return False
+            if max(np.abs(a - b).max() for a, b in zip(new, Cts)) < 1e-10:
+                return True
+            Cts = [(1 - eta) * a + eta * b for a, b in zip(Cts, new)]
+    return False
+
+
 # ----------------------------------------------------------------------------- T2
 
 
