@@ -94,9 +94,9 @@ def lazy_predictions(exp: Experiment) -> dict:
     if linear:  # the rate-function mode (Fischer et al.); closed form, cheap
         try:
             out["kernel_train_saddle"] = adapted_kernels(exp, "saddle")
-        except RuntimeError as err:  # the damped iteration may not converge: BPKR stands without it
+        except RuntimeError as err:  # Newton-Krylov may find no saddle: BPKR stands without it
             out["note"] = f"no kernel-adaptation saddle: {err}"
-    else:  # the saddle needs a damped Monte Carlo iteration (minutes); the O(1/N) step, seconds
+    else:  # the saddle is a Newton-Krylov solve over Monte Carlo tilts (minutes); O(1/N), seconds
         adapted = adapted_kernels(exp, "perturbative")
         out["kernel_train_perturbative"] = adapted
         out["kernel_train"] = np.concatenate([res.mean_kernels.train[:1], adapted[1:-1],
