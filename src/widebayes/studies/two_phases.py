@@ -24,7 +24,11 @@ Measured, against :mod:`widebayes.theory.ntk` (infinite width):
   ``|m_t - m_inf|^2`` of the Volterra equation (2) of :mod:`widebayes.theory.ntk`; its relaxation
   time scale is fitted from ``t = PHASE2_START / rate`` on (``D2(t) ~ D2_theory(t / s)``, ``s`` =
   measured / predicted relaxation time), and the time at which D2 falls to 1/e of the theory's
-  value at ``PHASE2_START / rate`` is read off both curves.
+  value at ``PHASE2_START / rate`` is read off both curves.  The chain mean over a finite set of
+  prior draws carries their fluctuation through the first phase; ``dist2_controlled`` removes the
+  part that each chain's own initial draw explains (the regression control variate of
+  :func:`chain_mean_distance2` on :func:`initial_draw_residual`, of mean zero), and its relaxation
+  time and amplitude-free fit are read off the same way.
 
 The prior relaxation time of the weights is ``sigma^2 / T`` (``Experiment.tau_prior``); the
 predictor's relaxation rate is set by all blocks together (``sum_b T M_b / sigma_b^2`` for a deep
@@ -107,6 +111,11 @@ class TwoPhases(NamedTuple):
     ntk_predictor: np.ndarray  # (P_test, m) the NTK interpolant Theta_xX Theta^{-1} y
     theory_test_mean: np.ndarray  # (n_grid, P_test, m) the Langevin mean m_t on theory_times
     relaxation_fit: tuple = (float("nan"), float("nan"))  # (A, s): D2(t) ~ A D2_theory(t / s)
+    #: the same with the initial draws' control variate (chain_mean_distance2's ``control``)
+    dist2_controlled: np.ndarray | None = None
+    dist2_controlled_se: np.ndarray | None = None
+    relaxation_time_controlled: float = float("nan")
+    relaxation_fit_controlled: tuple = (float("nan"), float("nan"))
 
 
 # --------------------------------------------------------------------------- the example
@@ -215,29 +224,50 @@ def train_loss(f_train, Y) -> np.ndarray:
     return 0.5 * np.sum((np.asarray(f_train) - np.asarray(Y)[None, None]) ** 2, axis=(-2, -1))
 
 
-def chain_mean_distance2(f_test, target) -> tuple[np.ndarray, np.ndarray]:
+def chain_mean_distance2(f_test, target, control=None) -> tuple[np.ndarray, np.ndarray]:
     """``D2 = |fbar - target|^2 - sum_x s_x^2 / n`` over chains (an unbiased estimate of
     ``|E f - target|^2``) per record, and its jackknife standard error over chains.
 
-    ``f_test`` (chain, n, P_test, m), ``target`` (P_test, m).
+    ``f_test`` (chain, n, P_test, m), ``target`` (P_test, m).  ``control`` (chain, P_test, m), a
+    per-chain quantity of known mean zero (:func:`initial_draw_residual`): each record's chains are
+    replaced by ``f - b g`` with ``b = <f - fbar, g - gbar> / |g - gbar|^2`` pooled over chains and
+    inputs (fitted afresh in every jackknife subset), the regression control variate that removes
+    from the chain mean the part the chains' own initial draws explain.
     """
     f = np.asarray(f_test, dtype=np.float64)
+    g = None if control is None else np.asarray(control, dtype=np.float64)[:, None]   # (chain, 1, ...)
     n = f.shape[0]
     if n < 2:
         raise InputError("the distance to the posterior needs at least 2 chains", key="sampler.num_chains")
 
-    def estimate(fc):
+    def estimate(fc, gc):
         k = fc.shape[0]
+        if gc is not None:
+            dg = gc - gc.mean(axis=0)
+            b = np.sum((fc - fc.mean(axis=0)) * dg, axis=(0, -2, -1)) / np.sum(dg**2, axis=(0, -2, -1))
+            fc = fc - b[None, :, None, None] * gc
         mean = fc.mean(axis=0)
         spread = fc.var(axis=0, ddof=1).sum(axis=(-2, -1)) / k
         return np.sum((mean - target) ** 2, axis=(-2, -1)) - spread
 
     if n == 2:
-        return estimate(f), np.full(f.shape[1], np.nan)
-    full = estimate(f)
-    leave = np.stack([estimate(np.delete(f, c, axis=0)) for c in range(n)])
+        return estimate(f, g), np.full(f.shape[1], np.nan)
+    full = estimate(f, g)
+    leave = np.stack([estimate(np.delete(f, c, axis=0), None if g is None else np.delete(g, c, axis=0))
+                      for c in range(n)])
     se = np.sqrt((n - 1) / n * np.sum((leave - leave.mean(axis=0)) ** 2, axis=0))
     return full, se
+
+
+def initial_draw_residual(ntk, f_train0, f_test0) -> np.ndarray:
+    """``g = f_test(0) - Theta_xX Theta_XX^-1 f_train(0)`` per chain: the part of a chain's initial
+    function that the NTK phase leaves on the test inputs (gradient flow removes the rest with the
+    training residual).  Its mean over prior draws is zero, so it is a control variate for the
+    chain-mean predictor: ``f_train0`` (chain, P, m), ``f_test0`` (chain, P_test, m).  A record after
+    the first steps serves as well: a linearised gradient step moves ``f_test`` by ``Theta_xX d``
+    and ``f_train`` by ``Theta_XX d``, which leaves ``g`` unchanged, and the noise has mean zero."""
+    A = np.linalg.solve(ntk.train, ntk.cross).T                                      # (P_test, P)
+    return np.asarray(f_test0) - np.einsum("tp,cpm->ctm", A, np.asarray(f_train0))
 
 
 def fit_time_scale(t, measured, se, theory_t, theory, scales=np.geomspace(0.25, 4.0, 801)) -> float:
@@ -315,6 +345,8 @@ def analyse(traj: Trajectory, exp, points_per_decade: int = 150) -> TwoPhases:
     n = loss.shape[0]
     loss_mean, loss_se = loss.mean(axis=0), loss.std(axis=0, ddof=1) / np.sqrt(n)
     d2, d2_se = chain_mean_distance2(traj.f_test, gp.mean)
+    control = initial_draw_residual(ntk, traj.f_train[:, 0], traj.f_test[:, 0]) if n > 2 else None
+    d2c, d2c_se = (None, None) if control is None else chain_mean_distance2(traj.f_test, gp.mean, control)
 
     t_phase1 = PHASE1_END / rate
     first = traj.times <= t_phase1
@@ -327,14 +359,18 @@ def analyse(traj: Trajectory, exp, points_per_decade: int = 150) -> TwoPhases:
     second = traj.times >= t_phase2
     level = np.interp(np.log(t_phase2), np.log(mean.times[1:]), theory_d2_grid[1:]) / np.e
     tau_th = crossing_time(mean.times[1:], theory_d2_grid[1:], level)
-    if second.sum() >= 2:
-        scale = fit_time_scale(traj.times[second], d2[second], d2_se[second], mean.times, theory_d2_grid)
-        joint = fit_amplitude_and_time_scale(traj.times[second], d2[second], d2_se[second], mean.times,
-                                             theory_d2_grid)
-        tau_meas = crossing_time(traj.times[second], d2[second], level)
-    else:  # the record ends before the second phase
-        scale = tau_meas = float("nan")
-        joint = (float("nan"), float("nan"))
+    nan2 = (float("nan"), float("nan"))
+    scale = tau_meas = tau_c = float("nan")
+    joint = joint_c = nan2
+    if second.sum() >= 2:  # else the record ends before the second phase
+        ts = traj.times[second]
+        scale = fit_time_scale(ts, d2[second], d2_se[second], mean.times, theory_d2_grid)
+        joint = fit_amplitude_and_time_scale(ts, d2[second], d2_se[second], mean.times, theory_d2_grid)
+        tau_meas = crossing_time(ts, d2[second], level)
+        if d2c is not None:
+            joint_c = fit_amplitude_and_time_scale(ts, d2c[second], d2c_se[second], mean.times,
+                                                   theory_d2_grid)
+            tau_c = crossing_time(ts, d2c[second], level)
     return TwoPhases(
         traj.times, loss, loss_mean, loss_se, lin.train_loss, cond,
         0.5 * np.sum((train_m - Y[None]) ** 2, axis=(1, 2)),
@@ -344,7 +380,7 @@ def analyse(traj: Trajectory, exp, points_per_decade: int = 150) -> TwoPhases:
         float(np.max(rel[first])) if first.any() else float("nan"),
         float(np.max(rel_cond[first][1:])) if first.sum() > 1 else float("nan"),
         scale, tau_th, tau_meas, traj.segment_mismatch, np.linalg.eigvalsh(ntk.train), gp.mean, gp.var,
-        ntk_pred, mean.test, joint)
+        ntk_pred, mean.test, joint, d2c, d2c_se, tau_c, joint_c)
 
 
 def run(resolved: dict, num_steps: int, draws_per_segment: int = 100, folder=None, segments=None,
@@ -374,6 +410,10 @@ def summary(res: TwoPhases) -> dict:
             "relaxation_time_measured": round(res.relaxation_time_measured, 3),
             "relaxation_scale_fit": round(res.relaxation_scale, 3),
             "relaxation_fit_amplitude_and_scale": [round(v, 3) for v in res.relaxation_fit],
+            "relaxation_time_controlled": round(res.relaxation_time_controlled, 3),
+            "relaxation_fit_controlled": [round(v, 3) for v in res.relaxation_fit_controlled],
+            "dist2_first_record_controlled": None if res.dist2_controlled is None else
+            [round(float(res.dist2_controlled[0]), 2), round(float(res.dist2_controlled_se[0]), 2)],
             "dist2_first_record": [round(float(res.dist2[0]), 2), round(float(res.dist2_se[0]), 2),
                                    round(float(res.dist2_theory[0]), 2)],
             "segment_mismatch": float(f"{res.segment_mismatch:.3g}")}
