@@ -255,36 +255,32 @@ def _saddle(s: _Setup, tol: float, max_iter: int):
             out.append(M + M.T - np.diag(np.diag(M)))
         return out
 
-    def residual_map(x, lam, setup):
-        Cts = unpack(x)
-        Cs, _, back = _forward(setup, Cts)
-        new = back[1:] + [lam * output_conjugate(Cs[-1], setup.Y, setup.N, setup.T)]
-        return np.concatenate([(a - b)[iu] for a, b in zip(new, Cts)])
+    def fixed_point_map(Cts, lam):
+        """``(C's, E_q[h h^T]'s, Phi(Ct) - Ct packed)`` at the boundary scale ``lam``."""
+        Cs, pre, back = _forward(s, Cts)
+        new = back[1:] + [lam * output_conjugate(Cs[-1], s.Y, s.N, s.T)]
+        return Cs, pre, np.concatenate([(a - b)[iu] for a, b in zip(new, Cts)])
 
-    def solve(x, lam, setup):
+    def solve(x, lam):
         with np.errstate(all="ignore"):
-            sol = root(residual_map, x, args=(lam, setup), method="krylov",
+            sol = root(lambda y: fixed_point_map(unpack(y), lam)[2], x, method="krylov",
                        options={"fatol": tol, "maxiter": max_iter})
         return sol.x if sol.success and np.all(np.isfinite(sol.x)) else None
 
-    def continuation(setup):
-        x, lam, step = np.zeros(L * iu[0].size), 0.0, 1.0
-        while lam < 1.0:
-            target = min(1.0, lam + step)
-            found = solve(x, target, setup)
-            if found is not None:
-                x, lam, step = found, target, 2.0 * step
-                continue
-            step /= 4.0
-            if step < 1e-4:
-                raise RuntimeError(f"saddle not found: Newton-Krylov failed past {lam:.4g} of the "
-                                   "boundary's scale")
-        return x
-
-    x = continuation(s)
+    x, lam, step = np.zeros(L * iu[0].size), 0.0, 1.0
+    while lam < 1.0:
+        target = min(1.0, lam + step)
+        found = solve(x, target)
+        if found is not None:
+            x, lam, step = found, target, 2.0 * step
+            continue
+        step /= 4.0
+        if step < 1e-4:
+            raise RuntimeError(f"saddle not found: Newton-Krylov failed past {lam:.4g} of the "
+                               "boundary's scale")
     Cts = unpack(x)
-    Cs, pre, _ = _forward(s, Cts)
-    return _result(s, Cs, Cts, pre, np.abs(residual_map(x, 1.0, s)).max(), "saddle")
+    Cs, pre, residual = fixed_point_map(Cts, 1.0)        # one forward pass gives both
+    return _result(s, Cs, Cts, pre, np.abs(residual).max(), "saddle")
 
 
 def _saddle_with_test_points(s: _Setup, tol: float, max_iter: int):
