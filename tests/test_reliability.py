@@ -437,3 +437,18 @@ def test_an_npz_that_would_not_fit_is_sized_from_its_header_and_refused(tmp_path
     with pytest.raises(InputError, match="needs about"):
         footprint.check(resolved)
 
+
+
+def test_importing_widebayes_turns_off_the_xla_cpu_scheduler_that_deadlocked_and_keeps_a_users_choice():
+    """widebayes/__init__.py sets the XLA:CPU flag under which the neuron moves' vmapped Cholesky
+    batch stopped deadlocking; XLA accepts it (an unknown flag aborts), and a user's setting stays."""
+    import subprocess
+
+    probe = ("import os, widebayes, jax.numpy as jnp; float(jnp.ones(2).sum()); "
+             "print(os.environ['XLA_FLAGS'])")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    env["XLA_FLAGS"] = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "--xla_cpu_enable_concurrency_optimized_scheduler=true"

@@ -302,6 +302,8 @@ def mixture_log_pdf(x, H, field: Field, others, proposal: Proposal, scale, T_eff
     # lax.map, not vmap: with the Laplace components vmapped (a batch of Cholesky factorisations and
     # triangular solves inside the driver's cond and scan) XLA:CPU deadlocked in 5 of 5 runs of 6,000
     # steps (jax 0.10.2; every thread idle, the computation never completing); with lax.map, 0 of 4.
+    # The cause is XLA:CPU's concurrency-optimised scheduler, now off (widebayes/__init__.py: with it
+    # off, the vmapped components finished 4 of 4 runs); lax.map stays, at no measured cost.
     return jax.scipy.special.logsumexp(jax.lax.map(one, others)) - jnp.log(others.shape[0])
 
 
