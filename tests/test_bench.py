@@ -16,3 +16,18 @@ def test_bench_runs_the_real_driver_at_toy_size(capsys):
     results = run_bench(repeats=1, num_steps=5, size=16, matmul_size=256)
     assert len(results) == 2 and all(r.steps_per_s > 0 and r.gflops > 0 for r in results)
     assert "device: cpu" in capsys.readouterr().out
+
+
+def test_mixing_kernel_series_equal_the_direct_formulas_over_blocks_of_draws():
+    import numpy as np
+
+    from widebayes.bench_mixing import _kernel_series
+
+    rng = np.random.default_rng(0)
+    phi = rng.random((2, 7, 5, 6)).astype(np.float32)  # chain, draw, neuron, train
+    Y = rng.standard_normal((6, 3))
+    got = _kernel_series(phi, Y, block=3)
+    x = phi.astype(np.float64)
+    np.testing.assert_allclose(got["kernel_trace"], np.sum(x**2, axis=(2, 3)) / 30, rtol=1e-12)
+    proj = np.einsum("cdnp,pr->cdnr", x, Y)
+    np.testing.assert_allclose(got["task_projection"], np.sum(proj**2, axis=(2, 3)) / (5 * 36), rtol=1e-12)

@@ -160,12 +160,8 @@ def invariant_series(draws: dict, Y, labels, activation: str, nonlazy: bool) -> 
     """Per-draw permutation-invariant observables, each (chain, draw), and ``test_mean`` (chain, draw, k)."""
     from widebayes.codes import class_means, code_ids, code_string, default_threshold
 
-    phi = np.asarray(draws["phi_L"], np.float64)  # chain, draw, neuron, train
-    N, P = phi.shape[2], phi.shape[3]
-    proj = np.einsum("cdnp,pr->cdnr", phi, np.asarray(Y, np.float64))
-    out = {"train_loss": np.asarray(draws["loss"], np.float64),
-           "kernel_trace": np.sum(phi**2, axis=(2, 3)) / (N * P),
-           "task_projection": np.sum(proj**2, axis=(2, 3)) / (N * P**2)}
+    phi = draws["phi_L"]  # chain, draw, neuron, train (float32 as recorded: 1 MB a draw at N = P = 500)
+    out = {"train_loss": np.asarray(draws["loss"], np.float64), **_kernel_series(phi, Y)}
     f_test = draws.get("f_test_rb_mean", draws.get("f_test"))
     if f_test is not None:
         out["test_mean"] = np.asarray(f_test, np.float64).reshape(*f_test.shape[:2], -1)
@@ -173,12 +169,28 @@ def invariant_series(draws: dict, Y, labels, activation: str, nonlazy: bool) -> 
 
     if nonlazy and get_activation(activation).bounded:
         num_classes = int(np.max(labels)) + 1
-        ids = code_ids(class_means(phi, labels, num_classes), default_threshold(activation))
+        means = np.stack([class_means(phi[c], labels, num_classes) for c in range(len(phi))])  # chainwise
+        ids = code_ids(means, default_threshold(activation))
         for c in np.unique(ids):
             frac = np.mean(ids == c, axis=-1)
             if frac.mean() >= CODE_FRACTION_MIN:
                 out[f"code_fraction[{code_string(int(c), num_classes)}]"] = frac
     return out
+
+
+def _kernel_series(phi, Y, block: int = 64) -> dict:
+    """``kernel_trace`` and ``task_projection`` per (chain, draw), in float64 over blocks of draws
+    (the whole float64 array of a 4-chain N = P = 500 run would need 6 GB and its square as much)."""
+    C, D, N, P = phi.shape
+    Y = np.asarray(Y, np.float64)
+    trace, task = np.empty((C, D)), np.empty((C, D))
+    for c in range(C):
+        for d in range(0, D, block):
+            x = np.asarray(phi[c, d:d + block], np.float64)
+            trace[c, d:d + block] = np.einsum("dnp,dnp->d", x, x) / (N * P)
+            proj = x @ Y
+            task[c, d:d + block] = np.einsum("dnr,dnr->d", proj, proj) / (N * P**2)
+    return {"kernel_trace": trace, "task_projection": task}
 
 
 def ess_and_mean(series) -> tuple[float, float, float]:
