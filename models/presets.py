@@ -61,6 +61,15 @@ PRESETS = {
         "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 40000, "burn_in": 20000,
                     "thin": 500, "num_chains": 1, "seed": 1, "neuron_moves": 10},
     },
+    # Fig. 5: two hidden layers, the feature layer's codes fixed while the first layer's neurons
+    # switch codes; plain Langevin (the paper's dynamics), every layer's activations stored
+    "paper-fig5": {
+        "task": {**_TOY, "num_train": 500, "input_dim": 520, "y_minus": 0.5},
+        "network": {"depth": 2, "width": 500, "activation": "sigmoid", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 40000, "burn_in": 20000,
+                    "thin": 200, "num_chains": 1, "seed": 1, "store_all_layers": True},
+    },
     "paper-relu": {
         "task": {**_TOY, "num_train": 500, "input_dim": 520, "y_minus": -0.5},
         "network": {"depth": 1, "width": 500, "activation": "relu", "readout": "nonlazy",

@@ -31,3 +31,21 @@ def test_mixing_kernel_series_equal_the_direct_formulas_over_blocks_of_draws():
     np.testing.assert_allclose(got["kernel_trace"], np.sum(x**2, axis=(2, 3)) / 30, rtol=1e-12)
     proj = np.einsum("cdnp,pr->cdnr", x, Y)
     np.testing.assert_allclose(got["task_projection"], np.sum(proj**2, axis=(2, 3)) / (5 * 36), rtol=1e-12)
+
+
+def test_mixing_measure_reduces_each_chunk_and_finds_the_code_fractions():
+    """The real driver chunk on a small toy network: each chunk is reduced to its series as it
+    arrives (the raw draws of a 4-chain N = P = 500 reference filled 24 GB), and the code fractions
+    of the whole run sum to at most 1 per draw."""
+    import numpy as np
+
+    from widebayes.bench_mixing import _toy, measure
+
+    base = {"task": _toy(24, 24, 30), "network": {"depth": 1, "width": 24, "activation": "sigmoid",
+                                                 "readout": "nonlazy", "temperature": 0.05}}
+    (fig,) = measure(base, {"langevin": {"step_size": 0.01}}, num_steps=400, burn_in=100, thin=10,
+                     chains=2, repeats=1, activation="sigmoid", nonlazy=True)
+    assert {"train_loss", "kernel_trace", "task_projection", "test_mean"} <= set(fig.ess_per_s)
+    codes = [k for k in fig.mean if k.startswith("code_fraction[")]
+    assert codes and sum(fig.mean[k] for k in codes) <= 1 + 1e-9
+    assert all(np.isfinite(fig.ess_per_s[k]) and fig.ess_per_s[k] > 0 for k in ("train_loss", "kernel_trace"))

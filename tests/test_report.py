@@ -1,6 +1,7 @@
 """The comparison report end to end on tiny sampled experiments (`widebayes compare DIR`)."""
 
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -12,9 +13,9 @@ from widebayes.diagnostics import readout as dread
 from widebayes.errors import InputError
 from widebayes.sampling import sample_experiment
 
-FIGURES = {"readout_samples", "activations", "layer_activations", "output", "readout_posterior",
-           "readout_traces", "preactivations", "code_fractions", "code_stability", "kernels",
-           "kernels_test", "kernel_alignment", "predictor_test", "gen_error", "geometry", "drift"}
+FIGURES = {"readout_samples", "activations", "layer_activations", "code_reordering", "output",
+           "readout_posterior", "readout_traces", "preactivations", "code_fractions", "code_stability",
+           "kernels", "kernels_test", "kernel_alignment", "predictor_test", "gen_error", "geometry", "drift"}
 TOP_KEYS = {"experiment", "theory", "draws", "coding", "readout", "symmetry", "kernels", "predictor",
             "neural_collapse", "geometry", "drift", "convergence", "agreement", "figures", "notes"}
 
@@ -89,6 +90,17 @@ def test_report_numbers(deep_sigmoid):
     assert coding["scheme"]["scheme"] in {"analog", "redundant", "sparse"}
     kept = data["symmetry"]["code_kept_fraction"]
     assert set(kept) == {"layer_1", "layer_2"} and all(0 <= v <= 1 for v in kept.values())
+    sym = data["symmetry"]  # change rates per paper time: per draw pair / (thin x the layer's step time)
+    import arviz as az
+
+    attrs = az.from_netcdf(deep_sigmoid / "posterior.nc").attrs
+    thin = tomllib.loads(attrs["config"])["sampler"]["thin"]
+    for layer, key in ((1, "paper_time_per_step"), (2, "paper_time_per_step_W2")):
+        rate = sym["mean_code_change_rate"][f"layer_{layer}"]
+        per_time = sym["code_change_rate_per_paper_time"][f"layer_{layer}"]
+        assert per_time == pytest.approx(rate / (thin * attrs[key]))
+        assert 0 <= sym["first_last_agreement"][f"layer_{layer}"] <= 1
+    assert "last code = first" in (deep_sigmoid / "report" / "report.md").read_text()
     assert len(data["kernels"]["alignment_with_targets"]["samples"]) == 3  # layers 0, 1, 2
     test = data["predictor"]["test"]
     assert set(test["gen_error"]) >= {"bias", "variance", "total"}

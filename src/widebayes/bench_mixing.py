@@ -110,21 +110,23 @@ def gradients_per_step(cfg: dict) -> float:
 
 # ---------------------------------------------------------------------------- the timed run
 class TimedRun(NamedTuple):
-    draws: dict  # (chain, draw, ...) of the recorded chunks
+    draws: dict  # (chain, draw, ...) of the recorded chunks, as ``keep`` left them
     seconds: float  # wall time of the recorded chunks, compiled beforehand
     steps: int  # steps per chain in the recorded chunks
 
 
-def timed_run(resolved: dict) -> TimedRun:
+def timed_run(resolved: dict, keep=None) -> TimedRun:
     """Run an experiment through the driver's chunk, timing only the recorded chunks (BLAS on one
-    thread, as ``sample_experiment`` runs it)."""
+    thread, as ``sample_experiment`` runs it).  ``keep(out) -> dict`` reduces each chunk's draws
+    as they arrive (outside the clock): the raw draws of a 4-chain N = P = 500 reference run
+    (activations and kernels, 2 MB a draw) filled 24 GB and the run was killed."""
     from widebayes.inference import blas_threads
 
     with blas_threads(1):
-        return _timed_run(resolved)
+        return _timed_run(resolved, keep or (lambda out: out))
 
 
-def _timed_run(resolved: dict) -> TimedRun:
+def _timed_run(resolved: dict, keep) -> TimedRun:
     from widebayes.experiment import prepare_run
     from widebayes.inference import make_chunk_fn, warmup
 
@@ -151,14 +153,21 @@ def _timed_run(resolved: dict) -> TimedRun:
         if ch.num_draws:
             seconds += time.perf_counter() - t0
             steps += ch.num_steps
-            draws.append(out)
+            draws.append(keep(out))
     return TimedRun({k: np.concatenate([d[k] for d in draws], axis=1) for k in draws[0]}, seconds, steps)
 
 
 # ---------------------------------------------------------------------------- observables
 def invariant_series(draws: dict, Y, labels, activation: str, nonlazy: bool) -> dict:
     """Per-draw permutation-invariant observables, each (chain, draw), and ``test_mean`` (chain, draw, k)."""
-    from widebayes.codes import class_means, code_ids, code_string, default_threshold
+    return with_code_fractions(chunk_series(draws, Y, labels, activation, nonlazy), labels)
+
+
+def chunk_series(draws: dict, Y, labels, activation: str, nonlazy: bool) -> dict:
+    """:func:`invariant_series` of one chunk's draws, with the feature codes kept as ``code_ids``
+    (chain, draw, neuron) for :func:`with_code_fractions` over the whole run (which codes reach 5 %
+    is decided on the run, not per chunk)."""
+    from widebayes.codes import class_means, code_ids, default_threshold
 
     phi = draws["phi_L"]  # chain, draw, neuron, train (float32 as recorded: 1 MB a draw at N = P = 500)
     out = {"train_loss": np.asarray(draws["loss"], np.float64), **_kernel_series(phi, Y)}
@@ -170,7 +179,18 @@ def invariant_series(draws: dict, Y, labels, activation: str, nonlazy: bool) -> 
     if nonlazy and get_activation(activation).bounded:
         num_classes = int(np.max(labels)) + 1
         means = np.stack([class_means(phi[c], labels, num_classes) for c in range(len(phi))])  # chainwise
-        ids = code_ids(means, default_threshold(activation))
+        out["code_ids"] = code_ids(means, default_threshold(activation)).astype(np.int16)
+    return out
+
+
+def with_code_fractions(series: dict, labels) -> dict:
+    """``series`` with its ``code_ids`` replaced by ``code_fraction[c]`` (chain, draw) for every code
+    holding at least ``CODE_FRACTION_MIN`` of the neurons on average."""
+    from widebayes.codes import code_string
+
+    out = {k: v for k, v in series.items() if k != "code_ids"}
+    if "code_ids" in series:
+        ids, num_classes = series["code_ids"], int(np.max(labels)) + 1
         for c in np.unique(ids):
             frac = np.mean(ids == c, axis=-1)
             if frac.mean() >= CODE_FRACTION_MIN:
@@ -224,11 +244,12 @@ def measure(base: dict, samplers: dict, *, num_steps: int, burn_in: int, thin: i
     for rep in range(repeats):
         for name, over in samplers.items():
             cfg = sampler_config(base, over, num_steps, burn_in, thin, chains, seed=rep + 1)
-            run = timed_run(cfg)
             from widebayes.experiment import build_experiment
 
             data = build_experiment(cfg).data
-            series = invariant_series(run.draws, data.Y_train, data.labels_train, activation, nonlazy)
+            run = timed_run(cfg, keep=lambda out: chunk_series(out, data.Y_train, data.labels_train,
+                                                                 activation, nonlazy))
+            series = with_code_fractions(run.draws, data.labels_train)
             grads = gradients_per_step(cfg["sampler"]) * run.steps * chains
             stats = {k: ess_and_mean(v) for k, v in series.items()}
             rows[name].append((stats, run.seconds, grads, run.steps))

@@ -145,6 +145,27 @@ def layer_activations(data: dict) -> Figure:
     return fig
 
 
+def code_reordering(data: dict) -> Figure:
+    """The last draw's activations per stored layer, neurons in the first draw's code order (left)
+    and reordered by their codes in the last draw (right) (coding-schemes Fig. 5c-d)."""
+    rows = data["rows"]
+    fig = new_figure(8.4, 3.4 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    ticks = [(a + b - 1) / 2 for a, b in zip(data["class_bounds"][:-1], data["class_bounds"][1:])]
+    for row, pair in zip(rows, axes):
+        for ax, panel in zip(pair, row["panels"]):
+            ax.imshow(np.asarray(panel["phi"], dtype=float), aspect="auto", interpolation="nearest",
+                      cmap="viridis")
+            _class_lines(ax, data["class_bounds"])
+            _code_ticks(ax, panel["code_bounds"])
+            ax.set_xticks(ticks, [f"class {c}" for c in data["classes"]], fontsize=7)
+            ax.set_title(f"layer {row['layer']}: {panel['title']}", fontsize=9)
+        pair[0].set_ylabel(f"neurons ({100 * row['agreement']:.0f}% kept their code)", fontsize=8)
+    fig.suptitle(f"Draw {data['last']} of chain {data['chain']}: are the codes those of draw "
+                 f"{data['first']}?", fontsize=10)
+    return fig
+
+
 def output_vs_targets(data: dict) -> Figure:
     """Network output on the training inputs against the targets (paper Fig. 2c)."""
     f, mean, y = (np.asarray(data[k], dtype=float) for k in ("f", "f_mean", "y"))
@@ -571,6 +592,7 @@ FIGURES = {
     "readout_samples": readout_samples,
     "activations": activations,
     "layer_activations": layer_activations,
+    "code_reordering": code_reordering,
     "output": output_vs_targets,
     "readout_posterior": readout_posterior,
     "outliers": outliers,

@@ -141,6 +141,9 @@ def run_attrs(exp: Experiment, config_text: str, dynamics: bool = True) -> dict:
         attrs["frozen_blocks"] = list(exp.frozen)
     if dynamics:
         attrs["paper_time_per_step"] = exp.paper_time_per_step("W1")
+        for layer in range(2, exp.spec.depth + 1):  # the deeper hidden blocks (their M may differ)
+            if f"W{layer}" in exp.preconditioner:
+                attrs[f"paper_time_per_step_W{layer}"] = exp.paper_time_per_step(f"W{layer}")
         if "a" in exp.preconditioner:
             attrs["paper_time_per_step_readout"] = exp.paper_time_per_step("a")
     return attrs

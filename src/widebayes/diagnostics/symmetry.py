@@ -50,6 +50,16 @@ def mean_change_rate(ids) -> float:
     return float(rate.mean()) if rate.size else float("nan")
 
 
+def first_last_agreement(ids) -> float:
+    """Fraction of neurons (over chains) whose code in the last draw is the one of the first: the
+    neurons' own codes persisting, where the code fractions of each draw (the scheme, seen after
+    reordering the neurons draw by draw) may stay fixed while neurons trade codes (paper Fig. 5c-d)."""
+    ids = np.asarray(ids)
+    first, last = ids[:, 0], ids[:, -1]
+    valid = (first >= 0) & (last >= 0)
+    return float(np.mean(first[valid] == last[valid])) if valid.any() else float("nan")
+
+
 def trace_neurons(ids_first, strength, max_neurons: int = 6) -> list[int]:
     """Neurons to show in readout traces: the strongest neuron of each code in turn.
 

@@ -112,6 +112,7 @@ def build_sections(run: PosteriorView, theory) -> tuple[dict, dict, list]:
         "readout_samples": samples.readout_samples_data(run, ids, view),
         "activations": samples.activations_data(run, ids, view, codes.layers[L].threshold),
         "layer_activations": samples.layer_activations_data(run, ids, view),
+        "code_reordering": samples.code_reordering_data(run, ids, view),
         "output": samples.output_data(run, view),
         "readout_posterior": coding.readout_posterior_data(run, theory, outliers, scheme == "sparse"),
         "outliers": coding.outlier_data(run, readout, scheme, theory),

@@ -215,35 +215,58 @@ def code_fraction_data(coding: Coding) -> dict:
 
 # ---------------------------------------------------------------------------------- symmetry
 class Symmetry(NamedTuple):
-    """Per layer: the fraction of neurons keeping their code, the mean change rate, and the
-    change rate of every neuron."""
+    """Per layer: the fraction of neurons keeping their code, the mean change rate (per draw pair and
+    per unit of paper Langevin time), the fraction whose last code is their first, and the change
+    rate of every neuron."""
 
     code_kept_fraction: dict
     mean_code_change_rate: dict
     change_rate_per_neuron: dict
+    change_rate_per_paper_time: dict  # None where the run stores no Langevin time
+    first_last_agreement: dict
     definition: str = SYMMETRY_DEFINITION
 
     def to_json(self) -> dict:
         per_layer = lambda d: {f"layer_{layer}": v for layer, v in d.items()}  # noqa: E731
         return {"code_kept_fraction": per_layer(self.code_kept_fraction),
                 "mean_code_change_rate": per_layer(self.mean_code_change_rate),
+                "code_change_rate_per_paper_time": per_layer(self.change_rate_per_paper_time),
+                "first_last_agreement": per_layer(self.first_last_agreement),
                 "change_rate_per_neuron": per_layer(self.change_rate_per_neuron),
-                "definition": self.definition}
+                "definition": self.definition + PAPER_TIME_DEFINITION}
+
+
+PAPER_TIME_DEFINITION = (
+    "; per paper time: the change rate divided by the paper Langevin time between stored draws "
+    "(thin x paper_time_per_step of the layer's weights; with neuron moves, their changes count too "
+    "and the time is the Langevin steps'); first_last_agreement: fraction of neurons whose code in "
+    "the last draw is the one of the first")
+
+
+def draw_interval_paper_time(run: PosteriorView, layer: int) -> float | None:
+    """Paper Langevin time between stored draws for the weights into hidden ``layer``, or None."""
+    key = "paper_time_per_step" if layer == 1 else f"paper_time_per_step_W{layer}"
+    per_step = run.attrs.get(key, run.attrs.get("paper_time_per_step"))
+    thin = run.config.get("sampler", {}).get("thin")
+    return None if per_step is None or thin is None else float(thin) * float(per_step)
 
 
 def symmetry_section(run: PosteriorView, ids) -> tuple[Symmetry, dict]:
     """Code stability per layer, and the code-stability figure's histograms."""
-    kept, rate, per_neuron, layers = {}, {}, {}, []
+    kept, rate, per_neuron, layers, per_time, agree = {}, {}, {}, [], {}, {}
     for layer in sorted(run.phi):
         r = per_neuron[layer] = dsym.code_change_rate(ids[layer])
         kept[layer] = dsym.code_kept_fraction(ids[layer])
         rate[layer] = dsym.mean_change_rate(ids[layer])
+        dt = draw_interval_paper_time(run, layer)
+        per_time[layer] = None if dt is None else rate[layer] / dt
+        agree[layer] = dsym.first_last_agreement(ids[layer])
         finite = r[np.isfinite(r)]
         top = max(float(finite.max()) if finite.size else 0.0, 0.05)
         counts, edges = np.histogram(finite, bins=20, range=(0.0, top))
         layers.append({"layer": f"layer {layer}", "edges": edges, "counts": counts,
                        "kept_fraction": kept[layer]})
-    return Symmetry(kept, rate, per_neuron), {"layers": layers}
+    return Symmetry(kept, rate, per_neuron, per_time, agree), {"layers": layers}
 
 
 # ---------------------------------------------------------------------------------- neural collapse

@@ -33,6 +33,9 @@ CAPTIONS = {
                    "(Fig. 2b, 6a).",
     "layer_activations": "Activations of every stored layer in one sample, each layer's neurons ordered by "
                          "its own codes (coding Fig. 3a-c, 5).",
+    "code_reordering": "The last draw's activations per stored layer, neurons in the first draw's code order "
+                       "and reordered by the last draw's codes: lower-layer neurons trade codes while the "
+                       "scheme stays (coding Fig. 5c-d).",
     "output": "Network output on training inputs against the targets (Fig. 2c).",
     "readout_posterior": "Readout posterior per class, pooled over neurons and draws; theory dashed "
                          "(Fig. 4a).",
@@ -110,10 +113,23 @@ def _md_coding(report: dict) -> list[str]:
     summary = report["coding"]["layers"][f"layer_{report['experiment']['depth']}"]["train"]
     rows = list(zip(summary["codes"], summary["fraction"], summary["fraction_sd"], summary["readout"]))
     lines += [f"| {code} | {f:.3f} ± {sd:.3f} | {_fmt(r)} |" for code, f, sd, r in rows[:12]]
-    kept = report["symmetry"]["code_kept_fraction"]
-    return lines + ["", "Neurons keeping their code over the chain: " +
-                    ", ".join(f"{k.replace('_', ' ')} {100 * v:.0f}%" for k, v in kept.items()
-                              if v is not None and np.isfinite(v)) + ".", ""] + _md_collapse(report)
+    return lines + [""] + _md_stability(report["symmetry"]) + _md_collapse(report)
+
+
+def _md_stability(sym: dict) -> list[str]:
+    """Per layer: neurons keeping their code, change rates per draw pair and per paper time, and the
+    first-to-last code agreement (a layer whose neurons trade codes while its fractions stay)."""
+    lines = ["| layer | neurons keeping their code | code changes per draw pair | per paper time | "
+             "last code = first |", "|---|---|---|---|---|"]
+    for key, kept in sym["code_kept_fraction"].items():
+        if kept is None or not np.isfinite(kept):
+            continue
+        per_time = sym.get("code_change_rate_per_paper_time", {}).get(key)
+        lines.append(f"| {key.replace('_', ' ')} | {100 * kept:.0f}% | "
+                     f"{sym['mean_code_change_rate'][key]:.3g} | "
+                     f"{'n/a' if per_time is None else f'{per_time:.3g}'} | "
+                     f"{100 * sym.get('first_last_agreement', {}).get(key, np.nan):.0f}% |")
+    return lines + [""]
 
 
 ROUND_OFF = 1e-12  # |value| below this is shown as 0 (a class-structured kernel's NC1 is 0 up to round-off)

@@ -92,6 +92,30 @@ def layer_activations_data(run: PosteriorView, ids, view: SampleView) -> dict | 
             "classes": classes}
 
 
+def code_reordering_data(run: PosteriorView, ids, view: SampleView) -> dict | None:
+    """Fig. 5c-d: every stored layer's activations in the last draw, neurons once in the order of
+    the first draw's codes and once reordered by their own codes in the last draw.  Where neurons
+    trade codes (lower layers) only the reordered panel shows the scheme; where codes are fixed
+    (the feature layer) both do."""
+    if run.num_draws < 2:
+        return None
+    c, last, inputs = view.c, run.num_draws - 1, view.input_order
+    bounds, classes = class_bounds(run.labels_train[inputs])
+    rows = []
+    for layer, phi in sorted(run.phi.items()):
+        by_use = dcodes.codes_by_use(ids[layer])
+        panels = []
+        for name, d in (("order of the first draw's codes", 0), ("reordered by this draw's codes", last)):
+            strength = dcodes.neuron_strength(phi[c, d])
+            order = thin_out(dcodes.order_neurons(ids[layer][c, d], strength, by_use))
+            panels.append({"title": name, "phi": phi[c, last][order][:, inputs],
+                           "code_bounds": _code_bounds(ids[layer][c, d][order], run.num_classes)})
+        rows.append({"layer": layer, "panels": panels,
+                     "agreement": dsym.first_last_agreement(ids[layer][c:c + 1, [0, last]])})
+    return {"chain": view.chain, "first": 0, "last": last, "rows": rows, "class_bounds": bounds,
+            "classes": classes}
+
+
 def output_data(run: PosteriorView, view: SampleView) -> dict:
     c, d, inputs = view.c, view.d, view.input_order
     mean = dpred.predictor_stats(run.f_train).mean
