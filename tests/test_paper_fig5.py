@@ -6,8 +6,8 @@ The claim: the feature layer's codes are fixed during sampling, the first layer'
 codes, and each draw's first layer, reordered by its own codes, still shows the coding scheme.
 Measured (README "Fig. 5"): layer 1 keeps 18% of its neurons' codes over the chain and changes
 9.5% of them per draw interval (4.7e-6 per unit paper time), its code fractions stay within 0.011
-(sd over draws); the feature layer keeps 98.8%, 770 times fewer changes.  Slow: about 6 minutes on
-two quiet cores (passed in 8 min 04 s on 2026-12-06; 10 with the cores shared).
+(sd over draws); the feature layer keeps 98.8%, 770 times fewer changes.  Slow: about 8 minutes on
+two quiet cores (8 min 04 s on 2026-12-06; 10 with the cores shared).
 """
 
 import json
