@@ -34,6 +34,21 @@ def test_paper_time_per_step_carries_the_preconditioner():
     assert iso.tau_prior("W1") == exp.tau_prior("W1") == pytest.approx(2.0 / 1e6)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_posterior_attrs_carry_each_hidden_layers_paper_time(tied):
+    """``paper_time_per_step_W{l}`` for l >= 2 is the step time of that layer's block (the shared
+    ``W`` when tied), with its own preconditioner: here a layer variance of 3 against W1's 2."""
+    from widebayes.sampling import run_attrs
+
+    cfg = prior_dominated({})
+    cfg["network"].update(depth=3, sigma_w2=[2.0, 3.0, 3.0], tied_weights=tied)
+    exp = build_experiment(resolve(cfg))
+    attrs = run_attrs(exp, "")
+    assert attrs["paper_time_per_step"] == pytest.approx(0.01 * 2.0 / 1e6)
+    for layer in (2, 3):
+        assert attrs[f"paper_time_per_step_W{layer}"] == pytest.approx(0.01 * 3.0 / 1e6)
+
+
 @pytest.mark.parametrize("preconditioner", [{}, "isotropic"])
 def test_prior_relaxation_in_paper_time_is_the_same_under_both_dynamics(preconditioner):
     out = sample_experiment(prior_dominated(preconditioner))

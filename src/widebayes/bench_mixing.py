@@ -158,15 +158,11 @@ def _timed_run(resolved: dict, keep) -> TimedRun:
 
 
 # ---------------------------------------------------------------------------- observables
-def invariant_series(draws: dict, Y, labels, activation: str, nonlazy: bool) -> dict:
-    """Per-draw permutation-invariant observables, each (chain, draw), and ``test_mean`` (chain, draw, k)."""
-    return with_code_fractions(chunk_series(draws, Y, labels, activation, nonlazy), labels)
-
-
 def chunk_series(draws: dict, Y, labels, activation: str, nonlazy: bool) -> dict:
-    """:func:`invariant_series` of one chunk's draws, with the feature codes kept as ``code_ids``
-    (chain, draw, neuron) for :func:`with_code_fractions` over the whole run (which codes reach 5 %
-    is decided on the run, not per chunk)."""
+    """One chunk's per-draw permutation-invariant observables, each (chain, draw), ``test_mean``
+    (chain, draw, k), and the feature codes as ``code_ids`` (chain, draw, neuron), which
+    :func:`with_code_fractions` turns into fractions over the whole run (which codes reach 5 % is
+    decided on the run, not per chunk)."""
     from widebayes.codes import class_means, code_ids, default_threshold
 
     phi = draws["phi_L"]  # chain, draw, neuron, train (float32 as recorded: 1 MB a draw at N = P = 500)

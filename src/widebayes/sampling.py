@@ -13,6 +13,7 @@ from widebayes.config import to_toml
 from widebayes.experiment import FROZEN, Experiment, PreparedRun, build_experiment, prepare_run
 from widebayes.inference import RunResult, blas_threads, chain_layout, roots_of, run_chains, unwhiten, warmup
 from widebayes.models import model_logdensity  # noqa: F401  (the bridge, re-exported here)
+from widebayes.networks import layer_weight_name
 from widebayes.posterior import to_inferencedata
 
 
@@ -141,9 +142,10 @@ def run_attrs(exp: Experiment, config_text: str, dynamics: bool = True) -> dict:
         attrs["frozen_blocks"] = list(exp.frozen)
     if dynamics:
         attrs["paper_time_per_step"] = exp.paper_time_per_step("W1")
-        for layer in range(2, exp.spec.depth + 1):  # the deeper hidden blocks (their M may differ)
-            if f"W{layer}" in exp.preconditioner:
-                attrs[f"paper_time_per_step_W{layer}"] = exp.paper_time_per_step(f"W{layer}")
+        for layer in range(2, exp.spec.depth + 1):  # the deeper hidden layers' blocks (M may differ)
+            block = layer_weight_name(exp.spec, layer)  # the shared W when tied
+            if block in exp.preconditioner:
+                attrs[f"paper_time_per_step_W{layer}"] = exp.paper_time_per_step(block)
         if "a" in exp.preconditioner:
             attrs["paper_time_per_step_readout"] = exp.paper_time_per_step("a")
     return attrs

@@ -244,9 +244,10 @@ PAPER_TIME_DEFINITION = (
 
 
 def draw_interval_paper_time(run: PosteriorView, layer: int) -> float | None:
-    """Paper Langevin time between stored draws for the weights into hidden ``layer``, or None."""
+    """Paper Langevin time between stored draws for the weights into hidden ``layer``, or None
+    (no Langevin time stored for that layer's block, e.g. a file written before it was)."""
     key = "paper_time_per_step" if layer == 1 else f"paper_time_per_step_W{layer}"
-    per_step = run.attrs.get(key, run.attrs.get("paper_time_per_step"))
+    per_step = run.attrs.get(key)
     thin = run.config.get("sampler", {}).get("thin")
     return None if per_step is None or thin is None else float(thin) * float(per_step)
 

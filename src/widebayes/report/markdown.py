@@ -124,11 +124,11 @@ def _md_stability(sym: dict) -> list[str]:
     for key, kept in sym["code_kept_fraction"].items():
         if kept is None or not np.isfinite(kept):
             continue
-        per_time = sym.get("code_change_rate_per_paper_time", {}).get(key)
+        per_time = sym["code_change_rate_per_paper_time"][key]
         lines.append(f"| {key.replace('_', ' ')} | {100 * kept:.0f}% | "
                      f"{sym['mean_code_change_rate'][key]:.3g} | "
                      f"{'n/a' if per_time is None else f'{per_time:.3g}'} | "
-                     f"{100 * sym.get('first_last_agreement', {}).get(key, np.nan):.0f}% |")
+                     f"{100 * sym['first_last_agreement'][key]:.0f}% |")
     return lines + [""]
 
 
