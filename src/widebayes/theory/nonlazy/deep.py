@@ -35,8 +35,12 @@ absent in layer 1, ``K0 = c I``) and an iid part ``N(0, w_c)``; its tilt is an i
 class means given the shift, Laplace over the shift and the class means; its *modes* are the
 layer's codes, with weights (fractions of neurons), class means, one-input laws, and the layer's
 kernel.  Unknowns: the top fields L (k x m) and each lower layer's tilt (d_l, Q_l); equations: the
-readout constraint and ``Kt_l`` above; solved by Newton-Broyden (forward-difference Jacobian, modes
-tracked between evaluations) with a continuation from the one-layer solution.  Residual returned.
+readout constraint and ``Kt_l`` above.  Solved nested (:func:`solve_deep`): for given lower tilts
+the readout constraint is the stationarity of a convex function of Lambda
+(:func:`readout_objective`), solved exactly (:func:`solve_readout`); the lower tilts by
+Newton-Broyden on what remains (forward-difference Jacobian, modes tracked between evaluations),
+with a continuation from the one-layer solution, and above P = 100 a continuation in P.  Residual
+returned.
 
 What this gives and its regime of validity:
 
@@ -101,6 +105,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from scipy.optimize import minimize
 
 from widebayes.activations import get_activation
 from widebayes.codes import code_of_means
@@ -112,7 +117,7 @@ from widebayes.theory.nonlazy.layer import LayerMixture, LayerProblem, find_mode
 from widebayes.theory.nonlazy.sigmoid import solve_redundant
 
 NEWTON_ITERATIONS = 60
-TOL = 1e-9
+TOL = 3e-9
 #: fraction above which a mode counts as occupied (multimodal layer / broken symmetry)
 OCCUPIED = 1e-3
 COUPLINGS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -126,6 +131,17 @@ MAX_DEPTH = 2
 #: Newton iterations over the whole continuation before the solver gives up (a converging L = 2
 #: solve takes 60-150)
 MAX_TOTAL_ITERATIONS = 400
+#: largest P solved directly; above it the solution is continued in P (:func:`_continue_in_P`),
+#: each step at most P_STEP times the last
+CONTINUATION_P = 100
+P_STEP = 1.5
+#: Newton iterations of the readout solve from a warm start, and after the convex minimisation
+READOUT_NEWTON_WARM = 25
+READOUT_NEWTON = 30
+#: a point converged on its tracked modes is searched for new ones; modes of negligible weight
+#: found then move the residual by about 1e-9 relative, which is accepted up to this factor of
+#: the tolerance
+SEARCH_NOISE = 5.0
 
 
 class DeepTask(NamedTuple):
@@ -315,6 +331,59 @@ def merged_codes(mix: LayerMixture, threshold: float) -> list:
             for code, e in sorted(merged.items(), key=lambda kv: -kv[1]["fraction"])]
 
 
+def _layer(deep: DeepTask, layer: int, K_below, tilt, tracked: list, search: bool,
+           track: bool) -> LayerResult:
+    """Solve one layer (1-based) given the kernel below and its tilt (d, Q); ``tracked[layer - 1]``
+    holds the modes to start from (updated when ``track``); ``search`` adds the sign-pattern corners
+    (also used when the tracked modes are all lost)."""
+    act = get_activation(deep.task.activation)
+    threshold = act.code_threshold(deep.task.variance)
+    w, E = layer_prior(K_below, deep, layer)
+    d, Q = tilt
+    if uses_grid(deep, layer):
+        g = class_grid(act, deep.counts, d, Q, w, threshold if track else None)
+        return LayerResult(g.kernel, None, g.codes, g.num_peaks, "grid", None)
+    prob = LayerProblem(act, deep.counts, d, Q, w, E)
+    starts = _track_starts(tracked[layer - 1], E)
+    modes = find_modes(prob, starts, search=search or starts is None)
+    if not modes and not search and starts is not None:
+        modes = find_modes(prob, starts, search=True)
+    if not modes:
+        raise RuntimeError(f"layer {layer}: no mode of the single-neuron measure found")
+    mix = mixture(prob, modes)
+    if track:
+        tracked[layer - 1] = mix.modes
+    return LayerResult(mix.kernel, mix.preact, merged_codes(mix, threshold),
+                       int(np.sum(mix.weights > OCCUPIED)), "modes", mix)
+
+
+def lower_layers(lower: list, deep: DeepTask, tracked: list, search: bool, track: bool) -> list:
+    """Layers 1..L-1 given their tilts (each layer's prior from the kernel of the one below)."""
+    layers, K_below = [], None
+    for layer, tilt in enumerate(lower, start=1):
+        layers.append(_layer(deep, layer, K_below, tilt, tracked, search, track))
+        K_below = layers[-1].kernel
+    return layers
+
+
+def readout_residual(L, top: LayerResult, deep: DeepTask) -> np.ndarray:
+    """``T0 lambda_c - y_c + sigma_a^2 (K^L Lambda)_c`` (k, m): the readout equation per class."""
+    return deep.task.T0 * L - deep.task.targets + class_output(top.kernel, L, deep.sigma_a2)
+
+
+def tilt_residual(lower: list, layers: list, deep: DeepTask, coupling: float = 1.0,
+                  anchor=None) -> np.ndarray:
+    """``Kt_l - [c backward_l + (1 - c) anchor_l]`` of the lower layers, packed (module docstring)."""
+    res = []
+    for i, (d, Q) in enumerate(lower):
+        d_new, Q_new = backward_tilt(layers[i].kernel, layers[i + 1].preact, deep.sigma_w2[i + 1])
+        if coupling != 1.0:
+            d_new = coupling * d_new + (1.0 - coupling) * anchor[i][0]
+            Q_new = coupling * Q_new + (1.0 - coupling) * anchor[i][1]
+        res.append(np.concatenate([d - d_new, pack_symmetric(Q - Q_new)]))
+    return np.concatenate(res) if res else np.zeros(0)
+
+
 def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.0, anchor=None,
             track: bool | None = None) -> _Forward:
     """Solve every layer given the unknowns x; residuals of the readout and tilt equations.
@@ -324,40 +393,14 @@ def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.
     ``coupling`` c and ``anchor`` (per lower layer a tilt (d, Q)): the lower tilts solve
     ``Kt_l = c * backward + (1 - c) * anchor`` (the continuation of :func:`solve_deep`).
     """
-    act = get_activation(deep.task.activation)
-    threshold = act.code_threshold(deep.task.variance)
     track = search if track is None else track
     L, lower = unpack(x, deep)
-    tilts = lower + [top_tilt(L, deep)]
-    layers, K_below = [], None
-    for layer in range(1, deep.depth + 1):
-        w, E = layer_prior(K_below, deep, layer)
-        d, Q = tilts[layer - 1]
-        if uses_grid(deep, layer):
-            g = class_grid(act, deep.counts, d, Q, w, threshold if track else None)
-            layers.append(LayerResult(g.kernel, None, g.codes, g.num_peaks, "grid", None))
-        else:
-            prob = LayerProblem(act, deep.counts, d, Q, w, E)
-            modes = find_modes(prob, _track_starts(tracked[layer - 1], E),
-                               search=search or not tracked[layer - 1])
-            if not modes:
-                raise RuntimeError(f"layer {layer}: no mode of the single-neuron measure found")
-            mix = mixture(prob, modes)
-            if track:
-                tracked[layer - 1] = mix.modes
-            layers.append(LayerResult(mix.kernel, mix.preact, merged_codes(mix, threshold),
-                                      int(np.sum(mix.weights > OCCUPIED)), "modes", mix))
-        K_below = layers[-1].kernel
-    task = deep.task
-    res = [(task.T0 * L - task.targets + class_output(layers[-1].kernel, L, deep.sigma_a2)).ravel()]
-    for i in range(deep.depth - 1):
-        d_new, Q_new = backward_tilt(layers[i].kernel, layers[i + 1].preact, deep.sigma_w2[i + 1])
-        d, Q = lower[i]
-        if coupling != 1.0:
-            d_new = coupling * d_new + (1.0 - coupling) * anchor[i][0]
-            Q_new = coupling * Q_new + (1.0 - coupling) * anchor[i][1]
-        res.append(np.concatenate([d - d_new, pack_symmetric(Q - Q_new)]))
-    return _Forward(layers, np.concatenate(res))
+    layers = lower_layers(lower, deep, tracked, search, track)
+    K_below = layers[-1].kernel if layers else None
+    layers.append(_layer(deep, deep.depth, K_below, top_tilt(L, deep), tracked, search, track))
+    res = np.concatenate([readout_residual(L, layers[-1], deep).ravel(),
+                          tilt_residual(lower, layers, deep, coupling, anchor)])
+    return _Forward(layers, res)
 
 
 # ----------------------------------------------------------------------------- solve
@@ -366,52 +409,12 @@ def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.
 def equilibrium_fields(task: ClassTask) -> np.ndarray | None:
     """Readout fields of the one-layer equilibrium: for bounded phi the P = inf redundant code of
     ``sigmoid.solve_redundant`` (the minimiser of a convex dual, hence the equilibrium among the
-    many solutions of the finite-P equations), None otherwise or when that solve fails (a start
-    from ``initial_fields``)."""
+    many solutions of the finite-P equations), None otherwise or when that solve fails."""
     if not get_activation(task.activation).bounded:
         return None
     try:
-        return solve_redundant(task).L.ravel()
+        return solve_redundant(task).L
     except (RuntimeError, ValueError):  # its search can lose every maximum (e.g. y- < 0)
-        return None
-
-
-def one_layer_start(deep: DeepTask):
-    """Start and continuation anchor: the one-hidden-layer solution of the same task (its fields L
-    on top, and its top tilt as the first layer's: the first layer starts with the one-layer codes,
-    near where a sampled deep network's first layer sits, not at its prior); layers 2..L-1 start
-    untilted (a tilt taken from elsewhere can make a linear layer's Gaussian improper)."""
-    one = DeepTask(deep.task, deep.sigma_w2[:1])
-    start = equilibrium_fields(deep.task)
-    if start is None and get_activation(deep.task.activation).bounded:
-        raise RuntimeError("no one-layer equilibrium to start from (sigmoid.solve_redundant failed on "
-                           "this task)")
-    sol = solve_deep(one, x0=start)
-    if sol.residual > INTERMEDIATE_TOL:
-        raise RuntimeError(f"the one-layer start did not converge (residual {sol.residual:.1e})")
-    k = len(deep.task.rho)
-    none = (np.zeros(k), np.zeros((k, k)))
-    anchor = [sol.tilts[-1]] + [none] * (deep.depth - 2)
-    return pack(sol.L, anchor, deep), anchor
-
-
-def _proper_start(x, deep: DeepTask, tracked: list, coupling: float, anchor):
-    """Halve the readout fields until every layer's measure has a mode (a start too strongly tilted
-    can be improper, e.g. a linear layer beyond its Gaussian's margin)."""
-    k, m, _ = _sizes(deep)
-    x = np.array(x, dtype=np.float64)
-    for _ in range(40):
-        try:
-            return forward(x, deep, tracked, True, coupling, anchor), x
-        except (RuntimeError, ValueError):
-            x[:k * m] *= 0.5
-    raise RuntimeError("no proper starting point for the deep mean-field equations")
-
-
-def _evaluate(x, deep, tracked, coupling, anchor):
-    try:
-        return forward(x, deep, tracked, False, coupling, anchor)
-    except (RuntimeError, ValueError):
         return None
 
 
@@ -451,139 +454,313 @@ def symmetry_basis(deep: DeepTask) -> np.ndarray:
     return Vt[rank:].T
 
 
-def _blocks(deep: DeepTask) -> list:
-    """Index ranges of the unknowns' blocks (L, then d and Q of each lower layer)."""
-    k, m, size = _sizes(deep)
-    out = [np.arange(k * m)]
-    for i in range(deep.depth - 1):
-        base = k * m + i * size
-        out += [np.arange(base, base + k), np.arange(base + k, base + size)]
-    return out
-
-
-def _trust(x, dx, blocks) -> float:
-    """Largest t <= 1 keeping every block's change within ``TRUST`` of its size (continuation stays
-    on its branch: a full Newton step can jump to another solution of these non-convex equations)."""
-    t = 1.0
-    for b in blocks:
-        size = max(float(np.max(np.abs(x[b]))), 1.0)
-        change = float(np.max(np.abs(dx[b])))
-        if change > TRUST * size:
-            t = min(t, TRUST * size / change)
-    return t
-
-
-def _scaled_norm(residual, x, blocks) -> float:
-    """Max-norm of the residual, each block relative to the size of its unknowns (at least 1)."""
-    return max(float(np.max(np.abs(residual[b]))) / max(1.0, float(np.max(np.abs(x[b])))) for b in blocks)
-
-
-def _newton(x, deep: DeepTask, tracked: list, coupling: float, anchor, tol: float, max_iter: int):
-    """Newton-Broyden on the residual at fixed ``coupling``, in the symmetric subspace
-    (:func:`symmetry_basis`): a forward-difference Jacobian (modes tracked), rank-one Broyden
-    updates after accepted steps, a fresh Jacobian when a step fails or the mode sets change;
-    steps capped by :func:`_trust` and halved until the scaled residual (:func:`_scaled_norm`)
-    drops.  Every accepted step searches for new modes (a Jacobian is recomputed when the mode
-    sets change)."""
+def block_bases(deep: DeepTask):
+    """Orthonormal bases of the symmetric readout fields and of the symmetric lower tilts (the
+    symmetries act on each block alone, so :func:`symmetry_basis` splits)."""
+    k, m, _ = _sizes(deep)
     B = symmetry_basis(deep)
-    blocks = _blocks(deep)
-    fw, x = _proper_start(B @ (B.T @ x), deep, tracked, coupling, anchor)
-    norm = _scaled_norm(fw.residual, x, blocks)
+
+    def orth(A):
+        U, sv, _ = np.linalg.svd(A, full_matrices=False)
+        return U[:, sv > 1e-10]
+
+    return orth(B[:k * m]), orth(B[k * m:]) if B.shape[0] > k * m else np.zeros((0, 0))
+
+
+def _scale(v) -> float:
+    return max(1.0, float(np.max(np.abs(v)))) if np.size(v) else 1.0
+
+
+def _fd_jacobian(fun, z, f0, eps: float) -> np.ndarray:
+    """Forward-difference Jacobian of ``fun`` at z (step ``eps`` times the scale of z)."""
+    h = eps * _scale(z)
+    return np.stack([(fun(z + h * e) - f0) / h for e in np.eye(len(z))], axis=1)
+
+
+def _proper_fields(top_at, z):
+    """Halve the readout fields until the feature layer's measure has a mode (a start too strongly
+    tilted can be improper, e.g. a linear layer beyond its Gaussian's margin)."""
+    for _ in range(40):
+        try:
+            top_at(z)
+            return z
+        except (RuntimeError, ValueError):
+            z = 0.5 * z
+    raise RuntimeError("no proper starting point for the deep mean-field equations")
+
+
+class _Readout(NamedTuple):
+    L: np.ndarray
+    top: LayerResult
+    residual: float
+    jacobian: np.ndarray | None
+
+
+def readout_objective(L, deep: DeepTask, top: LayerResult) -> float:
+    """``G(Lambda) = T0 |Lambda|^2 / 2 - Lambda . Y + ln Z(Lambda)`` per input class, with ``ln Z``
+    the feature layer's log-partition (``LayerMixture.log_partition``).
+
+    [DER] ``Z(Lambda) = E_{N(0, C_L)} exp(sigma_a^2 (Lambda^T phi)^2 / 2)`` is an expectation of
+    log-convex functions of Lambda, so ``ln Z`` and G are convex, and ``grad ln Z = sigma_a^2 K^L
+    Lambda``: the readout equation is ``grad G = 0`` (the P = inf analogue is the convex dual of
+    ``sigmoid.solve_redundant``).  With the Laplace log-weights the gradient matches ``n_c`` times
+    :func:`readout_residual` up to the prefactors' O(1) terms against O(P) (0.1% at P = 200), so
+    the minimiser is a start, polished by Newton on the residual itself.
+    """
+    n = deep.counts[:, None]
+    return float(0.5 * deep.task.T0 * np.sum(n * L**2) - np.sum(n * L * deep.task.targets)
+                 + top.mixture.log_partition)
+
+
+def solve_readout(deep: DeepTask, below: list, L0, tracked: list, tol: float = TOL, jacobian=None,
+                  search: bool = True) -> _Readout:
+    """The readout fields for fixed lower layers (``below``, layers 1..L-1): Newton on the readout
+    equation from L0 (Newton-Broyden, starting from ``jacobian`` where given: a warm start's
+    Jacobian, which saves the forward differences when the lower layers moved little); where that
+    does not converge, the minimiser of the convex :func:`readout_objective` (BFGS), then Newton
+    again.  In the symmetric subspace.  ``search=False`` keeps to the tracked modes of the feature
+    layer (no corner search, unless they are all lost): the outer iteration's difference quotients
+    and trial points, which need the same mode set and cost a fifth as much."""
+    BL, _ = block_bases(deep)
+    k, m, _ = _sizes(deep)
+    n = deep.counts[:, None]
+    K_below = below[-1].kernel if below else None
+
+    def top_at(z, search, track):
+        L = (BL @ z).reshape(k, m)
+        return L, _layer(deep, deep.depth, K_below, top_tilt(L, deep), tracked, search, track)
+
+    def residual(z, search=False, track=False):
+        L, top = top_at(z, search, track)
+        return BL.T @ readout_residual(L, top, deep).ravel(), top
+
+    def newton(z, iterations, J):
+        """Newton-Broyden from z (Jacobian J, forward differences when None or when a step fails);
+        trial points reuse the tracked modes, and a converged point is searched for new modes."""
+        try:
+            r, top = residual(z, search, True)
+        except (RuntimeError, ValueError):
+            return z, None, np.inf, J
+        norm, fresh, searched = float(np.max(np.abs(r))) / _scale(z), False, True
+        for _ in range(iterations):
+            if norm < tol or (searched and norm < SEARCH_NOISE * tol):
+                if searched:
+                    break
+                r, top = residual(z, search, True)
+                norm, searched = float(np.max(np.abs(r))) / _scale(z), True
+                continue
+            if J is None:
+                J, fresh = _fd_jacobian(lambda v: residual(v)[0], z, r, 1e-7), True
+            step, t, r_new = np.linalg.lstsq(J, -r, rcond=1e-13)[0], 1.0, None
+            while t > 1e-3:
+                try:
+                    r_new, _ = residual(z + t * step)
+                except (RuntimeError, ValueError):
+                    r_new = None
+                if r_new is not None and np.max(np.abs(r_new)) / _scale(z + t * step) < norm:
+                    break
+                r_new, t = None, 0.5 * t
+            if r_new is None:
+                if fresh:
+                    break
+                J = None
+                continue
+            dz = t * step
+            J, fresh = J + np.outer(r_new - r - J @ dz, dz) / (dz @ dz), False
+            z = z + dz
+            r, top = residual(z, False, True)
+            norm, searched = float(np.max(np.abs(r))) / _scale(z), False
+        if not searched:
+            r, top = residual(z, search, True)
+            norm = float(np.max(np.abs(r))) / _scale(z)
+        return z, top, norm, J
+
+    z0 = _proper_fields(lambda v: top_at(v, search, True), BL.T @ np.ravel(L0))
+    z, top, norm, J = newton(z0, READOUT_NEWTON_WARM, jacobian)
+    if norm >= tol:
+        def objective(v):
+            try:
+                L, top_v = top_at(v, search, True)
+            except (RuntimeError, ValueError):
+                return np.inf, np.zeros_like(v)
+            grad = BL.T @ (n * readout_residual(L, top_v, deep)).ravel()
+            return readout_objective(L, deep, top_v), grad
+
+        best = minimize(objective, z0, jac=True, method="BFGS", options={"gtol": 1e-8, "maxiter": 400})
+        z, top, norm, J = newton(best.x, READOUT_NEWTON, None)
+    if top is None:
+        raise RuntimeError("the feature layer has no mode at any readout field tried")
+    return _Readout((BL @ z).reshape(k, m), top, norm, J)
+
+
+def _outer(y, deep: DeepTask, BT, state: dict, coupling: float, anchor, tracked: list, track: bool):
+    """Tilt residual (in the symmetric subspace) at lower tilts ``BT y``, the readout solved for
+    them (warm start ``state["L"]``); updates ``state`` when ``track``."""
+    _, lower = unpack(np.concatenate([np.ravel(state["L"]), BT @ y]), deep)
+    layers = lower_layers(lower, deep, tracked, track, track)
+    ro = solve_readout(deep, layers, state["L"], tracked, jacobian=state.get("jacobian"), search=track)
+    layers.append(ro.top)
+    res = BT.T @ tilt_residual(lower, layers, deep, coupling, anchor)
+    if track:
+        state.update(L=ro.L, layers=layers, readout_residual=ro.residual, jacobian=ro.jacobian)
+    return res, ro
+
+
+def _solve_tilts(y, deep, BT, state, coupling, anchor, tracked, tol, max_iter):
+    """Newton-Broyden on the tilt residual at fixed ``coupling`` (:func:`_outer`): forward-difference
+    Jacobian, rank-one updates after accepted steps, a fresh Jacobian when a step fails; steps
+    capped at ``TRUST`` of the tilts' size and halved until the residual drops."""
+    f, _ = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
+    norm = float(np.max(np.abs(f))) / _scale(y)
     J, fresh, it = None, False, 0
-
-    def reduced(f):
-        return B.T @ f.residual
-
-    while it < max_iter and norm >= tol:
+    while it < max_iter and (norm >= tol or state["readout_residual"] >= tol):
         it += 1
         if J is None:
-            J = _forward_jacobian(lambda v: reduced(forward(v, deep, tracked, False, coupling, anchor)),
-                                  x, B, reduced(fw))
+            saved = dict(state)
+            J = _fd_jacobian(lambda v: _outer(v, deep, BT, state, coupling, anchor, tracked, False)[0],
+                             y, f, 1e-6)
+            state.update(saved)
             fresh = True
-        step = B @ np.linalg.lstsq(J, -reduced(fw), rcond=1e-13)[0]
-        t, trial = _trust(x, step, blocks), None
+        step = np.linalg.lstsq(J, -f, rcond=1e-13)[0]
+        t = min(1.0, TRUST * _scale(y) / max(float(np.max(np.abs(step))), 1e-300))
+        accepted = None
         while t > 1e-4:
-            trial = _evaluate(x + t * step, deep, tracked, coupling, anchor)
-            if trial is not None and _scaled_norm(trial.residual, x + t * step, blocks) < norm:
+            try:
+                trial, _ = _outer(y + t * step, deep, BT, state, coupling, anchor, tracked, False)
+            except (RuntimeError, ValueError):
+                trial = None
+            if trial is not None and np.max(np.abs(trial)) / _scale(y + t * step) < norm:
+                accepted = trial
                 break
-            trial, t = None, 0.5 * t
-        if trial is None:
+            t *= 0.5
+        if accepted is None:
             if fresh:
                 break
             J = None
             continue
-        dz, dr = t * (B.T @ step), reduced(trial) - reduced(fw)
-        J = J + np.outer(dr - J @ dz, dz) / (dz @ dz)
+        dy, df = t * step, accepted - f
+        J = J + np.outer(df - J @ dy, dy) / (dy @ dy)
         fresh = False
-        counts = [len(m) for m in tracked]
-        x = x + t * step
-        fw = forward(x, deep, tracked, True, coupling, anchor)
-        if [len(m) for m in tracked] != counts:
-            J = None
-        norm = _scaled_norm(fw.residual, x, blocks)
-    return x, fw, norm, it
+        y = y + dy
+        f, _ = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
+        norm = float(np.max(np.abs(f))) / _scale(y)
+    return y, max(norm, state["readout_residual"]), it
 
 
-def _forward_jacobian(fun, x, B, f0, eps: float = 1e-7) -> np.ndarray:
-    """Forward-difference Jacobian of ``fun`` along the columns of B (step ``eps`` times the scale
-    of x along each)."""
-    cols = []
-    for b in B.T:
-        h = eps * max(1.0, float(np.max(np.abs(x[np.abs(b) > 1e-12]))))
-        cols.append((fun(x + h * b) - f0) / h)
-    return np.stack(cols, axis=1)
+def _start_fields(task: ClassTask) -> np.ndarray:
+    """Readout fields to start from: the P = inf one-layer equilibrium where it exists, else
+    ``initial_fields``."""
+    start = equilibrium_fields(task)
+    return initial_fields(task) if start is None else start
 
 
 def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON_ITERATIONS,
                couplings=COUPLINGS) -> DeepSolution:
     """Solve the deep mean-field equations (module docstring).
 
-    Continuation from the one-layer solution (:func:`one_layer_start`): the lower tilts solve
-    ``Kt_l = c * (the backward equation) + (1 - c) * anchor`` for c = ``couplings`` (0: every lower
-    layer tilted as a one-layer network's feature layer; 1: the theory), each solve by
-    Newton-Broyden from the last (halving the increment of c when a solve fails).  Every accepted
-    step searches every layer for modes (sign-pattern corners and the tracked modes).
+    Nested: for given lower tilts the readout fields solve the readout equation
+    (:func:`solve_readout`: Newton, or the minimiser of a convex objective where Newton does not
+    converge); the lower tilts solve their backward equations by Newton-Broyden on that reduced
+    residual.  The feature layer's mode weights are exponential in P, so its fields are stiff;
+    solved jointly with the tilts, Newton stalled at P >= 200 (the readout gives a smooth function
+    of the tilts once solved exactly).  Continuation from the one-layer solution: the lower tilts
+    solve ``Kt_l = c * (the backward equation) + (1 - c) * anchor`` for c = ``couplings`` (0: every
+    lower layer tilted as a one-layer network's feature layer; 1: the theory), halving the increment
+    of c when a solve fails.
 
     Raises
     ------
     RuntimeError
-        If no proper start exists or the continuation stalls.
+        If no readout solves the equations at the start or the continuation stalls.
     """
     if deep.depth > MAX_DEPTH and not get_activation(deep.task.activation).is_linear:
         raise RuntimeError(f"depth {deep.depth}: the deep theory closes for nonlinear networks up to "
                            f"depth {MAX_DEPTH} (module docstring: a middle layer's shift is not "
                            "integrated)")
-    anchor = None
-    if x0 is not None:
-        x = np.asarray(x0, dtype=np.float64)
-    elif deep.depth == 1:
-        start = equilibrium_fields(deep.task)
-        x = pack(initial_fields(deep.task), [], deep) if start is None else start
-    else:
-        x, anchor = one_layer_start(deep)
+    k, m, _ = _sizes(deep)
     tracked: list = [[] for _ in range(deep.depth)]
-    levels = [1.0] if anchor is None else list(couplings)
-    done, iterations, fw, norm = 0.0, 0, None, np.inf
+    if deep.depth == 1:
+        L0 = unpack(np.asarray(x0, dtype=np.float64), deep)[0] if x0 is not None else _start_fields(deep.task)
+        ro = solve_readout(deep, [], L0, tracked, tol)
+        return _solution(ro.L, [], [ro.top], deep, ro.residual, 1.0, 0)
+    P = deep.task.num_train
+    if x0 is None and P > CONTINUATION_P:
+        return _continue_in_P(deep, tol, max_iter, couplings)
+    if x0 is None:
+        if get_activation(deep.task.activation).bounded and equilibrium_fields(deep.task) is None:
+            # measured: from initial_fields the sigmoid at y- = -1/2 (P = 100) converges to fields
+            # whose feature layer lost every class-1 code (output 0.00 on class 1 against target 1)
+            raise RuntimeError("no one-layer equilibrium to start from (sigmoid.solve_redundant failed on "
+                               "this task)")
+        one = solve_deep(DeepTask(deep.task, deep.sigma_w2[:1]))
+        if one.residual > INTERMEDIATE_TOL:
+            raise RuntimeError(f"the one-layer start did not converge (residual {one.residual:.1e})")
+        none = (np.zeros(k), np.zeros((k, k)))
+        anchor = [one.tilts[-1]] + [none] * (deep.depth - 2)
+        x, levels = pack(one.L, anchor, deep), list(couplings)
+    else:  # a given start is solved at coupling 1 directly
+        anchor, x, levels = None, np.asarray(x0, dtype=np.float64), [1.0]
+    _, BT = block_bases(deep)
+    y = BT.T @ x[k * m:]
+    state = {"L": unpack(x, deep)[0]}
+    done, iterations, norm, solved = None, 0, np.inf, None
     while levels and iterations < MAX_TOTAL_ITERATIONS:
         c = levels[0]
-        saved = [list(m) for m in tracked]
+        saved_tracked, saved_state = [list(t) for t in tracked], dict(state)
         target = tol if c == 1.0 else INTERMEDIATE_TOL
-        x_new, fw_new, norm_new, it = _newton(x, deep, tracked, c, anchor, target, max_iter)
+        try:
+            y_new, norm_new, it = _solve_tilts(y, deep, BT, state, c, anchor, tracked, target, max_iter)
+        except RuntimeError:
+            y_new, norm_new, it = y, np.inf, 1
         iterations += it
         if norm_new < target:
-            x, fw, norm, done = x_new, fw_new, norm_new, c
+            y, norm, done, solved = y_new, norm_new, c, dict(state)
             levels.pop(0)
-        elif c - done > MIN_COUPLING_STEP:
-            tracked[:] = saved
+        elif done is not None and c - done > MIN_COUPLING_STEP:
+            tracked[:], state = saved_tracked, saved_state
             levels.insert(0, 0.5 * (done + c))
         else:
-            x, fw, norm = x_new, fw_new, norm_new
             break
-    if fw is None:
+    if solved is None:
         raise RuntimeError("the deep mean-field equations did not converge at any coupling")
-    L, lower = unpack(x, deep)
-    top = fw.layers[-1].kernel
-    return DeepSolution(L, lower + [top_tilt(L, deep)], fw.layers, class_output(top, L, deep.sigma_a2),
+    _, lower = unpack(np.concatenate([np.ravel(solved["L"]), BT @ y]), deep)
+    return _solution(solved["L"], lower, solved["layers"], deep, norm, done, iterations)
+
+
+def continuation_sizes(P: int) -> list:
+    """Training-set sizes from ``CONTINUATION_P`` up to P, each at most ``P_STEP`` times the last
+    (multiples of 4, so every class count of the toy task's 1/2, 1/4, 1/4 is whole)."""
+    steps = int(np.ceil(np.log(P / CONTINUATION_P) / np.log(P_STEP)))
+    sizes = [int(4 * round(CONTINUATION_P * (P / CONTINUATION_P) ** (i / steps) / 4)) for i in range(steps)]
+    return sizes + [P]
+
+
+def _continue_in_P(deep: DeepTask, tol: float, max_iter: int, couplings) -> DeepSolution:
+    """Solve at ``CONTINUATION_P`` inputs (the coupling continuation), then step P up to the task's
+    with the coupling at 1, each solve starting from the last: readout fields as they are, the
+    input-diagonal tilts d as they are, the class-mean tilts Q scaled with P (``Q = n B n`` with the
+    block of ``Kt`` O(1/P)).  Measured: started from the one-layer solution at P = 200 and 500 the
+    coupling continuation jumps to a branch with every neuron of both layers in code 111 (a
+    solution of the equations, far from the samples' layer-1 codes at N = P = 500) and then stalls;
+    continued in P it stays on the coding branch."""
+    sizes = continuation_sizes(deep.task.num_train)
+    sol, iterations = None, 0
+    for previous, P in zip([None] + sizes[:-1], sizes):
+        step = DeepTask(deep.task._replace(num_train=P), deep.sigma_w2)
+        if sol is None:
+            sol = solve_deep(step, tol=tol, max_iter=max_iter, couplings=couplings)
+        else:
+            lower = [(d, (P / previous) * Q) for d, Q in sol.tilts[:-1]]
+            sol = solve_deep(step, x0=pack(sol.L, lower, step), tol=tol, max_iter=max_iter, couplings=(1.0,))
+        iterations += sol.iterations
+        if sol.residual > INTERMEDIATE_TOL:
+            raise RuntimeError(f"the continuation in P stalled at P = {P} (residual {sol.residual:.1e})")
+    return sol._replace(iterations=iterations)
+
+
+def _solution(L, lower, layers, deep, norm, done, iterations) -> DeepSolution:
+    top = layers[-1].kernel
+    return DeepSolution(L, lower + [top_tilt(L, deep)], layers, class_output(top, L, deep.sigma_a2),
                         readout_second_moment(top, L, deep.sigma_a2), norm if done == 1.0 else max(norm, 1.0),
                         iterations)
 
