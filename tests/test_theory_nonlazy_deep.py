@@ -84,11 +84,11 @@ def tanh_deep():
 
 
 def test_tanh_residual_and_sign_symmetry(tanh_deep):
-    """Residual below 1e-8; tanh is odd and the tilt quadratic in phi, so each layer's measure is
+    """Residual below 5e-8 (the deep solver's tolerance, deep.TILT_TOL); tanh is odd and the tilt quadratic in phi, so each layer's measure is
     invariant under z -> -z: every code and its complement carry the same fraction (to 1e-6), and
     both layers are multimodal (six codes in each)."""
     sol = tanh_deep
-    assert sol.residual < 1e-8
+    assert sol.residual < 5e-8
     for result in sol.layers:
         frac = {c["code"]: c["fraction"] for c in result.codes}
         for code, f in frac.items():
@@ -118,7 +118,7 @@ def test_small_temperature_fits_the_targets():
     errors = []
     for T0 in (1e-2, 1e-3):
         sol = solve_deep(DeepTask(toy_task(40, "tanh", -0.5, T0=T0), np.ones(2)))
-        assert sol.residual < 1e-8
+        assert sol.residual < 5e-8
         errors.append(np.abs(sol.output - targets(-0.5)).max())
     assert errors[1] < errors[0] / 3 and errors[1] < 0.01
 

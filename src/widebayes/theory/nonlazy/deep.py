@@ -118,6 +118,9 @@ from widebayes.theory.nonlazy.sigmoid import solve_redundant
 
 NEWTON_ITERATIONS = 60
 TOL = 3e-9
+#: the tilts' tolerance: their residual carries the readout solve's noise (about 5e-9 relative at
+#: P = 100, 1.4e-8 at P = 500, from mode sets and positions), so a tighter one stalls the solve
+TILT_TOL = 5e-8
 #: fraction above which a mode counts as occupied (multimodal layer / broken symmetry)
 OCCUPIED = 1e-3
 COUPLINGS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -704,10 +707,12 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     y = BT.T @ x[k * m:]
     state = {"L": unpack(x, deep)[0]}
     done, iterations, norm, solved = None, 0, np.inf, None
+    # linear layers are Gaussian in closed form: no mode search, no noise floor
+    final_tol = tol if get_activation(deep.task.activation).is_linear else max(tol, TILT_TOL)
     while levels and iterations < MAX_TOTAL_ITERATIONS:
         c = levels[0]
         saved_tracked, saved_state = [list(t) for t in tracked], dict(state)
-        target = tol if c == 1.0 else INTERMEDIATE_TOL
+        target = final_tol if c == 1.0 else INTERMEDIATE_TOL
         try:
             y_new, norm_new, it = _solve_tilts(y, deep, BT, state, c, anchor, tracked, target, max_iter)
         except RuntimeError:
@@ -751,7 +756,9 @@ def _continue_in_P(deep: DeepTask, tol: float, max_iter: int, couplings) -> Deep
             sol = solve_deep(step, tol=tol, max_iter=max_iter, couplings=couplings)
         else:
             lower = [(d, (P / previous) * Q) for d, Q in sol.tilts[:-1]]
-            sol = solve_deep(step, x0=pack(sol.L, lower, step), tol=tol, max_iter=max_iter, couplings=(1.0,))
+            last = P == sizes[-1]
+            sol = solve_deep(step, x0=pack(sol.L, lower, step), tol=tol if last else INTERMEDIATE_TOL,
+                             max_iter=max_iter, couplings=(1.0,))
         iterations += sol.iterations
         if sol.residual > INTERMEDIATE_TOL:
             raise RuntimeError(f"the continuation in P stalled at P = {P} (residual {sol.residual:.1e})")

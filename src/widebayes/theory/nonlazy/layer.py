@@ -57,7 +57,7 @@ from widebayes.theory.nonlazy.shifted import ShiftedLaw, shifted_law
 NEWTON_STEPS = 80
 MAX_FIELD_STEP = 4.0
 #: stop and accept at a Newton decrement (twice the predicted gain of g) below this
-DECREMENT_TOL = 1e-16
+DECREMENT_TOL = 1e-18
 ACCEPT_DECREMENT = 1e-12
 DEDUPE_TOL = 1e-5
 #: corner starts: field magnitude for bounded phi, shift in prior standard deviations
@@ -71,6 +71,10 @@ RUNAWAY_FIELD = 150.0
 #: reached with full steps; measured: 1% of the ascents crawled at steps near 1e-9 for all 80
 #: iterations, 30 evaluations each, and took most of the deep solver's time)
 STALLED_STEP = 1e-6
+#: ... after this many iterations (early steps of a stiff ascent may need such cuts: P = 500), or at
+#: once when the decrement is below CONVERGED_DECREMENT (a maximum reached to rounding: g cannot rise)
+STALLED_AFTER = 12
+CONVERGED_DECREMENT = 1e-14
 #: modes whose weight is below this are dropped from the mixture
 MIN_WEIGHT = 1e-14
 
@@ -196,7 +200,7 @@ def ascend(prob: LayerProblem, X0, steps: int = NEWTON_STEPS) -> np.ndarray:
     """Newton ascent of g from every row of X0 (backtracking on g); returns the end points."""
     X = np.array(X0, dtype=np.float64, ndmin=2)
     active = np.ones(len(X), dtype=bool)
-    for _ in range(steps):
+    for iteration in range(steps):
         if not active.any():
             break
         idx = np.flatnonzero(active)
@@ -205,7 +209,7 @@ def ascend(prob: LayerProblem, X0, steps: int = NEWTON_STEPS) -> np.ndarray:
         t = np.ones(len(idx))
         todo = np.arange(len(idx))
         new = X[idx].copy()
-        for _ in range(21):  # 2^-21 < STALLED_STEP
+        for _ in range(40):
             trial = X[idx[todo]] + t[todo, None] * step[todo]
             g_new = _evaluate(prob, trial).g
             ok = np.isfinite(g_new) & (g_new >= ev.g[todo] - 1e-12 * np.abs(ev.g[todo]))
@@ -217,7 +221,8 @@ def ascend(prob: LayerProblem, X0, steps: int = NEWTON_STEPS) -> np.ndarray:
         X[idx] = new
         r = prob.E.shape[1]
         runaway = np.max(np.abs(new[:, r:]), axis=1) > RUNAWAY_FIELD
-        done = (decrement < DECREMENT_TOL) | (t < STALLED_STEP) | runaway
+        stalled = (t < STALLED_STEP) & ((iteration >= STALLED_AFTER) | (decrement < CONVERGED_DECREMENT))
+        done = (decrement < DECREMENT_TOL) | (t < 1e-10) | runaway | stalled
         active[idx[done]] = False
     return X
 
