@@ -84,8 +84,9 @@ def tanh_deep():
 
 
 def test_tanh_residual_and_sign_symmetry(tanh_deep):
-    """Residual below 5e-8 (the deep solver's tolerance, deep.TILT_TOL); tanh is odd and the tilt quadratic in phi, so each layer's measure is
-    invariant under z -> -z: every code and its complement carry the same fraction (to 1e-6), and
+    """Residual below 5e-8 (the deep solver's tolerance, deep.TILT_TOL); tanh is odd and the tilt
+    quadratic in phi, so each layer's measure is invariant under z -> -z: every code and its
+    complement carry the same fraction (to 1e-6), and
     both layers are multimodal (six codes in each)."""
     sol = tanh_deep
     assert sol.residual < 5e-8
