@@ -296,11 +296,6 @@ class LayerResult(NamedTuple):
     mixture: LayerMixture | None
 
 
-class _Forward(NamedTuple):
-    layers: list
-    residual: np.ndarray
-
-
 def _track_starts(modes, E) -> np.ndarray | None:
     """(xi, theta) starts for tracked modes, their shifts u mapped into the current frame E."""
     if not modes:
@@ -385,25 +380,6 @@ def tilt_residual(lower: list, layers: list, deep: DeepTask, coupling: float = 1
             Q_new = coupling * Q_new + (1.0 - coupling) * anchor[i][1]
         res.append(np.concatenate([d - d_new, pack_symmetric(Q - Q_new)]))
     return np.concatenate(res) if res else np.zeros(0)
-
-
-def forward(x, deep: DeepTask, tracked: list, search: bool, coupling: float = 1.0, anchor=None,
-            track: bool | None = None) -> _Forward:
-    """Solve every layer given the unknowns x; residuals of the readout and tilt equations.
-
-    ``tracked``: per layer, the modes to start from, updated in place when ``track`` (default:
-    ``search``); ``search`` adds the sign-pattern corners to the starts (finds new modes).
-    ``coupling`` c and ``anchor`` (per lower layer a tilt (d, Q)): the lower tilts solve
-    ``Kt_l = c * backward + (1 - c) * anchor`` (the continuation of :func:`solve_deep`).
-    """
-    track = search if track is None else track
-    L, lower = unpack(x, deep)
-    layers = lower_layers(lower, deep, tracked, search, track)
-    K_below = layers[-1].kernel if layers else None
-    layers.append(_layer(deep, deep.depth, K_below, top_tilt(L, deep), tracked, search, track))
-    res = np.concatenate([readout_residual(L, layers[-1], deep).ravel(),
-                          tilt_residual(lower, layers, deep, coupling, anchor)])
-    return _Forward(layers, res)
 
 
 # ----------------------------------------------------------------------------- solve
@@ -596,7 +572,8 @@ def solve_readout(deep: DeepTask, below: list, L0, tracked: list, tol: float = T
     return _Readout((BL @ z).reshape(k, m), top, norm, J)
 
 
-def _outer(y, deep: DeepTask, BT, state: dict, coupling: float, anchor, tracked: list, track: bool):
+def _outer(y, deep: DeepTask, BT, state: dict, coupling: float, anchor, tracked: list,
+           track: bool) -> np.ndarray:
     """Tilt residual (in the symmetric subspace) at lower tilts ``BT y``, the readout solved for
     them (warm start ``state["L"]``); updates ``state`` when ``track``."""
     _, lower = unpack(np.concatenate([np.ravel(state["L"]), BT @ y]), deep)
@@ -606,21 +583,21 @@ def _outer(y, deep: DeepTask, BT, state: dict, coupling: float, anchor, tracked:
     res = BT.T @ tilt_residual(lower, layers, deep, coupling, anchor)
     if track:
         state.update(L=ro.L, layers=layers, readout_residual=ro.residual, jacobian=ro.jacobian)
-    return res, ro
+    return res
 
 
 def _solve_tilts(y, deep, BT, state, coupling, anchor, tracked, tol, max_iter):
     """Newton-Broyden on the tilt residual at fixed ``coupling`` (:func:`_outer`): forward-difference
     Jacobian, rank-one updates after accepted steps, a fresh Jacobian when a step fails; steps
     capped at ``TRUST`` of the tilts' size and halved until the residual drops."""
-    f, _ = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
+    f = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
     norm = float(np.max(np.abs(f))) / _scale(y)
     J, fresh, it = None, False, 0
     while it < max_iter and (norm >= tol or state["readout_residual"] >= tol):
         it += 1
         if J is None:
             saved = dict(state)
-            J = _fd_jacobian(lambda v: _outer(v, deep, BT, state, coupling, anchor, tracked, False)[0],
+            J = _fd_jacobian(lambda v: _outer(v, deep, BT, state, coupling, anchor, tracked, False),
                              y, f, 1e-6)
             state.update(saved)
             fresh = True
@@ -629,7 +606,7 @@ def _solve_tilts(y, deep, BT, state, coupling, anchor, tracked, tol, max_iter):
         accepted = None
         while t > 1e-4:
             try:
-                trial, _ = _outer(y + t * step, deep, BT, state, coupling, anchor, tracked, False)
+                trial = _outer(y + t * step, deep, BT, state, coupling, anchor, tracked, False)
             except (RuntimeError, ValueError):
                 trial = None
             if trial is not None and np.max(np.abs(trial)) / _scale(y + t * step) < norm:
@@ -645,7 +622,7 @@ def _solve_tilts(y, deep, BT, state, coupling, anchor, tracked, tol, max_iter):
         J = J + np.outer(df - J @ dy, dy) / (dy @ dy)
         fresh = False
         y = y + dy
-        f, _ = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
+        f = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
         norm = float(np.max(np.abs(f))) / _scale(y)
     return y, max(norm, state["readout_residual"]), it
 
