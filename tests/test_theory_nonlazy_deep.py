@@ -11,6 +11,8 @@ Agreement (sigmoid, L = 2, toy task, y- = 1/2): Langevin samples at N = P = 40 (
 N = P = 100 (slow) against the theory of the same experiment, per layer.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from widebayes.diagnostics.codes import class_means, code_id_of, code_ids, defau
 from widebayes.errors import InputError
 from widebayes.sampling import sample_experiment
 from widebayes.theory.nngp import nngp_kernels
+from widebayes.theory.nonlazy import deep as deep_theory
 from widebayes.theory.nonlazy.classes import ClassTask
 from widebayes.theory.nonlazy.classmatrix import dense, from_dense
 from widebayes.theory.nonlazy.deep import DeepTask, solve_deep
@@ -79,7 +82,7 @@ def test_depth_one_is_the_one_layer_redundant_code():
 
 @pytest.fixture(scope="module")
 def tanh_deep():
-    """tanh, L = 2, P = 60, y- = -1/2, T0 = 0.01 (about 6 s)."""
+    """tanh, L = 2, P = 60, y- = -1/2, T0 = 0.01 (about 18 s)."""
     return solve_deep(DeepTask(toy_task(60, "tanh", -0.5), np.ones(2)))
 
 
@@ -153,6 +156,58 @@ def deep_config(width=40, num_train=40, steps=20000, burn_in=10000, activation="
             "sampler": {"kind": "langevin", "step_size": 0.01, "num_steps": steps, "burn_in": burn_in,
                         "thin": thin, "num_chains": 2, "seed": 1, "progress": False,
                         "store_all_layers": True}}
+
+
+def test_trial_points_leave_the_tracked_modes_alone(tanh_deep):
+    """A trial or difference point of the tilt iteration (``_outer(track=False)``) solves its
+    readout on a copy of the tracked modes: evaluating one far from the solution leaves the tracked
+    modes and the state as they were, and the residual at the solution is reproduced exactly."""
+    deep, sol = DeepTask(toy_task(60, "tanh", -0.5), np.ones(2)), tanh_deep
+    k, m = 3, 3
+    _, BT = deep_theory.block_bases(deep)
+    y = BT.T @ deep_theory.pack(sol.L, sol.tilts[:-1], deep)[k * m:]
+    tracked, state = [[], []], {"L": sol.L}
+    at_solution = deep_theory._outer(y, deep, BT, state, 1.0, None, tracked, True)
+    before = [[np.concatenate([mode.xi, mode.theta]) for mode in layer] for layer in tracked]
+    saved = dict(state)
+    try:
+        deep_theory._outer(1.5 * y, deep, BT, state, 1.0, None, tracked, False)
+    except RuntimeError:  # a far trial point may have no readout: it is rejected, as in the solver
+        pass
+    after = [[np.concatenate([mode.xi, mode.theta]) for mode in layer] for layer in tracked]
+    assert len(before[1]) > 1 and [len(b) for b in before] == [len(a) for a in after]
+    assert all(np.array_equal(b, a) for lb, la in zip(before, after) for b, a in zip(lb, la))
+    assert all(state[key] is saved[key] for key in saved)
+    again = deep_theory._outer(y, deep, BT, state, 1.0, None, tracked, False)
+    assert np.max(np.abs(again - at_solution)) <= 1e-9 * max(1.0, np.max(np.abs(y)))
+
+
+def test_continuation_in_P_halves_a_failed_step(monkeypatch):
+    """Above P = 100 the solution is continued in P (100, 148, 224, 336, 500); a step that fails is
+    halved (to a multiple of 4) and retried, and a step that cannot be halved further is an error
+    naming the two sizes."""
+    class Fake(NamedTuple):
+        residual: float
+        iterations: int
+
+    monkeypatch.setattr(deep_theory, "solve_deep", lambda step, **kw: Fake(0.0, 1))
+    tried, refuse = [], {224}
+
+    def step_in_P(sol, deep, previous, P, tol, max_iter):
+        tried.append((previous, P))
+        if P in refuse:
+            refuse.discard(P)
+            return None
+        return Fake(0.0, 1)
+
+    monkeypatch.setattr(deep_theory, "_step_in_P", step_in_P)
+    deep = DeepTask(toy_task(500, "sigmoid", 0.5), np.ones(2))
+    out = deep_theory._continue_in_P(deep, deep_theory.TOL, 10, deep_theory.COUPLINGS)
+    assert tried == [(100, 148), (148, 224), (148, 184), (184, 224), (224, 336), (336, 500)]
+    assert out.iterations == 6
+    monkeypatch.setattr(deep_theory, "_step_in_P", lambda *a: None)
+    with pytest.raises(RuntimeError, match="stalled between P = 100 and 10[48]"):
+        deep_theory._continue_in_P(deep, deep_theory.TOL, 10, deep_theory.COUPLINGS)
 
 
 def test_depth_three_nonlinear_is_refused_with_a_reason():

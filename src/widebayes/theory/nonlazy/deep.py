@@ -123,11 +123,17 @@ TOL = 3e-9
 TILT_TOL = 5e-8
 #: fraction above which a mode counts as occupied (multimodal layer / broken symmetry)
 OCCUPIED = 1e-3
-COUPLINGS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: coupling levels (measured at P = 100 on the Fig. 5 task: with five levels the solve at 0.5
+#: took 46 s with prior variance 1 and minutes with 1 - 1e-16, with nine 21 s for the whole)
+COUPLINGS = tuple(np.linspace(0.0, 1.0, 9))
 MAX_GRID_CLASSES = 3
 #: largest relative change of a block of unknowns in one Newton step
 TRUST = 0.2
 INTERMEDIATE_TOL = 1e-5
+#: a solve at coupling 1 that stalls above its tolerance is returned (with its residual) when below
+#: this: the tilts' residual has a noise floor from the mode search (``TILT_TOL``) that varies with
+#: the start
+ACCEPTED_RESIDUAL = 1e-6
 MIN_COUPLING_STEP = 1e-3
 #: deepest network the theory answers for (module docstring: L >= 3 does not close)
 MAX_DEPTH = 2
@@ -138,6 +144,8 @@ MAX_TOTAL_ITERATIONS = 400
 #: each step at most P_STEP times the last
 CONTINUATION_P = 100
 P_STEP = 1.5
+#: smallest step in P that a failed step is halved to
+MIN_P_STEP = 8
 #: Newton iterations of the readout solve from a warm start, and after the convex minimisation
 READOUT_NEWTON_WARM = 25
 READOUT_NEWTON = 30
@@ -344,7 +352,10 @@ def _layer(deep: DeepTask, layer: int, K_below, tilt, tracked: list, search: boo
     prob = LayerProblem(act, deep.counts, d, Q, w, E)
     starts = _track_starts(tracked[layer - 1], E)
     modes = find_modes(prob, starts, search=search or starts is None)
-    if not modes and not search and starts is not None:
+    if not search and starts is not None and len(modes) < len(starts):
+        # a tracked mode was lost (or merged): search the corners for where it went.  Measured at
+        # P = 500 (Fig. 5 task): without this, trial points that lost a feature-layer mode left the
+        # readout stuck at a residual of 3e-3 and the whole step in P failed
         modes = find_modes(prob, starts, search=True)
     if not modes:
         raise RuntimeError(f"layer {layer}: no mode of the single-neuron measure found")
@@ -456,6 +467,59 @@ def _fd_jacobian(fun, z, f0, eps: float) -> np.ndarray:
     return np.stack([(fun(z + h * e) - f0) / h for e in np.eye(len(z))], axis=1)
 
 
+class _Broyden(NamedTuple):
+    x: np.ndarray
+    residual: np.ndarray
+    norm: float
+    jacobian: np.ndarray | None
+    iterations: int
+
+
+def _relative(r, x) -> float:
+    return float(np.max(np.abs(r))) / _scale(x)
+
+
+def _broyden(accept, trial, x, r, done, max_iter: int, eps: float, jacobian=None,
+             max_step: float = np.inf, min_t: float = 1e-3) -> _Broyden:
+    """Newton-Broyden on a residual from x (residual r there) until ``done(norm)``, norm the
+    residual's max-norm relative to the scale of x.
+
+    ``accept(x)`` evaluates an accepted point (it may update tracked state); ``trial(x)`` a trial or
+    difference point (RuntimeError / ValueError: no residual there).  Jacobian: ``jacobian``, else
+    forward differences (step ``eps``), rank-one (Broyden) updates after accepted steps, fresh
+    differences when a step fails; a step is capped at ``max_step`` times the scale of x and halved
+    (down to ``min_t``) until the residual drops; a failed step on a fresh Jacobian ends the
+    iteration.  Both the readout (:func:`solve_readout`) and the lower tilts (:func:`_solve_tilts`)
+    use it."""
+    J, fresh, norm, it = jacobian, False, _relative(r, x), 0
+    while it < max_iter and not done(norm):
+        it += 1
+        if J is None:
+            J, fresh = _fd_jacobian(trial, x, r, eps), True
+        step = np.linalg.lstsq(J, -r, rcond=1e-13)[0]
+        t = min(1.0, max_step * _scale(x) / max(float(np.max(np.abs(step))), 1e-300))
+        r_new = None
+        while t > min_t:
+            try:
+                r_new = trial(x + t * step)
+            except (RuntimeError, ValueError):
+                r_new = None
+            if r_new is not None and _relative(r_new, x + t * step) < norm:
+                break
+            r_new, t = None, 0.5 * t
+        if r_new is None:
+            if fresh:
+                break
+            J = None
+            continue
+        dx = t * step
+        J, fresh = J + np.outer(r_new - r - J @ dx, dx) / (dx @ dx), False
+        x = x + dx
+        r = accept(x)
+        norm = _relative(r, x)
+    return _Broyden(x, r, norm, J, it)
+
+
 def _proper_fields(top_at, z):
     """Halve the readout fields until the feature layer's measure has a mode (a start too strongly
     tilted can be improper, e.g. a linear layer beyond its Gaussian's margin)."""
@@ -492,14 +556,18 @@ def readout_objective(L, deep: DeepTask, top: LayerResult) -> float:
 
 
 def solve_readout(deep: DeepTask, below: list, L0, tracked: list, tol: float = TOL, jacobian=None,
-                  search: bool = True) -> _Readout:
+                  search: bool = True, fallback: bool = True) -> _Readout:
     """The readout fields for fixed lower layers (``below``, layers 1..L-1): Newton on the readout
     equation from L0 (Newton-Broyden, starting from ``jacobian`` where given: a warm start's
     Jacobian, which saves the forward differences when the lower layers moved little); where that
     does not converge, the minimiser of the convex :func:`readout_objective` (BFGS), then Newton
     again.  In the symmetric subspace.  ``search=False`` keeps to the tracked modes of the feature
     layer (no corner search, unless they are all lost): the outer iteration's difference quotients
-    and trial points, which need the same mode set and cost a fifth as much."""
+    and trial points, which need the same mode set and cost a fifth as much.  ``fallback=False``
+    (those same points) skips the convex minimisation and raises RuntimeError when Newton from the
+    warm start ends above ``INTERMEDIATE_TOL``: near the last point the readout moves little, so a
+    failure there means the step left the tracked branch (measured: such trial points took 12 s
+    each through the fallback and still failed, 14 of them in one rejected step)."""
     BL, _ = block_bases(deep)
     k, m, _ = _sizes(deep)
     n = deep.counts[:, None]
@@ -514,49 +582,34 @@ def solve_readout(deep: DeepTask, below: list, L0, tracked: list, tol: float = T
         return BL.T @ readout_residual(L, top, deep).ravel(), top
 
     def newton(z, iterations, J):
-        """Newton-Broyden from z (Jacobian J, forward differences when None or when a step fails);
-        trial points reuse the tracked modes, and a converged point is searched for new modes."""
+        """Newton-Broyden from z on the tracked modes (trial points included); a converged point
+        is searched for new modes, and the iteration goes on from there if they moved it."""
+        top = None
+
+        def accept(v):
+            nonlocal top
+            r, top = residual(v, False, True)
+            return r
+
         try:
             r, top = residual(z, search, True)
         except (RuntimeError, ValueError):
             return z, None, np.inf, J
-        norm, fresh, searched = float(np.max(np.abs(r))) / _scale(z), False, True
-        for _ in range(iterations):
-            if norm < tol or (searched and norm < SEARCH_NOISE * tol):
-                if searched:
-                    break
-                r, top = residual(z, search, True)
-                norm, searched = float(np.max(np.abs(r))) / _scale(z), True
-                continue
-            if J is None:
-                J, fresh = _fd_jacobian(lambda v: residual(v)[0], z, r, 1e-7), True
-            step, t, r_new = np.linalg.lstsq(J, -r, rcond=1e-13)[0], 1.0, None
-            while t > 1e-3:
-                try:
-                    r_new, _ = residual(z + t * step)
-                except (RuntimeError, ValueError):
-                    r_new = None
-                if r_new is not None and np.max(np.abs(r_new)) / _scale(z + t * step) < norm:
-                    break
-                r_new, t = None, 0.5 * t
-            if r_new is None:
-                if fresh:
-                    break
-                J = None
-                continue
-            dz = t * step
-            J, fresh = J + np.outer(r_new - r - J @ dz, dz) / (dz @ dz), False
-            z = z + dz
-            r, top = residual(z, False, True)
-            norm, searched = float(np.max(np.abs(r))) / _scale(z), False
-        if not searched:
+        norm = _relative(r, z)
+        while iterations > 0 and norm >= SEARCH_NOISE * tol:
+            run = _broyden(accept, lambda v: residual(v)[0], z, r, lambda q: q < tol, iterations, 1e-7, J)
+            z, J, iterations = run.x, run.jacobian, iterations - max(run.iterations, 1)
             r, top = residual(z, search, True)
-            norm = float(np.max(np.abs(r))) / _scale(z)
+            norm = _relative(r, z)
+            if run.norm >= tol:  # stalled: no point in searching again
+                break
         return z, top, norm, J
 
     z0 = _proper_fields(lambda v: top_at(v, search, True), BL.T @ np.ravel(L0))
     z, top, norm, J = newton(z0, READOUT_NEWTON_WARM, jacobian)
-    if norm >= tol:
+    if not fallback and not norm < INTERMEDIATE_TOL:
+        raise RuntimeError(f"the readout did not converge from its warm start (residual {norm:.1e})")
+    if norm >= tol and fallback:
         def objective(v):
             try:
                 L, top_v = top_at(v, search, True)
@@ -575,10 +628,19 @@ def solve_readout(deep: DeepTask, below: list, L0, tracked: list, tol: float = T
 def _outer(y, deep: DeepTask, BT, state: dict, coupling: float, anchor, tracked: list,
            track: bool) -> np.ndarray:
     """Tilt residual (in the symmetric subspace) at lower tilts ``BT y``, the readout solved for
-    them (warm start ``state["L"]``); updates ``state`` when ``track``."""
+    them (warm start ``state["L"]``); updates ``state`` and the tracked modes when ``track``.
+
+    Otherwise (trial and difference points) the readout solve tracks the feature layer's modes on
+    a copy, so the residual there is a function of y alone.  Measured (sigmoid, L = 2, y- = 0.4,
+    step P = 148 -> 224): when a rejected trial at the full step moved the tracked modes, every
+    shorter trial then failed its readout (residual 3e-2) and the step in P failed after 100 s,
+    where with the modes kept the half step reduced the residual from 0.26 to 0.12."""
+    if not track:
+        tracked = [list(t) for t in tracked]
     _, lower = unpack(np.concatenate([np.ravel(state["L"]), BT @ y]), deep)
     layers = lower_layers(lower, deep, tracked, track, track)
-    ro = solve_readout(deep, layers, state["L"], tracked, jacobian=state.get("jacobian"), search=track)
+    ro = solve_readout(deep, layers, state["L"], tracked, jacobian=state.get("jacobian"), search=track,
+                       fallback=track)
     layers.append(ro.top)
     res = BT.T @ tilt_residual(lower, layers, deep, coupling, anchor)
     if track:
@@ -587,44 +649,16 @@ def _outer(y, deep: DeepTask, BT, state: dict, coupling: float, anchor, tracked:
 
 
 def _solve_tilts(y, deep, BT, state, coupling, anchor, tracked, tol, max_iter):
-    """Newton-Broyden on the tilt residual at fixed ``coupling`` (:func:`_outer`): forward-difference
-    Jacobian, rank-one updates after accepted steps, a fresh Jacobian when a step fails; steps
-    capped at ``TRUST`` of the tilts' size and halved until the residual drops."""
-    f = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
-    norm = float(np.max(np.abs(f))) / _scale(y)
-    J, fresh, it = None, False, 0
-    while it < max_iter and (norm >= tol or state["readout_residual"] >= tol):
-        it += 1
-        if J is None:
-            saved = dict(state)
-            J = _fd_jacobian(lambda v: _outer(v, deep, BT, state, coupling, anchor, tracked, False),
-                             y, f, 1e-6)
-            state.update(saved)
-            fresh = True
-        step = np.linalg.lstsq(J, -f, rcond=1e-13)[0]
-        t = min(1.0, TRUST * _scale(y) / max(float(np.max(np.abs(step))), 1e-300))
-        accepted = None
-        while t > 1e-4:
-            try:
-                trial = _outer(y + t * step, deep, BT, state, coupling, anchor, tracked, False)
-            except (RuntimeError, ValueError):
-                trial = None
-            if trial is not None and np.max(np.abs(trial)) / _scale(y + t * step) < norm:
-                accepted = trial
-                break
-            t *= 0.5
-        if accepted is None:
-            if fresh:
-                break
-            J = None
-            continue
-        dy, df = t * step, accepted - f
-        J = J + np.outer(df - J @ dy, dy) / (dy @ dy)
-        fresh = False
-        y = y + dy
-        f = _outer(y, deep, BT, state, coupling, anchor, tracked, True)
-        norm = float(np.max(np.abs(f))) / _scale(y)
-    return y, max(norm, state["readout_residual"]), it
+    """Newton-Broyden (:func:`_broyden`) on the tilt residual at fixed ``coupling``
+    (:func:`_outer`), steps capped at ``TRUST`` of the tilts' size; converged when the readout
+    solved inside it is too.  Returns the tilts, the larger of the two residuals, the iterations."""
+    def outer(v, track):
+        return _outer(v, deep, BT, state, coupling, anchor, tracked, track)
+
+    run = _broyden(lambda v: outer(v, True), lambda v: outer(v, False), y, outer(y, True),
+                   lambda norm: norm < tol and state["readout_residual"] < tol, max_iter, 1e-6,
+                   max_step=TRUST, min_t=1e-4)
+    return run.x, max(run.norm, state["readout_residual"]), run.iterations
 
 
 def _start_fields(task: ClassTask) -> np.ndarray:
@@ -683,7 +717,7 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     _, BT = block_bases(deep)
     y = BT.T @ x[k * m:]
     state = {"L": unpack(x, deep)[0]}
-    done, iterations, norm, solved = None, 0, np.inf, None
+    done, iterations, norm, solved, best = None, 0, np.inf, None, (None, np.inf, None)
     # linear layers are Gaussian in closed form: no mode search, no noise floor
     final_tol = tol if get_activation(deep.task.activation).is_linear else max(tol, TILT_TOL)
     while levels and iterations < MAX_TOTAL_ITERATIONS:
@@ -695,6 +729,8 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
         except RuntimeError:
             y_new, norm_new, it = y, np.inf, 1
         iterations += it
+        if c == 1.0 and norm_new < best[1]:
+            best = (y_new, norm_new, dict(state))
         if norm_new < target:
             y, norm, done, solved = y_new, norm_new, c, dict(state)
             levels.pop(0)
@@ -703,6 +739,8 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
             levels.insert(0, 0.5 * (done + c))
         else:
             break
+    if done != 1.0 and best[1] < ACCEPTED_RESIDUAL:  # stalled near the mode search's noise floor
+        (y, norm, solved), done = best, 1.0
     if solved is None:
         raise RuntimeError("the deep mean-field equations did not converge at any coupling")
     _, lower = unpack(np.concatenate([np.ravel(solved["L"]), BT @ y]), deep)
@@ -717,28 +755,47 @@ def continuation_sizes(P: int) -> list:
     return sizes + [P]
 
 
+def _step_in_P(sol: DeepSolution, deep: DeepTask, previous: int, P: int, tol: float,
+               max_iter: int) -> DeepSolution | None:
+    """Solve at P inputs from the solution at ``previous``: readout fields and input-diagonal tilts
+    d as they are, class-mean tilts Q scaled with P (``Q = n B n`` with the block of ``Kt``
+    O(1/P)); None when the solve does not reach ``tol``."""
+    step = DeepTask(deep.task._replace(num_train=P), deep.sigma_w2)
+    lower = [(d, (P / previous) * Q) for d, Q in sol.tilts[:-1]]
+    try:
+        new = solve_deep(step, x0=pack(sol.L, lower, step), tol=tol, max_iter=max_iter, couplings=(1.0,))
+    except RuntimeError:
+        return None
+    return new if new.residual < max(tol, ACCEPTED_RESIDUAL if P == deep.task.num_train else tol) else None
+
+
 def _continue_in_P(deep: DeepTask, tol: float, max_iter: int, couplings) -> DeepSolution:
     """Solve at ``CONTINUATION_P`` inputs (the coupling continuation), then step P up to the task's
-    with the coupling at 1, each solve starting from the last: readout fields as they are, the
-    input-diagonal tilts d as they are, the class-mean tilts Q scaled with P (``Q = n B n`` with the
-    block of ``Kt`` O(1/P)).  Measured: started from the one-layer solution at P = 200 and 500 the
-    coupling continuation jumps to a branch with every neuron of both layers in code 111 (a
-    solution of the equations, far from the samples' layer-1 codes at N = P = 500) and then stalls;
-    continued in P it stays on the coding branch."""
-    sizes = continuation_sizes(deep.task.num_train)
-    sol, iterations = None, 0
-    for previous, P in zip([None] + sizes[:-1], sizes):
-        step = DeepTask(deep.task._replace(num_train=P), deep.sigma_w2)
-        if sol is None:
-            sol = solve_deep(step, tol=tol, max_iter=max_iter, couplings=couplings)
-        else:
-            lower = [(d, (P / previous) * Q) for d, Q in sol.tilts[:-1]]
-            last = P == sizes[-1]
-            sol = solve_deep(step, x0=pack(sol.L, lower, step), tol=tol if last else INTERMEDIATE_TOL,
-                             max_iter=max_iter, couplings=(1.0,))
-        iterations += sol.iterations
-        if sol.residual > INTERMEDIATE_TOL:
-            raise RuntimeError(f"the continuation in P stalled at P = {P} (residual {sol.residual:.1e})")
+    with the coupling at 1, each solve starting from the last (:func:`_step_in_P`); a step that
+    fails is halved (to ``MIN_P_STEP`` inputs).  Measured: started from the one-layer solution at
+    P = 200 and 500 the coupling continuation jumps to a branch with every neuron of both layers in
+    code 111 (a solution of the equations, far from the samples' layer-1 codes at N = P = 500) and
+    then stalls; continued in P it stays on the coding branch.  On the Fig. 5 task with prior
+    variance 1 - 1e-16 the step 336 -> 500 started at a tilt residual of 2e2 and failed (176 s),
+    where 336 -> 416 -> 500 converged in 5 s."""
+    P_final = deep.task.num_train
+    pending = continuation_sizes(P_final)
+    sol = solve_deep(DeepTask(deep.task._replace(num_train=pending.pop(0)), deep.sigma_w2), tol=tol,
+                     max_iter=max_iter, couplings=couplings)
+    if sol.residual > INTERMEDIATE_TOL:
+        raise RuntimeError(f"no solution at P = {CONTINUATION_P} to continue from "
+                           f"(residual {sol.residual:.1e})")
+    previous, iterations = CONTINUATION_P, sol.iterations
+    while pending:
+        P = pending[0]
+        new = _step_in_P(sol, deep, previous, P, tol if P == P_final else INTERMEDIATE_TOL, max_iter)
+        if new is None:
+            middle = int(4 * round((previous + P) / 8))
+            if P - previous <= MIN_P_STEP or middle in (previous, P):
+                raise RuntimeError(f"the continuation in P stalled between P = {previous} and {P}")
+            pending.insert(0, middle)
+            continue
+        sol, previous, iterations = new, pending.pop(0), iterations + new.iterations
     return sol._replace(iterations=iterations)
 
 

@@ -49,7 +49,7 @@ from widebayes.theory.nonlazy.conditional_mode import (
     solve_conditional_mode,
 )
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
-from widebayes.theory.nonlazy.deep import MAX_DEPTH, DeepTask, solve_deep, symmetry
+from widebayes.theory.nonlazy.deep import ACCEPTED_RESIDUAL, MAX_DEPTH, DeepTask, solve_deep, symmetry
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
 from widebayes.theory.nonlazy.relu import critical_temperatures, solve_sparse
@@ -364,7 +364,7 @@ def sparse_predictions(exp, task: cl.ClassTask) -> dict:
 # ----------------------------------------------------------------------------- deep
 
 
-DEEP_TOL = 1e-6
+DEEP_TOL = ACCEPTED_RESIDUAL
 
 
 def _deep_layer(layer: int, result, K, sol, task, feature: bool) -> dict:
