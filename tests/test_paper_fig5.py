@@ -36,3 +36,24 @@ def test_feature_codes_fixed_while_first_layer_neurons_switch(tmp_path):
     first = report["coding"]["layers"]["layer_1"]["train"]
     assert max(first["fraction_sd"]) < 0.02
     assert (out / "report" / "code_reordering.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_theory_command_solves_the_deep_theory_at_P_500(tmp_path):
+    """`widebayes theory` on the preset (the task built from the inputs, prior variance 1 - 1e-16)
+    converges through the continuation in P and gives the README's "Fig. 5" theory column: layer 1
+    100 0.228, 011 0.203, 101 / 110 0.166, 001 / 010 0.119; feature layer 111 0.277, 110 / 101
+    0.242, 011 0.240.  About 40 s on two cores (it did not finish in 15 minutes before
+    2026-12-06)."""
+    config = tmp_path / "exp.toml"
+    config.write_text(to_toml(preset("paper-fig5")))
+    out = tmp_path / "theory.json"
+    assert main(["theory", str(config), "--out", str(out)]) == 0
+    theory = json.loads(out.read_text())
+    assert theory["method"] == "deep-codes" and theory["residual"] < 1e-6
+    expected = [{"100": 0.228, "011": 0.203, "101": 0.166, "110": 0.166, "001": 0.119, "010": 0.119},
+                {"111": 0.277, "110": 0.242, "101": 0.242, "011": 0.240}]
+    for record, codes in zip(theory["layers"], expected):
+        fractions = {c["code"]: c["fraction"] for c in record["codes"]}
+        for code, fraction in codes.items():
+            assert fractions[code] == pytest.approx(fraction, abs=0.002)

@@ -174,6 +174,26 @@ def test_report_with_a_theory_states_agreements(deep_sigmoid):
     json.dumps(report.jsonable(rep), allow_nan=False)
 
 
+def test_lower_layer_codes_are_compared_per_layer(deep_sigmoid):
+    """A deep theory's ``layers`` records: each code of the layers below the feature layer gets a
+    P_gamma row and a class-means row against that layer's sampled codes (planted here from the
+    samples themselves, one fraction raised by 10%)."""
+    idata = report.load_posterior(deep_sigmoid)
+    run = report.Run(idata)
+    plain = report.build_report(idata, planted_theory(run), "planted")
+    first = plain["coding"]["layers"]["layer_1"]["train"]
+    codes = [{"code": c, "fraction": f * (1.1 if i == 0 else 1.0), "class_means": m}
+             for i, (c, f, m) in enumerate(zip(first["codes"], first["fraction"], first["class_means"]))]
+    theory = {**planted_theory(run), "layers": [{"layer": 1, "codes": codes}, {"layer": 2, "codes": []}]}
+    rows = {r["quantity"]: r for r in report.build_report(idata, theory, "planted")["agreement"]}
+    assert not any("layer 2" in q for q in rows)
+    top = rows[f"P_gamma, layer 1, code {first['codes'][0]}"]
+    assert top["relative_difference"] == pytest.approx(0.1 / 1.1)
+    for c in first["codes"][1:]:
+        assert rows[f"P_gamma, layer 1, code {c}"]["relative_difference"] < 1e-12
+        assert rows[f"class means s_gamma, layer 1, code {c} (vector)"]["relative_difference"] < 1e-12
+
+
 def test_failing_theory_gives_a_samples_only_report(deep_sigmoid, monkeypatch):
     def broken(exp):
         raise FloatingPointError("solver diverged")

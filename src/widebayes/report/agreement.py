@@ -9,6 +9,7 @@ import numpy as np
 
 from widebayes.diagnostics import predictor as dpred
 from widebayes.posterior import PosteriorView
+from widebayes.report.coding import normalise_theory_codes
 from widebayes.report.common import rel_diff, theory_array
 from widebayes.report.kernels import theory_source
 
@@ -55,6 +56,7 @@ def agreements(run: PosteriorView, theory, sections: dict) -> list[AgreementRow]
     summary = sections["coding"].feature_summary()
     means = dict(zip(summary.codes, summary.class_means))
     rows += _code_agreements(sections["coding"].theory_codes, sections["readout"].clusters, means, source)
+    rows += _lower_layer_code_agreements(theory, sections["coding"], run.num_classes, source)
     rows += _outlier_agreements(theory, sections["readout"].outliers, source)
     rows += _predictor_agreements(run, theory, sections["predictor"], source)
     return rows
@@ -88,6 +90,26 @@ def _code_agreements(theory_codes, clusters, class_means, source) -> list[Agreem
         if sample is not None and t.class_means is not None and t.code in class_means:
             rows.append(row(f"class means s_gamma, code {t.code} (vector)", t.class_means,
                             class_means[t.code], source, note))
+    return rows
+
+
+def _lower_layer_code_agreements(theory, coding, num_classes: int, source) -> list[AgreementRow]:
+    """P_gamma and the class means s_gamma of each code of the hidden layers below the feature
+    layer (the deep theory's ``layers`` records) against the samples' codes of that layer."""
+    rows = []
+    for record in (theory.get("layers") or [])[:-1]:
+        layer = int(record["layer"])
+        if layer not in coding.layers:
+            continue
+        summary = coding.layers[layer].train
+        fractions = dict(zip(summary.codes, summary.fraction))
+        means = dict(zip(summary.codes, summary.class_means))
+        for t in normalise_theory_codes(record["codes"], num_classes):
+            rows.append(row(f"P_gamma, layer {layer}, code {t.code}", t.fraction, fractions.get(t.code, 0.0),
+                            source))
+            if t.class_means is not None and t.code in means:
+                rows.append(row(f"class means s_gamma, layer {layer}, code {t.code} (vector)", t.class_means,
+                                means[t.code], source))
     return rows
 
 
