@@ -77,9 +77,11 @@ What this gives and its regime of validity:
   P -> inf a layer above the first saturates (u -> inf, within-class variability -> 0: the paper's
   "sharpening" across layers) at a rate set by P; the theory is evaluated at the experiment's P;
 - N0 >= P (orthogonal inputs); inputs of a class exchangeable (the class-symmetric solution; the
-  rate function is not convex for L >= 2, so other solutions may exist); bounded phi need the
-  one-layer equilibrium (``sigmoid.solve_redundant``) as the start: where it fails (the nonnegative
-  sigmoid at y- = -1/2, the paper's Fig. 3 targets) the deep theory refuses;
+  rate function is not convex for L >= 2, so other solutions may exist); bounded phi start from the
+  one-layer equilibrium (``sigmoid.solve_redundant``); where it does not exist (the nonnegative
+  sigmoid at y- = -1/2, the paper's Fig. 3 targets) from the one-layer solution at P = 12, and
+  the deep solution is continued in P from P = 40 (:func:`start_size`: solved directly at P = 100
+  it lands on a spurious branch whose saturated class-0 modes the mode search drops);
 - ReLU (and other unbounded nonlinear phi) in lower layers: not covered.  The tilted measures are
   the same, but for a 1-homogeneous phi the quadratic tilt ``phi^T Kt phi`` grows like |z|^2 along
   rays, so the measure is normalisable only below the margin
@@ -140,9 +142,14 @@ MAX_DEPTH = 2
 #: Newton iterations over the whole continuation before the solver gives up (a converging L = 2
 #: solve takes 60-150)
 MAX_TOTAL_ITERATIONS = 400
+#: training-set size of the one-layer start where the P = inf equilibrium does not exist
+#: (:func:`_start_fields`); multiple of 4
+START_P = 12
 #: largest P solved directly; above it the solution is continued in P (:func:`_continue_in_P`),
 #: each step at most P_STEP times the last
 CONTINUATION_P = 100
+#: the same for a bounded activation without a P = inf one-layer equilibrium (:func:`start_size`)
+CONTINUATION_P_NO_EQUILIBRIUM = 40
 P_STEP = 1.5
 #: smallest step in P that a failed step is halved to
 MIN_P_STEP = 8
@@ -662,10 +669,25 @@ def _solve_tilts(y, deep, BT, state, coupling, anchor, tracked, tol, max_iter):
 
 
 def _start_fields(task: ClassTask) -> np.ndarray:
-    """Readout fields to start from: the P = inf one-layer equilibrium where it exists, else
-    ``initial_fields``."""
+    """Readout fields to start from: the P = inf one-layer equilibrium where it exists; for a
+    bounded activation where it does not (the sigmoid at y- = -1/2), the one-layer solution at
+    ``START_P`` inputs from ``initial_fields``; else ``initial_fields``.
+
+    Why the small P [measured, sigmoid, y- = -1/2, T0 = 0.01]: from ``initial_fields`` at P = 100
+    the readout converged to fields (100, -50, -50) on class 0, where the mode search abandons the
+    saturated class-0 ascents as runaway (``layer.RUNAWAY_FIELD``) and the feature layer keeps only
+    codes 001 and 010 (output 0.00 on class 0): a stationary point of an incomplete partition
+    function.  At P = 12 the same start converges to fields of order 10 with six codes, and that
+    solution carried to P = 12 ... 200 stays within 1e-3 of its fractions (a one-layer network's
+    codes barely depend on P)."""
     start = equilibrium_fields(task)
-    return initial_fields(task) if start is None else start
+    if start is not None:
+        return start
+    if not get_activation(task.activation).bounded or task.num_train <= START_P:
+        return initial_fields(task)
+    small = task._replace(num_train=START_P)
+    one = solve_deep(DeepTask(small, np.ones(1)), x0=np.ravel(initial_fields(small)))
+    return one.L if one.residual < INTERMEDIATE_TOL else initial_fields(task)
 
 
 def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON_ITERATIONS,
@@ -698,14 +720,9 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
         ro = solve_readout(deep, [], L0, tracked, tol)
         return _solution(ro.L, [], [ro.top], deep, ro.residual, 1.0, 0)
     P = deep.task.num_train
-    if x0 is None and P > CONTINUATION_P:
+    if x0 is None and P > start_size(deep.task):
         return _continue_in_P(deep, tol, max_iter, couplings)
     if x0 is None:
-        if get_activation(deep.task.activation).bounded and equilibrium_fields(deep.task) is None:
-            # measured: from initial_fields the sigmoid at y- = -1/2 (P = 100) converges to fields
-            # whose feature layer lost every class-1 code (output 0.00 on class 1 against target 1)
-            raise RuntimeError("no one-layer equilibrium to start from (sigmoid.solve_redundant failed on "
-                               "this task)")
         one = solve_deep(DeepTask(deep.task, deep.sigma_w2[:1]))
         if one.residual > INTERMEDIATE_TOL:
             raise RuntimeError(f"the one-layer start did not converge (residual {one.residual:.1e})")
@@ -747,11 +764,24 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     return _solution(solved["L"], lower, solved["layers"], deep, norm, done, iterations)
 
 
-def continuation_sizes(P: int) -> list:
-    """Training-set sizes from ``CONTINUATION_P`` up to P, each at most ``P_STEP`` times the last
+def start_size(task: ClassTask) -> int:
+    """Largest P solved directly (the coupling continuation); above it the solution is continued in
+    P.  ``CONTINUATION_P``, or ``CONTINUATION_P_NO_EQUILIBRIUM`` for a bounded activation whose
+    one-layer P = inf equilibrium does not exist (:func:`_start_fields`).  Measured (sigmoid, L = 2,
+    y- = -1/2, T0 = 0.01): solved directly at P = 100 the coupling continuation ends on fields
+    whose feature layer keeps only codes 001 and 010 (output 0.00 on class 0, where Langevin with
+    neuron moves at N = P = 100 gives 0.944); continued from P = 40 (40, 56, 72, 100) the output is
+    0.944 and the feature layer has six codes."""
+    if get_activation(task.activation).bounded and equilibrium_fields(task) is None:
+        return CONTINUATION_P_NO_EQUILIBRIUM
+    return CONTINUATION_P
+
+
+def continuation_sizes(P: int, start: int = CONTINUATION_P) -> list:
+    """Training-set sizes from ``start`` up to P, each at most ``P_STEP`` times the last
     (multiples of 4, so every class count of the toy task's 1/2, 1/4, 1/4 is whole)."""
-    steps = int(np.ceil(np.log(P / CONTINUATION_P) / np.log(P_STEP)))
-    sizes = [int(4 * round(CONTINUATION_P * (P / CONTINUATION_P) ** (i / steps) / 4)) for i in range(steps)]
+    steps = int(np.ceil(np.log(P / start) / np.log(P_STEP)))
+    sizes = [int(4 * round(start * (P / start) ** (i / steps) / 4)) for i in range(steps)]
     return sizes + [P]
 
 
@@ -770,7 +800,7 @@ def _step_in_P(sol: DeepSolution, deep: DeepTask, previous: int, P: int, tol: fl
 
 
 def _continue_in_P(deep: DeepTask, tol: float, max_iter: int, couplings) -> DeepSolution:
-    """Solve at ``CONTINUATION_P`` inputs (the coupling continuation), then step P up to the task's
+    """Solve at :func:`start_size` inputs (the coupling continuation), then step P up to the task's
     with the coupling at 1, each solve starting from the last (:func:`_step_in_P`); a step that
     fails is halved (to ``MIN_P_STEP`` inputs).  Measured: started from the one-layer solution at
     P = 200 and 500 the coupling continuation jumps to a branch with every neuron of both layers in
@@ -778,14 +808,14 @@ def _continue_in_P(deep: DeepTask, tol: float, max_iter: int, couplings) -> Deep
     then stalls; continued in P it stays on the coding branch.  On the Fig. 5 task with prior
     variance 1 - 1e-16 the step 336 -> 500 started at a tilt residual of 2e2 and failed (176 s),
     where 336 -> 416 -> 500 converged in 5 s."""
-    P_final = deep.task.num_train
-    pending = continuation_sizes(P_final)
+    P_final, start = deep.task.num_train, start_size(deep.task)
+    pending = continuation_sizes(P_final, start)
     sol = solve_deep(DeepTask(deep.task._replace(num_train=pending.pop(0)), deep.sigma_w2), tol=tol,
                      max_iter=max_iter, couplings=couplings)
     if sol.residual > INTERMEDIATE_TOL:
-        raise RuntimeError(f"no solution at P = {CONTINUATION_P} to continue from "
+        raise RuntimeError(f"no solution at P = {start} to continue from "
                            f"(residual {sol.residual:.1e})")
-    previous, iterations = CONTINUATION_P, sol.iterations
+    previous, iterations = start, sol.iterations
     while pending:
         P = pending[0]
         new = _step_in_P(sol, deep, previous, P, tol if P == P_final else INTERMEDIATE_TOL, max_iter)
