@@ -218,6 +218,17 @@ def test_depth_three_nonlinear_is_refused_with_a_reason():
         predictions(exp)
 
 
+def test_negative_targets_above_P_100_are_refused_with_a_reason():
+    """Sigmoid, L = 2, y- = -1/2 (no one-layer P = inf equilibrium): answered up to P = 100 (the
+    slow agreement test below); at P = 200 the continuation ended on a spurious branch (output 0.00
+    on class 0 with a residual of 8e-9), so the command refuses with exit code 2 and the reason."""
+    from widebayes.experiment import build_experiment
+    cfg = deep_config(width=200, num_train=200)
+    cfg["task"]["y_minus"] = -0.5
+    with pytest.raises(InputError, match="answered up to P = 100"):
+        predictions(build_experiment(resolve(cfg)))
+
+
 # ----------------------------------------------------------------------------- samples
 
 

@@ -81,7 +81,8 @@ What this gives and its regime of validity:
   one-layer equilibrium (``sigmoid.solve_redundant``); where it does not exist (the nonnegative
   sigmoid at y- = -1/2, the paper's Fig. 3 targets) from the one-layer solution at P = 12, and
   the deep solution is continued in P from P = 40 (:func:`start_size`: solved directly at P = 100
-  it lands on a spurious branch whose saturated class-0 modes the mode search drops);
+  it lands on a spurious branch whose saturated class-0 modes the mode search drops), up to
+  P = 100 (above, the continuation lands on that branch: refused, ``MAX_P_NO_EQUILIBRIUM``);
 - ReLU (and other unbounded nonlinear phi) in lower layers: not covered.  The tilted measures are
   the same, but for a 1-homogeneous phi the quadratic tilt ``phi^T Kt phi`` grows like |z|^2 along
   rays, so the measure is normalisable only below the margin
@@ -150,6 +151,10 @@ START_P = 12
 CONTINUATION_P = 100
 #: the same for a bounded activation without a P = inf one-layer equilibrium (:func:`start_size`)
 CONTINUATION_P_NO_EQUILIBRIUM = 40
+#: ... and the largest P answered there (measured, sigmoid, L = 2, y- = -1/2: at P = 200 the
+#: continuation from 40 ends on the branch whose saturated class-0 modes the mode search drops,
+#: output 0.00 on class 0, with a small residual; at P = 100 it agrees with samples)
+MAX_P_NO_EQUILIBRIUM = 100
 P_STEP = 1.5
 #: smallest step in P that a failed step is halved to
 MIN_P_STEP = 8
@@ -720,6 +725,10 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
         ro = solve_readout(deep, [], L0, tracked, tol)
         return _solution(ro.L, [], [ro.top], deep, ro.residual, 1.0, 0)
     P = deep.task.num_train
+    if x0 is None and start_size(deep.task) == CONTINUATION_P_NO_EQUILIBRIUM and P > MAX_P_NO_EQUILIBRIUM:
+        raise RuntimeError(f"P = {P}: without a one-layer equilibrium (sigmoid.solve_redundant fails on "
+                           f"this task) the deep theory is answered up to P = {MAX_P_NO_EQUILIBRIUM}; above "
+                           "it the continuation ends on a spurious branch (deep.MAX_P_NO_EQUILIBRIUM)")
     if x0 is None and P > start_size(deep.task):
         return _continue_in_P(deep, tol, max_iter, couplings)
     if x0 is None:
