@@ -202,12 +202,12 @@ def test_continuation_in_P_halves_a_failed_step(monkeypatch):
 
     monkeypatch.setattr(deep_theory, "_step_in_P", step_in_P)
     deep = DeepTask(toy_task(500, "sigmoid", 0.5), np.ones(2))
-    out = deep_theory._continue_in_P(deep, deep_theory.TOL, 10, deep_theory.COUPLINGS)
+    out = deep_theory._continue_in_P(deep, 100, deep_theory.TOL, 10, deep_theory.COUPLINGS)
     assert tried == [(100, 148), (148, 224), (148, 184), (184, 224), (224, 336), (336, 500)]
     assert out.iterations == 6
     monkeypatch.setattr(deep_theory, "_step_in_P", lambda *a: None)
     with pytest.raises(RuntimeError, match="stalled between P = 100 and 10[48]"):
-        deep_theory._continue_in_P(deep, deep_theory.TOL, 10, deep_theory.COUPLINGS)
+        deep_theory._continue_in_P(deep, 100, deep_theory.TOL, 10, deep_theory.COUPLINGS)
 
 
 def test_depth_three_nonlinear_is_refused_with_a_reason():

@@ -481,7 +481,6 @@ def _fd_jacobian(fun, z, f0, eps: float) -> np.ndarray:
 
 class _Broyden(NamedTuple):
     x: np.ndarray
-    residual: np.ndarray
     norm: float
     jacobian: np.ndarray | None
     iterations: int
@@ -529,7 +528,7 @@ def _broyden(accept, trial, x, r, done, max_iter: int, eps: float, jacobian=None
         x = x + dx
         r = accept(x)
         norm = _relative(r, x)
-    return _Broyden(x, r, norm, J, it)
+    return _Broyden(x, norm, J, it)
 
 
 def _proper_fields(top_at, z):
@@ -574,7 +573,7 @@ def solve_readout(deep: DeepTask, below: list, L0, tracked: list, tol: float = T
     Jacobian, which saves the forward differences when the lower layers moved little); where that
     does not converge, the minimiser of the convex :func:`readout_objective` (BFGS), then Newton
     again.  In the symmetric subspace.  ``search=False`` keeps to the tracked modes of the feature
-    layer (no corner search, unless they are all lost): the outer iteration's difference quotients
+    layer (no corner search, unless one of them is lost): the outer iteration's difference quotients
     and trial points, which need the same mode set and cost a fifth as much.  ``fallback=False``
     (those same points) skips the convex minimisation and raises RuntimeError when Newton from the
     warm start ends above ``INTERMEDIATE_TOL``: near the last point the readout moves little, so a
@@ -725,12 +724,13 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
         ro = solve_readout(deep, [], L0, tracked, tol)
         return _solution(ro.L, [], [ro.top], deep, ro.residual, 1.0, 0)
     P = deep.task.num_train
-    if x0 is None and start_size(deep.task) == CONTINUATION_P_NO_EQUILIBRIUM and P > MAX_P_NO_EQUILIBRIUM:
+    start = start_size(deep.task) if x0 is None else None
+    if start == CONTINUATION_P_NO_EQUILIBRIUM and P > MAX_P_NO_EQUILIBRIUM:
         raise RuntimeError(f"P = {P}: without a one-layer equilibrium (sigmoid.solve_redundant fails on "
                            f"this task) the deep theory is answered up to P = {MAX_P_NO_EQUILIBRIUM}; above "
                            "it the continuation ends on a spurious branch (deep.MAX_P_NO_EQUILIBRIUM)")
-    if x0 is None and P > start_size(deep.task):
-        return _continue_in_P(deep, tol, max_iter, couplings)
+    if start is not None and P > start:
+        return _continue_in_P(deep, start, tol, max_iter, couplings)
     if x0 is None:
         one = solve_deep(DeepTask(deep.task, deep.sigma_w2[:1]))
         if one.residual > INTERMEDIATE_TOL:
@@ -798,18 +798,18 @@ def _step_in_P(sol: DeepSolution, deep: DeepTask, previous: int, P: int, tol: fl
                max_iter: int) -> DeepSolution | None:
     """Solve at P inputs from the solution at ``previous``: readout fields and input-diagonal tilts
     d as they are, class-mean tilts Q scaled with P (``Q = n B n`` with the block of ``Kt``
-    O(1/P)); None when the solve does not reach ``tol``."""
+    O(1/P)); None when the solve fails (from a start, :func:`solve_deep` returns only residuals
+    below ``tol`` or, at a stall, below ``ACCEPTED_RESIDUAL``)."""
     step = DeepTask(deep.task._replace(num_train=P), deep.sigma_w2)
     lower = [(d, (P / previous) * Q) for d, Q in sol.tilts[:-1]]
     try:
-        new = solve_deep(step, x0=pack(sol.L, lower, step), tol=tol, max_iter=max_iter, couplings=(1.0,))
+        return solve_deep(step, x0=pack(sol.L, lower, step), tol=tol, max_iter=max_iter, couplings=(1.0,))
     except RuntimeError:
         return None
-    return new if new.residual < max(tol, ACCEPTED_RESIDUAL if P == deep.task.num_train else tol) else None
 
 
-def _continue_in_P(deep: DeepTask, tol: float, max_iter: int, couplings) -> DeepSolution:
-    """Solve at :func:`start_size` inputs (the coupling continuation), then step P up to the task's
+def _continue_in_P(deep: DeepTask, start: int, tol: float, max_iter: int, couplings) -> DeepSolution:
+    """Solve at ``start`` inputs (:func:`start_size`; the coupling continuation), then step P up to the task's
     with the coupling at 1, each solve starting from the last (:func:`_step_in_P`); a step that
     fails is halved (to ``MIN_P_STEP`` inputs).  Measured: started from the one-layer solution at
     P = 200 and 500 the coupling continuation jumps to a branch with every neuron of both layers in
@@ -817,7 +817,7 @@ def _continue_in_P(deep: DeepTask, tol: float, max_iter: int, couplings) -> Deep
     then stalls; continued in P it stays on the coding branch.  On the Fig. 5 task with prior
     variance 1 - 1e-16 the step 336 -> 500 started at a tilt residual of 2e2 and failed (176 s),
     where 336 -> 416 -> 500 converged in 5 s."""
-    P_final, start = deep.task.num_train, start_size(deep.task)
+    P_final = deep.task.num_train
     pending = continuation_sizes(P_final, start)
     sol = solve_deep(DeepTask(deep.task._replace(num_train=pending.pop(0)), deep.sigma_w2), tol=tol,
                      max_iter=max_iter, couplings=couplings)

@@ -364,9 +364,6 @@ def sparse_predictions(exp, task: cl.ClassTask) -> dict:
 # ----------------------------------------------------------------------------- deep
 
 
-DEEP_TOL = ACCEPTED_RESIDUAL
-
-
 def _deep_layer(layer: int, result, K, sol, task, feature: bool) -> dict:
     """One hidden layer of the deep theory as a JSON record."""
     codes = []
@@ -398,7 +395,7 @@ def deep_predictions(exp, task: cl.ClassTask) -> dict:
     except RuntimeError as err:
         raise InputError(f"the deep {s.activation} mean-field equations did not converge: {err}",
                          key="network.activation") from None
-    if sol.residual > DEEP_TOL:
+    if sol.residual > ACCEPTED_RESIDUAL:
         raise InputError(f"the deep {s.activation} mean-field equations did not converge (residual "
                          f"{sol.residual:.1e})", key="network.activation")
     labels = exp.data.labels_train
