@@ -100,6 +100,7 @@ def check_deep_linear(r, var_tol):
     assert r["gen"] == pytest.approx(r["gen_bpkr"], rel=var_tol)
 
 
+@pytest.mark.slow  # agreement run, 40-60 s: slow tier since 2026-12-06 (default tier above 15 min)
 def test_deep_linear_readout_and_variance_follow_bpkr_at_alpha_half():
     """L = 2, N = 100, P = 50.  The predictor variance on test inputs, over all draws of all chains:
     0.691 against BPKR's 0.716 and the exact finite-width value 0.725 (theory/finite_width.py; the
@@ -153,6 +154,7 @@ def check_relu_mnist(per_chain, bpkr, gp):
     assert abs(sampled - bpkr) < abs(sampled - gp) / 2
 
 
+@pytest.mark.slow  # agreement run, 40-60 s: slow tier since 2026-12-06 (default tier above 15 min)
 def test_relu_mnist_generalization_follows_bpkr_at_alpha_one():
     """N = P = 50 binary MNIST (0 vs 1), sigma^2 = 1/2: measured 0.0611 (chains 0.0615-0.0646
     at 40k steps) against BPKR 0.0623 and GP 0.0540."""

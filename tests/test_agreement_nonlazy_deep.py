@@ -125,6 +125,7 @@ def shrinkage(small: dict, large: dict, names) -> dict:
 LOW_NOISE = ("U", "task1", "task2", "task3")
 
 
+@pytest.mark.slow  # agreement run, 40-60 s: slow tier since 2026-12-06 (default tier above 15 min)
 def test_deep_linear_readout_covariance_and_layer_kernels_approach_the_analog_scheme():
     """L = 3, N = 50 and N = 100 (HMC, 50 leapfrog steps; 200 warmup transitions, then 600 with
     every second kept; about 40 s on two cores).  At N = 100: <a a^T> vs U and K^3 within 10%
