@@ -57,9 +57,8 @@ def test_four_forced_devices_exist(four_devices):
     assert len(four_devices["devices"]) == 4
 
 
-@pytest.mark.parametrize("case", [c[0] for c in CASES])
-def test_draws_identical_on_one_two_and_four_devices(four_devices, case):
-    counts = next(c[3] for c in CASES if c[0] == case)
+@pytest.mark.parametrize("case, counts", [(c[0], c[3]) for c in CASES])
+def test_draws_identical_on_one_two_and_four_devices(four_devices, case, counts):
     assert four_devices[case] == {str(d): 0.0 for d in counts}
 
 

@@ -725,10 +725,6 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
         return _solution(ro.L, [], [ro.top], deep, ro.residual, 1.0, 0)
     P = deep.task.num_train
     start = start_size(deep.task) if x0 is None else None
-    if start == CONTINUATION_P_NO_EQUILIBRIUM and P > MAX_P_NO_EQUILIBRIUM:
-        raise RuntimeError(f"P = {P}: without a one-layer equilibrium (sigmoid.solve_redundant fails on "
-                           f"this task) the deep theory is answered up to P = {MAX_P_NO_EQUILIBRIUM}; above "
-                           "it the continuation ends on a spurious branch (deep.MAX_P_NO_EQUILIBRIUM)")
     if start is not None and P > start:
         return _continue_in_P(deep, start, tol, max_iter, couplings)
     if x0 is None:
@@ -780,10 +776,16 @@ def start_size(task: ClassTask) -> int:
     y- = -1/2, T0 = 0.01): solved directly at P = 100 the coupling continuation ends on fields
     whose feature layer keeps only codes 001 and 010 (output 0.00 on class 0, where Langevin with
     neuron moves at N = P = 100 gives 0.944); continued from P = 40 (40, 56, 72, 100) the output is
-    0.944 and the feature layer has six codes."""
-    if get_activation(task.activation).bounded and equilibrium_fields(task) is None:
-        return CONTINUATION_P_NO_EQUILIBRIUM
-    return CONTINUATION_P
+    0.944 and the feature layer has six codes.  Raises RuntimeError where that case is not answered
+    (P above ``MAX_P_NO_EQUILIBRIUM``)."""
+    if not (get_activation(task.activation).bounded and equilibrium_fields(task) is None):
+        return CONTINUATION_P
+    P = task.num_train
+    if P > MAX_P_NO_EQUILIBRIUM:
+        raise RuntimeError(f"P = {P}: without a one-layer equilibrium (sigmoid.solve_redundant fails on "
+                           f"this task) the deep theory is answered up to P = {MAX_P_NO_EQUILIBRIUM}; above "
+                           "it the continuation ends on a spurious branch (deep.MAX_P_NO_EQUILIBRIUM)")
+    return CONTINUATION_P_NO_EQUILIBRIUM
 
 
 def continuation_sizes(P: int, start: int = CONTINUATION_P) -> list:
