@@ -70,6 +70,32 @@ PRESETS = {
         "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 40000, "burn_in": 20000,
                     "thin": 200, "num_chains": 1, "seed": 1, "store_all_layers": True},
     },
+    # Fig. 3: three hidden layers, classes 1/2, 1/4, 1/4, y- = -1/2, every layer's activations stored.
+    # Linear: HMC (the deep linear readout is too stiff for unadjusted Langevin, README "Deep linear
+    # analog code"); sigmoid: Langevin with a neuron move on the feature layer after every 10th step;
+    # ReLU: plain Langevin (the paper studies deep ReLU networks only empirically)
+    "paper-fig3-linear": {
+        "task": {**_TOY, "num_train": 200, "input_dim": 220, "y_minus": -0.5},
+        "network": {"depth": 3, "width": 200, "activation": "linear", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "hmc", "step_size": 0.007, "num_integration_steps": 100, "num_steps": 700,
+                    "burn_in": 250, "thin": 5, "num_chains": 2, "seed": 1, "store_all_layers": True},
+    },
+    "paper-fig3-sigmoid": {
+        "task": {**_TOY, "num_train": 200, "input_dim": 220, "y_minus": -0.5},
+        "network": {"depth": 3, "width": 200, "activation": "sigmoid", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.005, "num_steps": 40000, "burn_in": 20000,
+                    "thin": 200, "num_chains": 2, "seed": 1, "neuron_moves": 10,
+                    "store_all_layers": True},
+    },
+    "paper-fig3-relu": {
+        "task": {**_TOY, "y_minus": -0.5},
+        "network": {"depth": 3, "width": 100, "activation": "relu", "readout": "nonlazy",
+                    "temperature": 0.01},
+        "sampler": {"kind": "langevin", "step_size": 0.002, "num_steps": 120000, "burn_in": 40000,
+                    "thin": 400, "num_chains": 2, "seed": 1, "store_all_layers": True},
+    },
     "paper-relu": {
         "task": {**_TOY, "num_train": 500, "input_dim": 520, "y_minus": -0.5},
         "network": {"depth": 1, "width": 500, "activation": "relu", "readout": "nonlazy",

@@ -9,7 +9,9 @@ Coverage:
   see ``deep``);
 - bounded activations (sigmoid, tanh), depth 1, class-structured task (orthogonal inputs, one
   target vector per class): redundant codes (``sigmoid``) at the experiment's P (Laplace) and at
-  P = inf;
+  P = inf; where the P = inf equilibrium does not exist (the sigmoid at y- = -1/2, the paper's
+  Fig. 3 targets; ``deep.equilibrium_fields``) the deep theory's depth-1 solve at the experiment's
+  P (``deep``, started from the solution at P = 12), without test-input predictions;
 - relu (relu-like growth and 1-homogeneous, ``Activation.is_relu``), depth 1, class-structured
   task: sparse codes (``relu``);
 - any other depth-1 case of a bounded or relu-like activation with few training inputs
@@ -49,7 +51,14 @@ from widebayes.theory.nonlazy.conditional_mode import (
     solve_conditional_mode,
 )
 from widebayes.theory.nonlazy.cramer import tilted_preactivation
-from widebayes.theory.nonlazy.deep import ACCEPTED_RESIDUAL, MAX_DEPTH, DeepTask, solve_deep, symmetry
+from widebayes.theory.nonlazy.deep import (
+    ACCEPTED_RESIDUAL,
+    MAX_DEPTH,
+    DeepTask,
+    equilibrium_fields,
+    solve_deep,
+    symmetry,
+)
 from widebayes.theory.nonlazy.linear import linear_test, solve_linear
 from widebayes.theory.nonlazy.meanfield import mean_field_test, relu_margin, solve_mean_field
 from widebayes.theory.nonlazy.relu import critical_temperatures, solve_sparse
@@ -382,8 +391,9 @@ def _deep_layer(layer: int, result, K, sol, task, feature: bool) -> dict:
 
 
 def deep_predictions(exp, task: cl.ClassTask) -> dict:
-    """Bounded activation, depth 2, class-structured task: per-layer codes and kernels of the
-    deep mean-field theory (module ``deep``) at the experiment's P."""
+    """Bounded activation, depth 2 (or depth 1 without a P = inf equilibrium), class-structured task:
+    per-layer codes and kernels of the deep mean-field theory (module ``deep``) at the experiment's
+    P."""
     D, s = _Data(exp), exp.spec
     deep = DeepTask(task, np.asarray(s.layer_variances, dtype=np.float64))
     if s.depth > MAX_DEPTH:
@@ -410,7 +420,7 @@ def deep_predictions(exp, task: cl.ClassTask) -> dict:
            "note": "deep mean-field theory at the experiment's P (N -> inf); codes of a layer are the "
                    "modes of its single-neuron preactivation measure (layer 1: orthants of its "
                    "class-mean measure); only the feature layer's codes are pinned by the readout; "
-                   "no test-input predictions for depth > 1",
+                   "no test-input predictions",
            **_no_outliers(D.num_classes)}
     return out
 
@@ -469,6 +479,8 @@ def _dispatch(exp, s, act) -> dict:
         return deep_predictions(exp, task)
     try:
         if task is not None and act.bounded:
+            if equilibrium_fields(task) is None:
+                return deep_predictions(exp, task)
             return redundant_predictions(exp, task)
         if task is not None and act.is_relu:
             return sparse_predictions(exp, task)

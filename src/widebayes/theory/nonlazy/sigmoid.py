@@ -98,6 +98,8 @@ def _smoothed(x, task, beta, tracked):
     k, m = task.targets.shape
     L = x.reshape(k, m)
     maxima = find_maxima(L, task, _starts(task, tracked))
+    if not maxima:  # e.g. y- = -1/2, where no P = inf equilibrium exists (deep.equilibrium_fields)
+        raise RuntimeError("the search lost every maximum of the single-neuron action")
     tracked[:] = maxima
     F = np.array([mx.F for mx in maxima])
     w = softmax(beta * F)
