@@ -10,7 +10,7 @@ Coverage:
 - bounded activations (sigmoid, tanh), depth 1, class-structured task (orthogonal inputs, one
   target vector per class): redundant codes (``sigmoid``) at the experiment's P (Laplace) and at
   P = inf; where the P = inf equilibrium does not exist (the sigmoid at y- = -1/2, the paper's
-  Fig. 3 targets; ``deep.equilibrium_fields``) the deep theory's depth-1 solve at the experiment's
+  Fig. 3 targets: ``sigmoid.solve_redundant`` fails) the deep theory's depth-1 solve at the experiment's
   P (``deep``, started from the solution at P = 12), without test-input predictions;
 - relu (relu-like growth and 1-homogeneous, ``Activation.is_relu``), depth 1, class-structured
   task: sparse codes (``relu``);
@@ -55,7 +55,6 @@ from widebayes.theory.nonlazy.deep import (
     ACCEPTED_RESIDUAL,
     MAX_DEPTH,
     DeepTask,
-    equilibrium_fields,
     solve_deep,
     symmetry,
 )
@@ -305,11 +304,11 @@ def _scheme_records(schemes, task) -> list:
             for i, sc in enumerate(schemes)]
 
 
-def redundant_predictions(exp, task: cl.ClassTask) -> dict:
-    """Sigmoidal network on a class-structured task: redundant codes (THEORY.md 1.4b)."""
+def redundant_predictions(exp, task: cl.ClassTask, infinite) -> dict:
+    """Sigmoidal network on a class-structured task: redundant codes (THEORY.md 1.4b) at the
+    experiment's P, from the P = inf equilibrium ``infinite`` (``sigmoid.solve_redundant``)."""
     D, s = _Data(exp), exp.spec
     labels = exp.data.labels_train
-    infinite = solve_redundant(task)
     finite = solve_redundant_finite_P(task, infinite.L)
     mix = _mixture(finite, task)
     out = {"regime": "nonlazy", "method": "redundant-codes",
@@ -469,8 +468,8 @@ def _dispatch(exp, s, act) -> dict:
         if not act.bounded:
             raise InputError(f"non-lazy theory for {s.activation} at depth {s.depth}: not covered (a "
                              "growing activation's lower layers condense into outliers whose masses the "
-                             "single-neuron problem leaves free; see theory/nonlazy/deep.py); bounded "
-                             "activations and linear networks are covered at any depth",
+                             "single-neuron problem leaves free; see theory/nonlazy/deep.py); covered: "
+                             f"bounded activations up to depth {MAX_DEPTH}, linear networks at any depth",
                              key="network.depth")
         if task is None:
             raise InputError(f"non-lazy theory for {s.activation} at depth {s.depth} needs a "
@@ -479,9 +478,11 @@ def _dispatch(exp, s, act) -> dict:
         return deep_predictions(exp, task)
     try:
         if task is not None and act.bounded:
-            if equilibrium_fields(task) is None:
+            try:
+                infinite = solve_redundant(task)
+            except RuntimeError:  # no P = inf equilibrium (the sigmoid at y- = -1/2): finite P only
                 return deep_predictions(exp, task)
-            return redundant_predictions(exp, task)
+            return redundant_predictions(exp, task, infinite)
         if task is not None and act.is_relu:
             return sparse_predictions(exp, task)
     except RuntimeError as err:
