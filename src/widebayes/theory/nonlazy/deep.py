@@ -72,7 +72,12 @@ What this gives and its regime of validity:
   0.06 at coupling 0 with an untilted middle layer; stalled at coupling 0.095 with the middle layer
   anchored at the one-layer tilt) and the Laplace step over the middle layer's shift is not
   controlled, so L >= 3 is refused rather than answered (the closing step is an integral over the
-  shift, e.g. Gauss-Hermite in xi with Laplace over the class means given xi);
+  shift, e.g. Gauss-Hermite in xi with Laplace over the class means given xi).  Measured with the
+  guard lifted (y- = 1/2, P = 20, where the coupling continuation converges): against samples at
+  N = 100 the feature layer's codes agree within 0.005 and the output within 0.006, but the middle
+  layer is one mode whose Laplace widths exceed its prior (shift sd 2.4-2.7 prior units, class-mean
+  sd 0.59) where the samples hold seven codes, and layer 1, tilted through it, is off by 0.1 in its
+  code fractions (README, "Deep nets");
 - no P = inf limit is taken for L >= 2: the shift u has an O(1) prior cost against O(P) gains, so as
   P -> inf a layer above the first saturates (u -> inf, within-class variability -> 0: the paper's
   "sharpening" across layers) at a rate set by P; the theory is evaluated at the experiment's P;
