@@ -5,7 +5,8 @@ T = 0.01); linear and sigmoid N = P = 200, N0 = 220; ReLU N = P = 100, N0 = 120.
 The paper's claims (its Fig. 3 and "Deep networks"): a coding scheme in every layer; the learned
 low-rank part of the kernel grows towards the feature layer; the feature layer's code "sharpens"
 with depth (less within-class variability than with one hidden layer).  Measured (README, "Fig. 3:
-codes in every layer", 2026-12-06): see the tests.  Slow: 4-12 minutes each on two cores.
+codes in every layer", 2026-12-06): see the tests.  Slow: 4-11 minutes a run on two shared
+cores (the sigmoid test makes two runs).
 """
 
 import json
@@ -83,7 +84,7 @@ def check_kernels_learn_more_towards_the_feature_layer(report: dict) -> None:
 @pytest.mark.slow
 def test_sigmoid_codes_in_every_layer_and_the_feature_code_sharpens_with_depth(tmp_path):
     """Sigmoid, L = 3 (40k Langevin steps with a neuron move on the feature layer after every 10th,
-    2 chains; 4 min on two quiet cores) against L = 1 on the same task.  Measured: layer 1 six codes
+    2 chains; 11 min on two shared cores) against L = 1 on the same task.  Measured: layer 1 six codes
     (100 0.23, 011 0.18, the rest 0.14-0.15), layers 2 and 3 the six single- and two-class codes at
     0.16-0.18 each; learned part 0.078 / 0.29 / 0.54, alignment 0.947 / 0.9997 / 0.9999,
     within / between-class variance 2.9 / 0.054 / 8e-6, against 0.0103 for the one-layer network's
@@ -111,7 +112,7 @@ def test_sigmoid_codes_in_every_layer_and_the_feature_code_sharpens_with_depth(t
 
 @pytest.mark.slow
 def test_linear_layers_follow_the_analog_theory_up_to_its_finite_width_offsets(tmp_path):
-    """Linear, L = 3 (HMC, 700 transitions of 100 leapfrog steps, 2 chains; 4 min).  The N -> inf
+    """Linear, L = 3 (HMC, 700 transitions of 100 leapfrog steps, 2 chains; 6 min shared).  The N -> inf
     analog theory is exact at any depth, so the samples are compared with it and with the exact
     finite-N moments (``theory/finite_width.py``, 90 s): measured <a a^T> 8.3% below the N -> inf
     theory, the task blocks of K^1..K^3 13 / 10 / 5% above it, every one within 0.5% of the exact
