@@ -16,3 +16,23 @@ def _one_blas_thread():
     """NumPy/SciPy linear algebra on one thread (JAX does not use this pool)."""
     with threadpool_limits(1) if threadpool_limits else contextlib.nullcontext():
         yield
+
+
+@pytest.fixture
+def sample_and_compare(tmp_path):
+    """``widebayes sample`` then ``widebayes compare`` on an experiment dict, as a user runs them:
+    ``sample_and_compare(cfg, name="run") -> report.json`` (the run in ``tmp_path / name``)."""
+    import json
+
+    from widebayes.cli import main
+    from widebayes.config import to_toml
+
+    def run(cfg: dict, name: str = "run") -> dict:
+        config = tmp_path / f"{name}.toml"
+        config.write_text(to_toml(cfg))
+        out = tmp_path / name
+        assert main(["sample", str(config), "--out", str(out), "--no-progress"]) == 0
+        assert main(["compare", str(out)]) == 0
+        return json.loads((out / "report" / "report.json").read_text())
+
+    return run

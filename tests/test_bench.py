@@ -49,3 +49,33 @@ def test_mixing_measure_reduces_each_chunk_and_finds_the_code_fractions():
     codes = [k for k in fig.mean if k.startswith("code_fraction[")]
     assert codes and sum(fig.mean[k] for k in codes) <= 1 + 1e-9
     assert all(np.isfinite(fig.ess_per_s[k]) and fig.ess_per_s[k] > 0 for k in ("train_loss", "kernel_trace"))
+
+
+def test_mixing_runs_start_where_the_reference_sampler_equilibrated():
+    """``--equilibrate``: the chains' positions after the reference sampler's steps are every timed
+    run's start, for the blocks each sampler moves (no readout when it is collapsed) and on every
+    replica of a ladder; a run from there measures the stationary chain."""
+    import numpy as np
+
+    from widebayes.bench_mixing import _toy, equilibrated_start, measure, restarted, sampler_config
+    from widebayes.experiment import prepare_run
+
+    base = {"task": _toy(24, 24, 30), "network": {"depth": 1, "width": 24, "activation": "sigmoid",
+                                                 "readout": "nonlazy", "temperature": 0.05}}
+    start = equilibrated_start(base, {"step_size": 0.01, "neuron_moves": 10}, 200, 2)
+    assert set(start) == {"W1", "a"} and start["W1"].shape == (2, 24, 50)
+    prior = prepare_run(sampler_config(base, {"step_size": 0.01}, 200, 100, 10, 2, 1000)).carry.state.position
+    assert not np.allclose(prior["W1"], start["W1"])  # it moved from the prior draws of its seed
+    ladder = {"num_replicas": 3, "T_max": 0.2, "swap_every": 10}
+    for over, blocks in [({"step_size": 0.01}, {"W1", "a"}),
+                         ({"readout": "collapsed", "step_size": 0.01}, {"W1"}),
+                         ({"step_size": 0.01, "replica_exchange": ladder}, {"W1", "a"})]:
+        carry = restarted(prepare_run(sampler_config(base, over, 200, 100, 10, 2, 1)), start)
+        positions = getattr(carry.state, "replicas", carry.state).position
+        assert set(positions) == blocks
+        for b, x in positions.items():
+            x = np.asarray(x).reshape(2, -1, *start[b].shape[1:])
+            np.testing.assert_array_equal(x, np.broadcast_to(start[b][:, None], x.shape))
+    (fig,) = measure(base, {"langevin": {"step_size": 0.01}}, num_steps=300, burn_in=100, thin=10,
+                     chains=2, repeats=1, activation="sigmoid", nonlazy=True, start=start)
+    assert np.isfinite(fig.mean["kernel_trace"]) and fig.ess_per_s["kernel_trace"] > 0

@@ -9,15 +9,13 @@ codes in every layer", 2026-12-06): see the tests.  Slow: 4-11 minutes a run on 
 cores (the sigmoid test makes two runs).
 """
 
-import json
 import tomllib
 from pathlib import Path
 
 import pytest
 from widebayes.models.presets import preset
 
-from widebayes.cli import main
-from widebayes.config import resolve, to_toml
+from widebayes.config import resolve
 from widebayes.errors import InputError
 from widebayes.experiment import build_experiment
 from widebayes.theory.nonlazy.predictions import class_task
@@ -49,16 +47,6 @@ def test_one_layer_sigmoid_at_negative_targets_has_no_infinite_P_equilibrium():
         solve_redundant(task)
 
 
-def run_report(cfg: dict, tmp_path: Path, name: str) -> dict:
-    """``widebayes sample`` and ``widebayes compare`` on ``cfg``; report.json."""
-    config = tmp_path / f"{name}.toml"
-    config.write_text(to_toml(cfg))
-    out = tmp_path / name
-    assert main(["sample", str(config), "--out", str(out), "--no-progress"]) == 0
-    assert main(["compare", str(out)]) == 0
-    return json.loads((out / "report" / "report.json").read_text())
-
-
 def collapse(report: dict, layer: int) -> dict:
     """Neural-collapse values of the samples (per draw) in one layer."""
     return report["neural_collapse"]["layers"][f"layer_{layer}"][0]["values"]
@@ -82,7 +70,7 @@ def check_kernels_learn_more_towards_the_feature_layer(report: dict) -> None:
 
 
 @pytest.mark.slow
-def test_sigmoid_codes_in_every_layer_and_the_feature_code_sharpens_with_depth(tmp_path):
+def test_sigmoid_codes_in_every_layer_and_the_feature_code_sharpens_with_depth(sample_and_compare):
     """Sigmoid, L = 3 (40k Langevin steps with a neuron move on the feature layer after every 10th,
     2 chains; 11 min on two shared cores) against L = 1 on the same task.  Measured: layer 1 six codes
     (100 0.23, 011 0.18, the rest 0.14-0.15), layers 2 and 3 the six single- and two-class codes at
@@ -91,14 +79,14 @@ def test_sigmoid_codes_in_every_layer_and_the_feature_code_sharpens_with_depth(t
     feature layer.  The one-layer run agrees with the deep theory's depth-1 solve (no P = inf
     equilibrium at y- = -1/2): each code's readout within 0.5%, class means within 0.1%, the
     kernel within 6%, code fractions within 0.03 (the codes are frozen per chain)."""
-    deep = run_report(preset("paper-fig3-sigmoid"), tmp_path, "deep")
+    deep = sample_and_compare(preset("paper-fig3-sigmoid"), "deep")
     check_kernels_learn_more_towards_the_feature_layer(deep)
     for layer in (1, 2, 3):
         coded = [f for f in fractions(deep, layer).values() if f > 0.1]
         assert len(coded) >= 5, (layer, fractions(deep, layer))
     one = preset("paper-fig3-sigmoid")
     one["network"]["depth"] = 1
-    shallow = run_report(one, tmp_path, "shallow")
+    shallow = sample_and_compare(one, "shallow")
     assert collapse(deep, 3)["variance_ratio"] < 0.01 * collapse(shallow, 1)["variance_ratio"]
     assert shallow["theory"]["method"] == "deep-codes"
     rows = {row["quantity"]: row for row in shallow["agreement"]}
@@ -111,7 +99,7 @@ def test_sigmoid_codes_in_every_layer_and_the_feature_code_sharpens_with_depth(t
 
 
 @pytest.mark.slow
-def test_linear_layers_follow_the_analog_theory_up_to_its_finite_width_offsets(tmp_path):
+def test_linear_layers_follow_the_analog_theory_up_to_its_finite_width_offsets(sample_and_compare):
     """Linear, L = 3 (HMC, 700 transitions of 100 leapfrog steps, 2 chains; 6 min shared).  The N -> inf
     analog theory is exact at any depth, so the samples are compared with it and with the exact
     finite-N moments (``theory/finite_width.py``, 90 s): measured <a a^T> 8.3% below the N -> inf
@@ -119,7 +107,7 @@ def test_linear_layers_follow_the_analog_theory_up_to_its_finite_width_offsets(t
     finite-N moments.  Asserted here through the report: the learned part and alignment grow across
     layers as the theory's do, the alignment within 0.06 of the theory's per layer, and <a a^T>
     within 12% (the finite-width offset)."""
-    report = run_report(preset("paper-fig3-linear"), tmp_path, "linear")
+    report = sample_and_compare(preset("paper-fig3-linear"))
     check_kernels_learn_more_towards_the_feature_layer(report)
     aligned = report["kernels"]["alignment_with_targets"]
     for sampled, theory in zip(aligned["samples"][1:], aligned["theory"][1:]):
@@ -130,7 +118,7 @@ def test_linear_layers_follow_the_analog_theory_up_to_its_finite_width_offsets(t
 
 
 @pytest.mark.slow
-def test_relu_feature_layer_has_single_class_outliers(tmp_path):
+def test_relu_feature_layer_has_single_class_outliers(sample_and_compare):
     """ReLU, L = 3, N = P = 100 (plain Langevin at step 0.001, 200k steps, 2 chains; 4 min).  The
     paper: the feature layer holds a sparse code, outliers coding for one class each, as with one
     hidden layer; task-dependent codes in the lower layers; the learned part of the kernel grows
@@ -139,7 +127,7 @@ def test_relu_feature_layer_has_single_class_outliers(tmp_path):
     in 010 and 001; learned part 0.33 / 1.23 / 6.20, alignment 0.51 / 0.62 / 0.73, within /
     between 8.1 / 3.8 / 2.1.  No theory: a ReLU lower layer condenses into outliers whose masses the
     single-neuron problem leaves free (theory/nonlazy/deep.py); the command says so."""
-    report = run_report(preset("paper-fig3-relu"), tmp_path, "relu")
+    report = sample_and_compare(preset("paper-fig3-relu"))
     assert report["theory"]["available"] is False
     check_kernels_learn_more_towards_the_feature_layer(report)
     outliers = report["readout"]["outliers"]

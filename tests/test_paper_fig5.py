@@ -20,13 +20,9 @@ from widebayes.config import to_toml
 
 
 @pytest.mark.slow
-def test_feature_codes_fixed_while_first_layer_neurons_switch(tmp_path):
-    config = tmp_path / "exp.toml"
-    config.write_text(to_toml(preset("paper-fig5")))
+def test_feature_codes_fixed_while_first_layer_neurons_switch(sample_and_compare, tmp_path):
+    report = sample_and_compare(preset("paper-fig5"))
     out = tmp_path / "run"
-    assert main(["sample", str(config), "--out", str(out), "--no-progress"]) == 0
-    assert main(["compare", str(out)]) == 0
-    report = json.loads((out / "report" / "report.json").read_text())
     sym = report["symmetry"]
     kept, rate = sym["code_kept_fraction"], sym["code_change_rate_per_paper_time"]
     assert kept["layer_2"] > 0.95 and sym["first_last_agreement"]["layer_2"] > 0.95

@@ -10,23 +10,14 @@ samples below both GPs in every class; under the lazy normalisation the gain's v
 0.91 (ReLU) and 0.37 (sigmoid), under the non-lazy one 0.04 and 0.00.
 """
 
-import json
 
 import numpy as np
 import pytest
 from widebayes.models.presets import preset
 
-from widebayes.cli import main
-from widebayes.config import to_toml
 
-
-def fig6_predictor(name, tmp_path) -> dict:
-    config = tmp_path / "exp.toml"
-    config.write_text(to_toml(preset(name)))
-    out = tmp_path / "run"
-    assert main(["sample", str(config), "--out", str(out), "--no-progress"]) == 0
-    assert main(["compare", str(out)]) == 0
-    return json.loads((out / "report" / "report.json").read_text())["predictor"]["test"]
+def fig6_predictor(name, sample_and_compare) -> dict:
+    return sample_and_compare(preset(name))["predictor"]["test"]
 
 
 def below_both_gps(test: dict) -> dict:
@@ -37,18 +28,18 @@ def below_both_gps(test: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_fig6_relu_gain_is_variance_under_the_lazy_normalisation_only(tmp_path):
-    norms = below_both_gps(fig6_predictor("paper-fig6-relu", tmp_path))
+def test_fig6_relu_gain_is_variance_under_the_lazy_normalisation_only(sample_and_compare):
+    norms = below_both_gps(fig6_predictor("paper-fig6-relu", sample_and_compare))
     assert norms["lazy"]["gain_samples"]["mainly_variance"]
     assert norms["lazy"]["gain_samples"]["variance_share"] > 0.8
     assert norms["nonlazy"]["gain_samples"]["variance_share"] < 0.2
 
 
 @pytest.mark.slow
-def test_fig6_sigmoid_gain_is_mainly_the_mean_predictor_under_both(tmp_path):
+def test_fig6_sigmoid_gain_is_mainly_the_mean_predictor_under_both(sample_and_compare):
     """The paper's statement fails for the sigmoid network here: the mean predictor's gain (bias)
     exceeds the variance's even against the lazy GP; samples and theory agree on it."""
-    test = fig6_predictor("paper-fig6-sigmoid", tmp_path)
+    test = fig6_predictor("paper-fig6-sigmoid", sample_and_compare)
     norms = below_both_gps(test)
     for who in ("samples", "theory"):
         lazy, nonlazy = norms["lazy"][f"gain_{who}"], norms["nonlazy"][f"gain_{who}"]

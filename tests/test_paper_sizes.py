@@ -8,28 +8,14 @@ moments within 1.3%, feature kernels within 5%; with neuron moves (the presets' 
 0.2%, the ReLU outlier masses within 0.5% (12.5% low for the large class with plain Langevin).
 """
 
-import json
 
 import pytest
 from widebayes.models.presets import preset
 
-from widebayes.cli import main
-from widebayes.config import to_toml
 
-
-def agreement(folder) -> dict:
-    """report.json's agreement rows by quantity."""
-    rows = json.loads((folder / "report" / "report.json").read_text())["agreement"]
-    return {row["quantity"]: row for row in rows}
-
-
-def sampled_report(name, tmp_path):
-    config = tmp_path / "exp.toml"
-    config.write_text(to_toml(preset(name)))
-    out = tmp_path / "run"
-    assert main(["sample", str(config), "--out", str(out), "--no-progress"]) == 0
-    assert main(["compare", str(out)]) == 0
-    return agreement(out)
+def agreement_rows(name, sample_and_compare) -> dict:
+    """report.json's agreement rows by quantity, for the preset ``name`` sampled and compared."""
+    return {row["quantity"]: row for row in sample_and_compare(preset(name))["agreement"]}
 
 
 def check_laws_and_kernels(rows: dict, outliers: bool) -> None:
@@ -50,14 +36,14 @@ def check_code_fractions(rows: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["paper-linear", "paper-relu"])
-def test_readout_laws_and_kernels_at_the_papers_sizes(name, tmp_path):
-    check_laws_and_kernels(sampled_report(name, tmp_path), outliers=name == "paper-relu")
+def test_readout_laws_and_kernels_at_the_papers_sizes(name, sample_and_compare):
+    check_laws_and_kernels(agreement_rows(name, sample_and_compare), outliers=name == "paper-relu")
 
 
 @pytest.mark.slow
-def test_sigmoid_laws_kernel_and_code_fractions_at_the_papers_size(tmp_path):
+def test_sigmoid_laws_kernel_and_code_fractions_at_the_papers_size(sample_and_compare):
     """Langevin with a neuron move after every 10th step, no annealing (4-8 minutes): measured
     011 / 101 / 110 / 111 = 0.305 / 0.300 / 0.300 / 0.095 against 0.306 / 0.301 / 0.301 / 0.093."""
-    rows = sampled_report("paper-sigmoid", tmp_path)
+    rows = agreement_rows("paper-sigmoid", sample_and_compare)
     check_laws_and_kernels(rows, outliers=False)
     check_code_fractions(rows)

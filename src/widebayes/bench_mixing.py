@@ -31,6 +31,7 @@ import time
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 CODE_FRACTION_MIN = 0.05  # code fractions tracked: codes of at least this share of the neurons
@@ -115,23 +116,25 @@ class TimedRun(NamedTuple):
     steps: int  # steps per chain in the recorded chunks
 
 
-def timed_run(resolved: dict, keep=None) -> TimedRun:
+def timed_run(resolved: dict, keep=None, start: dict | None = None) -> TimedRun:
     """Run an experiment through the driver's chunk, timing only the recorded chunks (BLAS on one
     thread, as ``sample_experiment`` runs it).  ``keep(out) -> dict`` reduces each chunk's draws
     as they arrive (outside the clock): the raw draws of a 4-chain N = P = 500 reference run
-    (activations and kernels, 2 MB a draw) filled 24 GB and the run was killed."""
+    (activations and kernels, 2 MB a draw) filled 24 GB and the run was killed.  ``start``: the
+    chains' starting positions (whitened, (chain, ...) per block, as ``equilibrated_start`` returns
+    them) in place of prior draws."""
     from widebayes.inference import blas_threads
 
     with blas_threads(1):
-        return _timed_run(resolved, keep or (lambda out: out))
+        return _timed_run(resolved, keep or (lambda out: out), start)
 
 
-def _timed_run(resolved: dict, keep) -> TimedRun:
+def _timed_run(resolved: dict, keep, start: dict | None) -> TimedRun:
     from widebayes.experiment import prepare_run
     from widebayes.inference import make_chunk_fn, warmup
 
     run = prepare_run(resolved)
-    carry, chunks = run.carry, run.chunks
+    carry, chunks = (run.carry if start is None else restarted(run, start)), run.chunks
     if run.setup.sampler.warmup is not None:
         burn = sum(ch.num_steps for ch in chunks if ch.num_draws == 0)
         chunks = [ch for ch in chunks if ch.num_draws]
@@ -155,6 +158,47 @@ def _timed_run(resolved: dict, keep) -> TimedRun:
             steps += ch.num_steps
             draws.append(keep(out))
     return TimedRun({k: np.concatenate([d[k] for d in draws], axis=1) for k in draws[0]}, seconds, steps)
+
+
+# ---------------------------------------------------------------------------- a stationary start
+def equilibrated_start(base: dict, overrides: dict, num_steps: int, chains: int, seed: int = 1000) -> dict:
+    """Every chain's position after ``num_steps`` steps of the sampler ``overrides`` (the reference,
+    neuron moves where the config has them) from prior draws: whitened, (chain, ...) per block.
+
+    ESS measures mixing at stationarity.  From prior draws, a short run at N = P = 500 measures the
+    relaxation of the codes from where they nucleated (README "Mixing"); started here, every sampler
+    is timed on the posterior it is meant to sample.
+    """
+    from widebayes.experiment import prepare_run
+    from widebayes.inference import blas_threads, make_chunk_fn
+
+    thin = 100
+    cfg = sampler_config(base, overrides, num_steps + thin, num_steps, thin, chains, seed)
+    with blas_threads(1):
+        run = prepare_run(cfg)
+        chunk_fn, carry = make_chunk_fn(run.setup), run.carry
+        for ch in run.chunks:
+            carry, _ = chunk_fn(carry, run.chain_keys, run.data, run.hyper, run.schedule, ch.start,
+                                num_draws=ch.num_draws, num_steps=ch.num_steps)
+    if bool(np.any(np.asarray(carry.dead))):
+        raise RuntimeError(f"a chain diverged while equilibrating (steps {np.asarray(carry.dead_at)})")
+    replicas = getattr(carry.state, "replicas", None)  # with replica exchange, the target replica (0)
+    positions = (carry.state.position if replicas is None
+                 else {b: x[:, 0] for b, x in replicas.position.items()})
+    return {b: np.asarray(x) for b, x in positions.items()}
+
+
+def restarted(run, start: dict):
+    """``run``'s initial carry with its chains at ``start`` instead of prior draws: the blocks this
+    sampler moves (not the readout when it is collapsed), copied to every replica of a ladder."""
+    from widebayes.inference import init_carry
+
+    ref = getattr(run.carry.state, "replicas", run.carry.state).position  # (chain[, replica], ...)
+    positions = {b: jnp.broadcast_to(jnp.asarray(start[b], x.dtype).reshape(
+        start[b].shape[:1] + (1,) * (x.ndim - start[b].ndim) + start[b].shape[1:]), x.shape)
+        for b, x in ref.items()}
+    return init_carry(run.setup, positions, run.carry.params, run.data, run.hyper, run.chain_keys.shape[0],
+                      run.schedule.T_start_eff, run.carry.side or None)
 
 
 # ---------------------------------------------------------------------------- observables
@@ -234,8 +278,9 @@ class SamplerFigures(NamedTuple):
 
 
 def measure(base: dict, samplers: dict, *, num_steps: int, burn_in: int, thin: int, chains: int,
-            repeats: int, activation: str, nonlazy: bool) -> list[SamplerFigures]:
-    """Every sampler of ``samplers`` on ``base``, interleaved over ``repeats`` seeds; medians."""
+            repeats: int, activation: str, nonlazy: bool, start: dict | None = None) -> list[SamplerFigures]:
+    """Every sampler of ``samplers`` on ``base``, interleaved over ``repeats`` seeds; medians.
+    ``start``: every run's chains start there (``equilibrated_start``), else at prior draws."""
     rows = {name: [] for name in samplers}
     for rep in range(repeats):
         for name, over in samplers.items():
@@ -244,7 +289,7 @@ def measure(base: dict, samplers: dict, *, num_steps: int, burn_in: int, thin: i
 
             data = build_experiment(cfg).data
             run = timed_run(cfg, keep=lambda out: chunk_series(out, data.Y_train, data.labels_train,
-                                                                 activation, nonlazy))
+                                                                 activation, nonlazy), start=start)
             series = with_code_fractions(run.draws, data.labels_train)
             grads = gradients_per_step(cfg["sampler"]) * run.steps * chains
             stats = {k: ess_and_mean(v) for k, v in series.items()}
@@ -273,11 +318,14 @@ def bias(figures: SamplerFigures, reference: SamplerFigures) -> dict:
 
 
 def run_mixing_bench(configs: list[str] | None = None, *, repeats: int = 3, scale: float = 1.0,
-                     out: str | None = None, sampler_names: list[str] | None = None) -> dict:
+                     out: str | None = None, sampler_names: list[str] | None = None,
+                     equilibrate: int = 0) -> dict:
     """Measure every reference config (or those named), print a table, return (and write) the figures.
 
     ``scale`` multiplies every run's length (0.1 for a quick look); ``sampler_names``: only the
-    samplers whose name contains one of these (plain Langevin, the baseline, always runs).
+    samplers whose name contains one of these (plain Langevin, the baseline, always runs);
+    ``equilibrate``: steps of the reference sampler from prior draws, whose end is every run's start
+    (the timed runs and the reference alike; 0: every run starts at prior draws).
     """
     device = jax.devices()[0]
     print(f"device: {device.platform} ({device.device_kind}); medians of {repeats} interleaved repeats")
@@ -290,13 +338,20 @@ def run_mixing_bench(configs: list[str] | None = None, *, repeats: int = 3, scal
                         if k == "langevin" or any(n in k for n in sampler_names)}
         nonlazy = base["network"]["readout"] == "nonlazy"
         lengths = _lengths(base, scale)
-        figs = measure(base, samplers, repeats=repeats, activation=base["network"]["activation"],
-                       nonlazy=nonlazy, **lengths)
         ref_name = reference_sampler(samplers)
+        start = None
+        if equilibrate:
+            t0 = time.perf_counter()
+            start = equilibrated_start(base, samplers[ref_name], equilibrate, lengths["chains"])
+            print(f"{cname}: {equilibrate} steps of {ref_name} to equilibrate, "
+                  f"{time.perf_counter() - t0:.0f} s")
+        figs = measure(base, samplers, repeats=repeats, activation=base["network"]["activation"],
+                       nonlazy=nonlazy, start=start, **lengths)
         long = {**lengths, "num_steps": lengths["burn_in"] + 4 * (lengths["num_steps"] - lengths["burn_in"])}
         reference = measure(base, {ref_name: samplers[ref_name]}, repeats=1,
-                            activation=base["network"]["activation"], nonlazy=nonlazy, **long)[0]
-        results[cname] = {"lengths": lengths, "reference": ref_name + " (4x longer)",
+                            activation=base["network"]["activation"], nonlazy=nonlazy, start=start, **long)[0]
+        results[cname] = {"lengths": lengths, "equilibrated_steps": equilibrate,
+                          "reference": ref_name + " (4x longer)",
                           "samplers": {f.name: {**f._asdict(), "bias_z": bias(f, reference)} for f in figs}}
         _print(cname, figs, reference)
     if out:

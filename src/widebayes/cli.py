@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--samplers", nargs="+", default=None, metavar="NAME",
                    help="with --mixing: only the samplers whose name contains NAME (plain Langevin "
                         "always runs)")
+    b.add_argument("--equilibrate", type=int, default=0, metavar="STEPS",
+                   help="with --mixing: start every run where STEPS steps of the reference sampler "
+                        "(neuron moves where the config has them) took prior draws (default 0: prior draws)")
     b.add_argument("--reduce-inputs", action="store_true",
                    help="time the input-subspace reduction against the full first layer (MNIST, N0 = 784)")
     w = sub.add_parser("sweep", help="an experiment over a grid of config values: DIR/results.csv, figures")
@@ -271,7 +274,7 @@ def _bench(args) -> int:
         from widebayes.bench_mixing import run_mixing_bench
 
         run_mixing_bench(args.configs, repeats=args.repeats, scale=args.scale, out=args.json,
-                         sampler_names=args.samplers)
+                         sampler_names=args.samplers, equilibrate=args.equilibrate)
         return 0
     from widebayes.bench import bench_reduce_inputs, run_bench
 
