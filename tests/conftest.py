@@ -36,3 +36,28 @@ def sample_and_compare(tmp_path):
         return json.loads((out / "report" / "report.json").read_text())
 
     return run
+
+
+@pytest.fixture
+def killed_after_saves(monkeypatch):
+    """``killed_after_saves(run, saves)``: call ``run()`` with the process "killed" (KeyboardInterrupt)
+    right after the checkpoint's ``saves``-th completed save; ``checkpoint.save`` is restored after."""
+    from widebayes import checkpoint
+
+    def kill(run, saves: int) -> None:
+        real_save, calls = checkpoint.save, []
+
+        def save_then_die(*args, **kwargs):
+            real_save(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == saves:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(checkpoint, "save", save_then_die)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run()
+        finally:
+            monkeypatch.setattr(checkpoint, "save", real_save)
+
+    return kill

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from widebayes.samplers.langevin import langevin
 
-from widebayes import checkpoint
 from widebayes.cli import main
 from widebayes.config import resolve
 from widebayes.errors import InputError
@@ -227,21 +226,10 @@ def test_reduced_and_full_runs_agree_long():
 CHUNKED = {"num_steps": 240, "burn_in": 40, "thin": 20, "chunk_draws": 2}  # chunks of 40 steps: one compile
 
 
-def test_killed_reduced_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+def test_killed_reduced_run_resumes_bit_for_bit(tmp_path, killed_after_saves):
     cfg = small(**CHUNKED, checkpoint_every=1)
     reference = sample_experiment(cfg).result
-    real_save, calls = checkpoint.save, []
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        sample_experiment(cfg, out_dir=tmp_path)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    killed_after_saves(lambda: sample_experiment(cfg, out_dir=tmp_path), saves=3)
     resumed = sample_experiment(cfg, out_dir=tmp_path, resume=True).result
     for name in reference.draws:
         np.testing.assert_array_equal(reference.draws[name], resumed.draws[name])

@@ -114,23 +114,10 @@ def test_driver_records_the_target_and_the_swap_rates(tmp_path):
     assert np.all(np.isfinite(out.result.draws["loss"]))
 
 
-def test_replica_exchange_resumes_bit_for_bit_whatever_the_chunking(tmp_path, monkeypatch):
-    from widebayes import checkpoint
-
+def test_replica_exchange_resumes_bit_for_bit_whatever_the_chunking(tmp_path, killed_after_saves):
     reference = sample_experiment(small(chunk_draws=1)).result.draws
     cfg = small(chunk_draws=3, checkpoint_every=1)
-    real_save, calls = checkpoint.save, []
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        sample_experiment(cfg, out_dir=tmp_path)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    killed_after_saves(lambda: sample_experiment(cfg, out_dir=tmp_path), saves=2)
     resumed = sample_experiment(cfg, out_dir=tmp_path, resume=True).result.draws
     for name in reference:
         np.testing.assert_array_equal(reference[name], resumed[name])

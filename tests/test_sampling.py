@@ -75,23 +75,11 @@ def test_plan_puts_leftover_steps_into_burn_in():
     assert chunks[-1].start + chunks[-1].num_steps == 1030
 
 
-def test_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+def test_killed_run_resumes_bit_for_bit(tmp_path, killed_after_saves):
     cfg = small(chunk_draws=2, checkpoint_every=1)
     reference = sample_experiment(cfg).result.draws
-    real_save = checkpoint.save
-    calls = []
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        sample_experiment(cfg, out_dir=tmp_path)
+    killed_after_saves(lambda: sample_experiment(cfg, out_dir=tmp_path), saves=3)
     assert not (tmp_path / "posterior.nc").exists()
-    monkeypatch.setattr(checkpoint, "save", real_save)
     resumed = sample_experiment(cfg, out_dir=tmp_path, resume=True).result.draws
     for name in reference:
         np.testing.assert_array_equal(reference[name], resumed[name])

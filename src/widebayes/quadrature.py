@@ -149,11 +149,20 @@ def trapezoid_kernel(f, c12, c11, c22, tol: float = TRAPEZOID_TOL, max_level: in
     c12, c11, c22 = (a.ravel() for a in arrays)
     swap = c11 > c22
     c11, c22 = np.where(swap, c22, c11), np.where(swap, c11, c22)
-    previous = _trapezoid_levels(f, c12, c11, c22, 0)[0]
-    todo = np.arange(c12.size)
+    def levels(idx, level):
+        return _trapezoid_levels(f, c12[idx], c11[idx], c22[idx], level)
+
+    return _refined(levels, c12.size, tol, max_level).reshape(shape)
+
+
+def _refined(levels, size: int, tol: float, max_level: int) -> np.ndarray:
+    """Per-element adaptive refinement: ``levels(idx, level) -> (value, scale)`` at the elements
+    ``idx``; an element is accepted at level l when ``|I_l - I_{l-1}|^2 <= tol S^2``."""
+    todo = np.arange(size)
+    previous = levels(todo, 0)[0]
     out = previous.copy()
     for level in range(1, max_level + 1):
-        value, scale = _trapezoid_levels(f, c12[todo], c11[todo], c22[todo], level)
+        value, scale = levels(todo, level)
         out[todo] = value
         if level == max_level:
             break
@@ -162,7 +171,7 @@ def trapezoid_kernel(f, c12, c11, c22, tol: float = TRAPEZOID_TOL, max_level: in
         previous = out.copy()
         if not todo.size:
             break
-    return out.reshape(shape)
+    return out
 
 
 def _trapezoid_levels(f, c12, c11, c22, level: int):
@@ -196,20 +205,10 @@ def trapezoid_expectation(f, mean, var, tol: float = TRAPEZOID_TOL, max_level: i
     mean, var = np.broadcast_arrays(np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64))
     shape = mean.shape
     mean, sd = mean.ravel(), np.sqrt(np.maximum(var.ravel(), 0.0))
-    previous = _trapezoid_1d(f, mean, sd, 0)[0]
-    todo = np.arange(mean.size)
-    out = previous.copy()
-    for level in range(1, max_level + 1):
-        value, scale = _trapezoid_1d(f, mean[todo], sd[todo], level)
-        out[todo] = value
-        if level == max_level:
-            break
-        converged = (value - previous[todo]) ** 2 <= tol * scale**2
-        todo = todo[~converged]
-        previous = out.copy()
-        if not todo.size:
-            break
-    return out.reshape(shape)
+    def levels(idx, level):
+        return _trapezoid_1d(f, mean[idx], sd[idx], level)
+
+    return _refined(levels, mean.size, tol, max_level).reshape(shape)
 
 
 def _trapezoid_1d(f, mean, sd, level: int):
