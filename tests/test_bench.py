@@ -57,8 +57,8 @@ def test_mixing_runs_start_where_the_reference_sampler_equilibrated():
     replica of a ladder; a run from there measures the stationary chain."""
     import numpy as np
 
-    from widebayes.bench_mixing import _toy, equilibrated_start, measure, restarted, sampler_config
-    from widebayes.experiment import prepare_run
+    from widebayes.bench_mixing import _toy, equilibrated_start, measure, sampler_config
+    from widebayes.experiment import prepare_run, restart_at
 
     base = {"task": _toy(24, 24, 30), "network": {"depth": 1, "width": 24, "activation": "sigmoid",
                                                  "readout": "nonlazy", "temperature": 0.05}}
@@ -70,7 +70,7 @@ def test_mixing_runs_start_where_the_reference_sampler_equilibrated():
     for over, blocks in [({"step_size": 0.01}, {"W1", "a"}),
                          ({"readout": "collapsed", "step_size": 0.01}, {"W1"}),
                          ({"step_size": 0.01, "replica_exchange": ladder}, {"W1", "a"})]:
-        carry = restarted(prepare_run(sampler_config(base, over, 200, 100, 10, 2, 1)), start)
+        carry = restart_at(prepare_run(sampler_config(base, over, 200, 100, 10, 2, 1)), start)
         positions = getattr(carry.state, "replicas", carry.state).position
         assert set(positions) == blocks
         for b, x in positions.items():

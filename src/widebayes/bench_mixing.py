@@ -31,7 +31,6 @@ import time
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 CODE_FRACTION_MIN = 0.05  # code fractions tracked: codes of at least this share of the neurons
@@ -130,11 +129,11 @@ def timed_run(resolved: dict, keep=None, start: dict | None = None) -> TimedRun:
 
 
 def _timed_run(resolved: dict, keep, start: dict | None) -> TimedRun:
-    from widebayes.experiment import prepare_run
+    from widebayes.experiment import prepare_run, restart_at
     from widebayes.inference import make_chunk_fn, warmup
 
     run = prepare_run(resolved)
-    carry, chunks = (run.carry if start is None else restarted(run, start)), run.chunks
+    carry, chunks = (run.carry if start is None else restart_at(run, start)), run.chunks
     if run.setup.sampler.warmup is not None:
         burn = sum(ch.num_steps for ch in chunks if ch.num_draws == 0)
         chunks = [ch for ch in chunks if ch.num_draws]
@@ -169,7 +168,7 @@ def equilibrated_start(base: dict, overrides: dict, num_steps: int, chains: int,
     relaxation of the codes from where they nucleated (README "Mixing"); started here, every sampler
     is timed on the posterior it is meant to sample.
     """
-    from widebayes.experiment import prepare_run
+    from widebayes.experiment import chain_positions, prepare_run
     from widebayes.inference import blas_threads, make_chunk_fn
 
     thin = 100
@@ -182,23 +181,7 @@ def equilibrated_start(base: dict, overrides: dict, num_steps: int, chains: int,
                                 num_draws=ch.num_draws, num_steps=ch.num_steps)
     if bool(np.any(np.asarray(carry.dead))):
         raise RuntimeError(f"a chain diverged while equilibrating (steps {np.asarray(carry.dead_at)})")
-    replicas = getattr(carry.state, "replicas", None)  # with replica exchange, the target replica (0)
-    positions = (carry.state.position if replicas is None
-                 else {b: x[:, 0] for b, x in replicas.position.items()})
-    return {b: np.asarray(x) for b, x in positions.items()}
-
-
-def restarted(run, start: dict):
-    """``run``'s initial carry with its chains at ``start`` instead of prior draws: the blocks this
-    sampler moves (not the readout when it is collapsed), copied to every replica of a ladder."""
-    from widebayes.inference import init_carry
-
-    ref = getattr(run.carry.state, "replicas", run.carry.state).position  # (chain[, replica], ...)
-    positions = {b: jnp.broadcast_to(jnp.asarray(start[b], x.dtype).reshape(
-        start[b].shape[:1] + (1,) * (x.ndim - start[b].ndim) + start[b].shape[1:]), x.shape)
-        for b, x in ref.items()}
-    return init_carry(run.setup, positions, run.carry.params, run.data, run.hyper, run.chain_keys.shape[0],
-                      run.schedule.T_start_eff, run.carry.side or None)
+    return {b: np.asarray(x) for b, x in chain_positions(carry).items()}
 
 
 # ---------------------------------------------------------------------------- observables
@@ -303,9 +286,15 @@ def _summarise(name: str, reps: list) -> SamplerFigures:
     per_s = {k: med(r[0][k][0] / r[1] for r in reps) for k in keys}
     per_grad = {k: med(r[0][k][0] / r[2] for r in reps) for k in keys}
     mean = {k: float(np.mean([r[0][k][1] for r in reps])) for k in keys}
-    mcse = {k: float(np.sqrt(np.nanmean([r[0][k][2] ** 2 for r in reps]) / len(reps))) for k in keys}
+    mcse = {k: _pooled_mcse([r[0][k][2] for r in reps]) for k in keys}
     seconds = med(r[1] for r in reps)
     return SamplerFigures(name, per_s, per_grad, mean, mcse, seconds, med(r[3] / r[1] for r in reps))
+
+
+def _pooled_mcse(per_repeat: list) -> float:
+    """MCSE of the mean over repeats; NaN where no repeat has one (a series constant in every chain)."""
+    known = np.asarray([x for x in per_repeat if np.isfinite(x)], np.float64)
+    return float(np.sqrt(np.mean(known**2) / len(per_repeat))) if known.size else float("nan")
 
 
 def bias(figures: SamplerFigures, reference: SamplerFigures) -> dict:

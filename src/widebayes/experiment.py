@@ -352,6 +352,28 @@ def starting_points(key, exp: Experiment, moved: list[str], num_chains: int, num
     return positions
 
 
+def chain_positions(carry: ChainCarry) -> dict:
+    """Every chain's position (whitened, (chain, ...) per block); with replica exchange, the target
+    replica's (replica 0)."""
+    replicas = getattr(carry.state, "replicas", None)
+    if replicas is None:
+        return dict(carry.state.position)
+    return {b: x[:, 0] for b, x in replicas.position.items()}
+
+
+def restart_at(run: PreparedRun, positions: dict) -> ChainCarry:
+    """``run``'s initial carry with its chains at ``positions`` ((chain, ...) per block, whitened, as
+    :func:`chain_positions` gives them) instead of prior draws: the blocks this sampler moves (not the
+    readout when it is collapsed), copied to every replica of a ladder."""
+    ref = getattr(run.carry.state, "replicas", run.carry.state).position  # (chain[, replica], ...)
+    start = {}
+    for b, x in ref.items():
+        p = jnp.asarray(positions[b], x.dtype)
+        start[b] = jnp.broadcast_to(p.reshape(p.shape[:1] + (1,) * (x.ndim - p.ndim) + p.shape[1:]), x.shape)
+    return init_carry(run.setup, start, run.carry.params, run.data, run.hyper, run.chain_keys.shape[0],
+                      run.schedule.T_start_eff, run.carry.side or None)
+
+
 def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> RunSetup:
     """The compiled chunk's closure: the model's log density and forward map, or the collapsed ones."""
     model = load_model(exp.model).fn
