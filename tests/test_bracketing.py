@@ -59,10 +59,10 @@ def test_lazy_or_unbounded_networks_are_refused():
 
 @pytest.mark.slow
 def test_at_y_minus_0_45_the_two_sides_meet_at_the_theory():
-    """N = P = 100, the shipped file (300k steps at y- = 0.45 after 20k at 0.40 and at 0.50; about
-    8 min): the two chains start 0.05-0.07 apart in code 111 and meet within 0.01 in the last
-    quarter, within 0.012 of the P = 100 theory (0.028).  Measured: first quarter 0.013 / 0.057,
-    last 0.021 / 0.025."""
+    """N = P = 100, the shipped file (300k steps at y- = 0.45 after 20k at 0.40 and at 0.50; 7.6 min,
+    the cores shared): the two chains start far apart in code 111 and meet within 0.01 in the last
+    quarter, within 0.012 of the P = 100 theory (0.028).  Measured: quarters 0.004 / 0.059, 0.016 /
+    0.043, 0.009 / 0.030, 0.023 / 0.023."""
     import tomllib
 
     with open(EXPERIMENTS / "bracket_yminus_045_n100.toml", "rb") as f:
