@@ -45,14 +45,16 @@ def test_two_chains_start_from_the_two_sides_and_record_every_code(tmp_path, cap
 
     exp.write_text(to_toml(small()))
     assert main([str(exp), "--key", "task.y_minus", "--below", "0.1", "--above", "0.9",
-                 "--equilibrate", "100", "--json", str(tmp_path / "b.json")]) == 0
+                 "--equilibrate", "300", "--run-set", "step_size=0.005",
+                 "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
     assert "quarter 4:" in out and json.loads((tmp_path / "b.json").read_text())["steps"] == 400
 
 
-def test_lazy_or_unbounded_networks_are_refused():
+@pytest.mark.parametrize("entry", [("activation", "relu"), ("readout", "lazy")])
+def test_lazy_or_unbounded_networks_are_refused_before_sampling(entry):
     cfg = small()
-    cfg["network"]["activation"] = "relu"
+    cfg["network"][entry[0]] = entry[1]
     with pytest.raises(ValueError, match="bounded activation"):
         bracket(cfg, "task.y_minus", 0.1, 0.9, equilibrate=100)
 

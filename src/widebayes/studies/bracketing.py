@@ -45,16 +45,23 @@ def with_value(cfg: dict, key: str, value) -> dict:
     return out
 
 
-def bracket(experiment: dict, key: str, below, above, equilibrate: int) -> Bracket:
+def bracket(experiment: dict, key: str, below, above, equilibrate: int,
+            run_sampler: dict | None = None) -> Bracket:
     """Equilibrate one chain at ``key = below`` and one at ``key = above`` for ``equilibrate`` steps,
     then run both at the experiment's own value for its ``num_steps``, a draw every ``thin``.
 
-    ``experiment``: the TOML's table (not resolved), with a ``[sampler]`` table.  Bounded non-lazy
-    networks (the codes are the feature layer's, ``widebayes.codes``).
+    ``experiment``: the TOML's table (not resolved), with a ``[sampler]`` table.  ``run_sampler``:
+    entries of that table changed for the run at the experiment's value only (e.g. more moves).
+    Bounded non-lazy networks (the codes are the feature layer's, ``widebayes.codes``).
     """
+    from widebayes.activations import get_activation
     from widebayes.codes import code_string
     from widebayes.experiment import build_experiment
 
+    net = experiment["network"]
+    if not (get_activation(net["activation"]).bounded and net.get("readout") == "nonlazy"):
+        raise ValueError("bracketing follows the feature layer's codes: a bounded activation and the "
+                         "non-lazy readout")
     table = experiment["sampler"]
     sampler = {k: v for k, v in table.items() if k not in RUN_LENGTH}
     base = {k: v for k, v in experiment.items() if k != "sampler"}
@@ -62,15 +69,13 @@ def bracket(experiment: dict, key: str, below, above, equilibrate: int) -> Brack
     starts = [equilibrated_start(with_value(base, key, v), sampler, equilibrate, 1, seed=seed + 10 + i)
               for i, v in enumerate((below, above))]
     start = {b: np.concatenate([s[b] for s in starts]) for b in starts[0]}
+    table = {**table, **(run_sampler or {})}
     thin = int(table["thin"])
+    sampler = {k: v for k, v in table.items() if k not in RUN_LENGTH}
     cfg = sampler_config(base, sampler, int(table["num_steps"]), 0, thin, 2, seed)
     data = build_experiment(cfg).data
-    net = cfg["network"]
     run = timed_run(cfg, start=start, keep=lambda out: chunk_series(
-        out, data.Y_train, data.labels_train, net["activation"], net["readout"] == "nonlazy"))
-    if "code_ids" not in run.draws:
-        raise ValueError("bracketing follows the feature layer's codes: a bounded activation and the "
-                         "non-lazy readout")
+        out, data.Y_train, data.labels_train, net["activation"], True))
     ids, k = run.draws["code_ids"], int(np.max(data.labels_train)) + 1
     codes = {code_string(int(c), k): np.mean(ids == c, axis=-1) for c in np.unique(ids)}
     return Bracket(codes, run.steps, run.seconds)
@@ -87,6 +92,12 @@ def quarters(result: Bracket) -> list[dict]:
     return out
 
 
+def _entry(item: str) -> tuple:
+    """``KEY=VALUE`` with a TOML value (``neuron_moves=1`` -> ("neuron_moves", 1))."""
+    key, _, value = item.partition("=")
+    return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m widebayes.studies.bracketing",
                                      description=__doc__.split("\n")[0])
@@ -95,12 +106,16 @@ def main(argv=None) -> int:
     parser.add_argument("--below", type=float, required=True)
     parser.add_argument("--above", type=float, required=True)
     parser.add_argument("--equilibrate", type=int, required=True, metavar="STEPS")
+    parser.add_argument("--run-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [sampler] entry for the run at the experiment's value only, e.g. "
+                             "neuron_moves=1 or num_steps=20000")
     parser.add_argument("--json", default=None, metavar="FILE", help="write each draw's fractions here")
     args = parser.parse_args(argv)
     with open(args.experiment, "rb") as f:
         experiment = tomllib.load(f)
     t0 = time.perf_counter()
-    result = bracket(experiment, args.key, args.below, args.above, args.equilibrate)
+    result = bracket(experiment, args.key, args.below, args.above, args.equilibrate,
+                     dict(_entry(item) for item in args.run_set))
     print(f"{args.key}: chain 0 from {args.below}, chain 1 from {args.above}; {result.steps} steps at "
           f"the experiment's value in {result.seconds:.0f} s ({time.perf_counter() - t0:.0f} s in all)")
     for q, row in enumerate(quarters(result)):
