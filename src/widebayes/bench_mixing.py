@@ -20,6 +20,10 @@ evaluations per step (Langevin, MALA: 1; HMC: its leapfrog steps; replica exchan
 base sampler's, plus K re-initialisations per swap attempt).  The bias of each sampler is its
 mean minus that of a long reference run (an exact sampler, run ``reference_factor`` times longer),
 in units of the combined Monte Carlo standard error.
+
+Runs start at prior draws, so at N = P = 500 a short run measures the codes' relaxation from where
+they nucleated; with ``equilibrate`` (``--equilibrate STEPS``) every run, the reference included,
+starts where STEPS steps of the reference sampler took the chains, and the ESS is the stationary one.
 """
 
 from __future__ import annotations
