@@ -117,6 +117,7 @@ class TimedRun(NamedTuple):
     draws: dict  # (chain, draw, ...) of the recorded chunks, as ``keep`` left them
     seconds: float  # wall time of the recorded chunks, compiled beforehand
     steps: int  # steps per chain in the recorded chunks
+    carry: object  # the chains' carry after the last step (ChainCarry)
 
 
 def timed_run(resolved: dict, keep=None, start: dict | None = None) -> TimedRun:
@@ -160,7 +161,8 @@ def _timed_run(resolved: dict, keep, start: dict | None) -> TimedRun:
             seconds += time.perf_counter() - t0
             steps += ch.num_steps
             draws.append(keep(out))
-    return TimedRun({k: np.concatenate([d[k] for d in draws], axis=1) for k in draws[0]}, seconds, steps)
+    series = {k: np.concatenate([d[k] for d in draws], axis=1) for k in draws[0]}
+    return TimedRun(series, seconds, steps, carry)
 
 
 # ---------------------------------------------------------------------------- a stationary start
@@ -172,17 +174,11 @@ def equilibrated_start(base: dict, overrides: dict, num_steps: int, chains: int,
     relaxation of the codes from where they nucleated (README "Mixing"); started here, every sampler
     is timed on the posterior it is meant to sample.
     """
-    from widebayes.experiment import chain_positions, prepare_run
-    from widebayes.inference import blas_threads, make_chunk_fn
+    from widebayes.experiment import chain_positions
 
-    thin = 100
+    thin = 100  # the run ends on one recorded draw, which is dropped
     cfg = sampler_config(base, overrides, num_steps + thin, num_steps, thin, chains, seed)
-    with blas_threads(1):
-        run = prepare_run(cfg)
-        chunk_fn, carry = make_chunk_fn(run.setup), run.carry
-        for ch in run.chunks:
-            carry, _ = chunk_fn(carry, run.chain_keys, run.data, run.hyper, run.schedule, ch.start,
-                                num_draws=ch.num_draws, num_steps=ch.num_steps)
+    carry = timed_run(cfg, keep=lambda out: {}).carry
     if bool(np.any(np.asarray(carry.dead))):
         raise RuntimeError(f"a chain diverged while equilibrating (steps {np.asarray(carry.dead_at)})")
     return {b: np.asarray(x) for b, x in chain_positions(carry).items()}

@@ -26,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 from widebayes.bench_mixing import chunk_series, equilibrated_start, sampler_config, timed_run
+from widebayes.config import apply_overrides
+from widebayes.sweep.spec import set_dotted
 
 RUN_LENGTH = ("num_steps", "burn_in", "thin", "num_chains", "seed", "progress", "chunk_draws")
 SHOWN = 0.002  # codes printed: those above this fraction in some draw
@@ -38,11 +40,15 @@ class Bracket(NamedTuple):
 
 
 def with_value(cfg: dict, key: str, value) -> dict:
-    """``cfg`` with the dotted entry ``key`` (e.g. ``task.y_minus``) set to ``value``."""
+    """A copy of ``cfg`` with the dotted entry ``key`` (e.g. ``task.y_minus``) set to ``value``."""
     out = copy.deepcopy(cfg)
-    section, name = key.split(".", 1)
-    out[section][name] = value
+    set_dotted(out, key, value)
     return out
+
+
+def sampler_entries(table: dict) -> dict:
+    """A ``[sampler]`` table without its run length and seed (which each stage sets itself)."""
+    return {k: v for k, v in table.items() if k not in RUN_LENGTH}
 
 
 def bracket(experiment: dict, key: str, below, above, equilibrate: int,
@@ -63,16 +69,14 @@ def bracket(experiment: dict, key: str, below, above, equilibrate: int,
         raise ValueError("bracketing follows the feature layer's codes: a bounded activation and the "
                          "non-lazy readout")
     table = experiment["sampler"]
-    sampler = {k: v for k, v in table.items() if k not in RUN_LENGTH}
+    run_table = {**table, **(run_sampler or {})}
     base = {k: v for k, v in experiment.items() if k != "sampler"}
     seed = int(table.get("seed", 0))
-    starts = [equilibrated_start(with_value(base, key, v), sampler, equilibrate, 1, seed=seed + 10 + i)
-              for i, v in enumerate((below, above))]
+    starts = [equilibrated_start(with_value(base, key, v), sampler_entries(table), equilibrate, 1,
+                                 seed=seed + 10 + i) for i, v in enumerate((below, above))]
     start = {b: np.concatenate([s[b] for s in starts]) for b in starts[0]}
-    table = {**table, **(run_sampler or {})}
-    thin = int(table["thin"])
-    sampler = {k: v for k, v in table.items() if k not in RUN_LENGTH}
-    cfg = sampler_config(base, sampler, int(table["num_steps"]), 0, thin, 2, seed)
+    cfg = sampler_config(base, sampler_entries(run_table), int(run_table["num_steps"]), 0,
+                         int(run_table["thin"]), 2, seed)
     data = build_experiment(cfg).data
     run = timed_run(cfg, start=start, keep=lambda out: chunk_series(
         out, data.Y_train, data.labels_train, net["activation"], True))
@@ -92,12 +96,6 @@ def quarters(result: Bracket) -> list[dict]:
     return out
 
 
-def _entry(item: str) -> tuple:
-    """``KEY=VALUE`` with a TOML value (``neuron_moves=1`` -> ("neuron_moves", 1))."""
-    key, _, value = item.partition("=")
-    return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m widebayes.studies.bracketing",
                                      description=__doc__.split("\n")[0])
@@ -114,8 +112,8 @@ def main(argv=None) -> int:
     with open(args.experiment, "rb") as f:
         experiment = tomllib.load(f)
     t0 = time.perf_counter()
-    result = bracket(experiment, args.key, args.below, args.above, args.equilibrate,
-                     dict(_entry(item) for item in args.run_set))
+    run_sampler = apply_overrides({}, [f"sampler.{item}" for item in args.run_set]).get("sampler", {})
+    result = bracket(experiment, args.key, args.below, args.above, args.equilibrate, run_sampler)
     print(f"{args.key}: chain 0 from {args.below}, chain 1 from {args.above}; {result.steps} steps at "
           f"the experiment's value in {result.seconds:.0f} s ({time.perf_counter() - t0:.0f} s in all)")
     for q, row in enumerate(quarters(result)):
