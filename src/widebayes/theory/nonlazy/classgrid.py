@@ -132,7 +132,7 @@ def class_grid(act, counts, d, Q, w, threshold: float | None = None, points: int
     kernel = class_matrix(v, second - np.diag(v / counts), counts)
     if threshold is None:
         return ClassGrid(kernel, second, mean, [], 0)
-    return ClassGrid(kernel, second, mean, _orthant_codes(W, s, threshold), _peaks(W))
+    return ClassGrid(kernel, second, mean, _orthant_codes(W, s, threshold), grid_peaks(W))
 
 
 def _orthant_codes(W, s, threshold) -> list:
@@ -154,7 +154,7 @@ def _orthant_codes(W, s, threshold) -> list:
     return sorted(codes, key=lambda c: -c["fraction"])
 
 
-def _peaks(W) -> int:
+def grid_peaks(W) -> int:
     """Local maxima (against the 2k axis neighbours) above PEAK_FRACTION of the top."""
     padded = np.pad(W, 1, constant_values=-1.0)
     core = tuple(slice(1, -1) for _ in range(W.ndim))

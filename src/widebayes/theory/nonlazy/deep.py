@@ -122,6 +122,7 @@ from widebayes.theory.nonlazy import classmatrix as cm
 from widebayes.theory.nonlazy.classes import ClassTask, initial_fields
 from widebayes.theory.nonlazy.classgrid import class_grid
 from widebayes.theory.nonlazy.layer import LayerMixture, LayerProblem, find_modes, mixture, shift_factor
+from widebayes.theory.nonlazy.shiftgrid import CODE_SPACING, shift_grid
 from widebayes.theory.nonlazy.sigmoid import solve_redundant
 
 NEWTON_ITERATIONS = 60
@@ -321,6 +322,11 @@ class LayerResult(NamedTuple):
     mixture: LayerMixture | None
 
 
+def _copied(tracked: list) -> list:
+    """A copy of the tracked state of every layer: its modes, or a shift grid's fields."""
+    return [t.copy() if isinstance(t, np.ndarray) else list(t) for t in tracked]
+
+
 def _track_starts(modes, E) -> np.ndarray | None:
     """(xi, theta) starts for tracked modes, their shifts u mapped into the current frame E."""
     if not modes:
@@ -335,6 +341,13 @@ def uses_grid(deep: DeepTask, layer: int) -> bool:
     network with a bounded activation and at most ``MAX_GRID_CLASSES`` classes."""
     act = get_activation(deep.task.activation)
     return layer == 1 and deep.depth > 1 and act.bounded and len(deep.task.rho) <= MAX_GRID_CLASSES
+
+
+def uses_shift_grid(deep: DeepTask, layer: int) -> bool:
+    """The layer (1-based) is a middle layer (``1 < layer < L``) integrated on the shift grid
+    (``shiftgrid``): a bounded activation and at most ``MAX_GRID_CLASSES`` classes."""
+    act = get_activation(deep.task.activation)
+    return 1 < layer < deep.depth and act.bounded and len(deep.task.rho) <= MAX_GRID_CLASSES
 
 
 def merged_codes(mix: LayerMixture, threshold: float) -> list:
@@ -366,6 +379,13 @@ def _layer(deep: DeepTask, layer: int, K_below, tilt, tracked: list, search: boo
     if uses_grid(deep, layer):
         g = class_grid(act, deep.counts, d, Q, w, threshold if track else None)
         return LayerResult(g.kernel, None, g.codes, g.num_peaks, "grid", None)
+    if uses_shift_grid(deep, layer):
+        warm = tracked[layer - 1]
+        g = shift_grid(act, deep.counts, d, Q, w, E, threshold if track else None,
+                       fields=warm if isinstance(warm, np.ndarray) else None)
+        if track:
+            tracked[layer - 1] = g.fields
+        return LayerResult(g.kernel, g.preact, g.codes, g.num_peaks, "shift-grid", None)
     prob = LayerProblem(act, deep.counts, d, Q, w, E)
     starts = _track_starts(tracked[layer - 1], E)
     modes = find_modes(prob, starts, search=search or starts is None)
@@ -652,7 +672,7 @@ def _outer(y, deep: DeepTask, BT, state: dict, coupling: float, anchor, tracked:
     shorter trial then failed its readout (residual 3e-2) and the step in P failed after 100 s,
     where with the modes kept the half step reduced the residual from 0.26 to 0.12."""
     if not track:
-        tracked = [list(t) for t in tracked]
+        tracked = _copied(tracked)
     _, lower = unpack(np.concatenate([np.ravel(state["L"]), BT @ y]), deep)
     layers = lower_layers(lower, deep, tracked, track, track)
     ro = solve_readout(deep, layers, state["L"], tracked, jacobian=state.get("jacobian"), search=track,
@@ -749,7 +769,7 @@ def solve_deep(deep: DeepTask, x0=None, tol: float = TOL, max_iter: int = NEWTON
     final_tol = tol if get_activation(deep.task.activation).is_linear else max(tol, TILT_TOL)
     while levels and iterations < MAX_TOTAL_ITERATIONS:
         c = levels[0]
-        saved_tracked, saved_state = [list(t) for t in tracked], dict(state)
+        saved_tracked, saved_state = _copied(tracked), dict(state)
         target = final_tol if c == 1.0 else INTERMEDIATE_TOL
         try:
             y_new, norm_new, it = _solve_tilts(y, deep, BT, state, c, anchor, tracked, target, max_iter)
@@ -845,7 +865,25 @@ def _continue_in_P(deep: DeepTask, start: int, tol: float, max_iter: int, coupli
     return sol._replace(iterations=iterations)
 
 
+def _refined_codes(layers: list, lower: list, deep: DeepTask) -> list:
+    """The layers with a shift grid's codes read off again on the finer grid
+    (``shiftgrid.CODE_SPACING``): a code's fraction is the mass of a region with an edge, accurate
+    to O(spacing) on the solver's grid (measured: 0.007 between spacings 0.5 and 0.35), where the
+    kernels are spectrally accurate."""
+    act = get_activation(deep.task.activation)
+    threshold = act.code_threshold(deep.task.variance)
+    out = list(layers)
+    for layer in range(2, deep.depth):
+        if uses_shift_grid(deep, layer):
+            w, E = layer_prior(layers[layer - 2].kernel, deep, layer)
+            d, Q = lower[layer - 1]
+            g = shift_grid(act, deep.counts, d, Q, w, E, threshold, spacing=CODE_SPACING)
+            out[layer - 1] = out[layer - 1]._replace(codes=g.codes, num_peaks=g.num_peaks)
+    return out
+
+
 def _solution(L, lower, layers, deep, norm, done, iterations) -> DeepSolution:
+    layers = _refined_codes(layers, lower, deep)
     top = layers[-1].kernel
     return DeepSolution(L, lower + [top_tilt(L, deep)], layers, class_output(top, L, deep.sigma_a2),
                         readout_second_moment(top, L, deep.sigma_a2), norm if done == 1.0 else max(norm, 1.0),

@@ -24,6 +24,7 @@ only for the grid (a growing phi makes the quadratic tilt unbounded).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -65,16 +66,16 @@ def _linear(theta, u, d, w) -> ShiftedLaw:
     return ShiftedLaw(kappa, mean, var, mean, var, var)
 
 
-def _grid(act: Activation, theta, u, d, w) -> ShiftedLaw:
+def _grid(act: Activation, theta, u, d, w, points: int) -> ShiftedLaw:
     phi_max = max(abs(act.value_range[0]), abs(act.value_range[1]))
     tilt = np.max(np.abs(theta)) * phi_max + np.max(np.abs(d)) * phi_max**2
     half = np.sqrt(2.0 * (TAIL_NATS + 2.0 * tilt))
-    x = np.linspace(-half, half, GRID_POINTS)
+    x = np.linspace(-half, half, points)
     dx = x[1] - x[0]
     sd = np.sqrt(w)[..., None]
     z = u[..., None] + sd * x
     f = act.phi_np(z)
-    trap = np.full(GRID_POINTS, 1.0)
+    trap = np.full(points, 1.0)
     trap[[0, -1]] = 0.5
     logq = -0.5 * x**2 + theta[..., None] * f + d[..., None] * f**2 + np.log(trap)
     top = np.max(logq, axis=-1, keepdims=True)
@@ -91,8 +92,43 @@ def _grid(act: Activation, theta, u, d, w) -> ShiftedLaw:
     return ShiftedLaw(kappa, m_phi, v_phi, u + m_dz, v_z, c)
 
 
-def shifted_law(act: Activation, theta, u, d, w) -> ShiftedLaw:
-    """Moments of the one-input law (module docstring), broadcasting theta, u, d, w.
+#: ... and the spacing, in local standard deviations of the tilted law, of :func:`resolved_points`
+RESOLVED_SPACING = 0.35
+MIN_POINTS = 31
+
+
+@functools.lru_cache(maxsize=None)
+def _curvature_bounds(act: Activation) -> tuple[float, float]:
+    """``max |phi''|`` and ``max (phi'^2 + |phi phi''|)`` over the real line (bounded phi)."""
+    z = np.linspace(-40.0, 40.0, 80001)
+    f = act.phi_np(z)
+    d1 = np.gradient(f, z)
+    d2 = np.gradient(d1, z)
+    return float(np.max(np.abs(d2))), float(np.max(d1**2 + np.abs(f * d2)))
+
+
+def resolved_points(act: Activation, theta, d, w) -> int:
+    """Trapezoid points that resolve every law of the batch: the spacing ``RESOLVED_SPACING`` over
+    the square root of a bound on the log-density's curvature in x = (z - u) / sqrt(w),
+    ``1 + sqrt(w)^2 (|theta| max|phi''| + 2 |d| max(phi'^2 + |phi phi''|))``, over the half-width of
+    :func:`shifted_law`; between ``MIN_POINTS`` and ``GRID_POINTS``.  Measured against 301 points on
+    the batches of the L = 3 sigmoid solve and on random laws inside the range the default was
+    checked on (a test)."""
+    if act.is_linear:
+        return GRID_POINTS
+    phi_max = max(abs(act.value_range[0]), abs(act.value_range[1]))
+    c2, c3 = _curvature_bounds(act)
+    theta, d, w = (np.abs(np.asarray(v, dtype=np.float64)) for v in (theta, d, w))
+    tilt = np.max(theta) * phi_max + np.max(d) * phi_max**2
+    half = np.sqrt(2.0 * (TAIL_NATS + 2.0 * tilt))
+    curvature = 1.0 + np.max(w * (theta * c2 + 2.0 * d * c3))
+    points = int(np.ceil(2.0 * half * np.sqrt(curvature) / RESOLVED_SPACING)) + 1
+    return int(min(max(points, MIN_POINTS), GRID_POINTS))
+
+
+def shifted_law(act: Activation, theta, u, d, w, points: int = GRID_POINTS) -> ShiftedLaw:
+    """Moments of the one-input law (module docstring), broadcasting theta, u, d, w; ``points``: the
+    trapezoid grid's size for nonlinear phi.
 
     Raises
     ------
@@ -105,4 +141,4 @@ def shifted_law(act: Activation, theta, u, d, w) -> ShiftedLaw:
         return _linear(theta, u, d, w)
     if not act.bounded:
         raise ValueError(f"{act.name}: the shifted tilted law is implemented for bounded and linear phi")
-    return _grid(act, theta, u, d, w)
+    return _grid(act, theta, u, d, w, points)
