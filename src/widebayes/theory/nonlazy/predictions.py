@@ -4,9 +4,9 @@
 Coverage:
 
 - linear, any depth: closed forms (``linear``), exact at any T0;
-- bounded activations (sigmoid, tanh), depth 2, class-structured task: per-layer codes and
-  kernels of the deep mean-field theory (``deep``) at the experiment's P (depth 3 and more refused:
-  see ``deep``);
+- bounded activations (sigmoid, tanh), depth 2 and 3, class-structured task: per-layer codes and
+  kernels of the deep mean-field theory (``deep``; a middle layer on the shift grid, ``shiftgrid``)
+  at the experiment's P (deeper refused: see ``deep``);
 - bounded activations (sigmoid, tanh), depth 1, class-structured task (orthogonal inputs, one
   target vector per class): redundant codes (``sigmoid``) at the experiment's P (Laplace) and at
   P = inf; where the P = inf equilibrium does not exist (the sigmoid at y- = -1/2, the paper's
@@ -390,15 +390,15 @@ def _deep_layer(layer: int, result, K, sol, task, feature: bool) -> dict:
 
 
 def deep_predictions(exp, task: cl.ClassTask) -> dict:
-    """Bounded activation, depth 2 (or depth 1 without a P = inf equilibrium), class-structured task:
+    """Bounded activation, depth 2 or 3 (or depth 1 without a P = inf equilibrium), class-structured task:
     per-layer codes and kernels of the deep mean-field theory (module ``deep``) at the experiment's
     P."""
     D, s = _Data(exp), exp.spec
     deep = DeepTask(task, np.asarray(s.layer_variances, dtype=np.float64))
     if s.depth > MAX_DEPTH:
         raise InputError(f"non-lazy theory for {s.activation} at depth {s.depth}: the deep theory closes "
-                         f"up to depth {MAX_DEPTH} (a middle layer's class-shared shift is not integrated; "
-                         "theory/nonlazy/deep.py)", key="network.depth")
+                         f"up to depth {MAX_DEPTH} (deeper networks are not checked; theory/nonlazy/deep.py)",
+                         key="network.depth")
     try:
         sol = solve_deep(deep)
     except RuntimeError as err:

@@ -97,7 +97,7 @@ RESOLVED_SPACING = 0.35
 MIN_POINTS = 31
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _curvature_bounds(act: Activation) -> tuple[float, float]:
     """``max |phi''|`` and ``max (phi'^2 + |phi phi''|)`` over the real line (bounded phi)."""
     z = np.linspace(-40.0, 40.0, 80001)

@@ -45,7 +45,7 @@ from widebayes.theory.nonlazy.shifted import ShiftedLaw, resolved_points, shifte
 #: grid spacing in prior standard deviations of xi, for the solver's evaluations and for the codes
 #: read off at the end (the kernel is a smooth integral, spectrally accurate on the coarse grid; a
 #: code's fraction is the mass of a region with an edge, accurate to O(spacing) on the grid)
-SPACING = 0.5
+SPACING = 0.75
 CODE_SPACING = 0.3
 #: first half-width of the grid, its growth factor and largest value (prior standard deviations)
 HALF_WIDTH = 6.0
