@@ -128,7 +128,7 @@ def test_general_path_for_small_unstructured_tasks(activation):
 
 
 @pytest.mark.parametrize("exp_args,key", [
-    (dict(activation="sigmoid", depth=3), "network.depth"),
+    (dict(activation="sigmoid", depth=4), "network.depth"),
     (dict(activation="relu", depth=2), "network.depth"),
     (dict(activation="relu2"), "network.activation"),
     (dict(activation="linear", depth=2, tied_weights=True), "network.tied_weights"),
