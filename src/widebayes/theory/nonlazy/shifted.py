@@ -66,10 +66,21 @@ def _linear(theta, u, d, w) -> ShiftedLaw:
     return ShiftedLaw(kappa, mean, var, mean, var, var)
 
 
-def _grid(act: Activation, theta, u, d, w, points: int) -> ShiftedLaw:
-    phi_max = max(abs(act.value_range[0]), abs(act.value_range[1]))
+def phi_bound(act: Activation) -> float:
+    """``max |phi|`` of a bounded activation."""
+    return max(abs(act.value_range[0]), abs(act.value_range[1]))
+
+
+def _half_width(act: Activation, theta, d) -> float:
+    """Half-width of the trapezoid grid in x = (z - u) / sqrt(w): ``TAIL_NATS`` beyond the batch's
+    largest tilt."""
+    phi_max = phi_bound(act)
     tilt = np.max(np.abs(theta)) * phi_max + np.max(np.abs(d)) * phi_max**2
-    half = np.sqrt(2.0 * (TAIL_NATS + 2.0 * tilt))
+    return float(np.sqrt(2.0 * (TAIL_NATS + 2.0 * tilt)))
+
+
+def _grid(act: Activation, theta, u, d, w, points: int) -> ShiftedLaw:
+    half = _half_width(act, theta, d)
     x = np.linspace(-half, half, points)
     dx = x[1] - x[0]
     sd = np.sqrt(w)[..., None]
@@ -92,7 +103,8 @@ def _grid(act: Activation, theta, u, d, w, points: int) -> ShiftedLaw:
     return ShiftedLaw(kappa, m_phi, v_phi, u + m_dz, v_z, c)
 
 
-#: ... and the spacing, in local standard deviations of the tilted law, of :func:`resolved_points`
+#: the trapezoid spacing of :func:`resolved_points`, in local standard deviations of the tilted law,
+#: and its fewest points
 RESOLVED_SPACING = 0.35
 MIN_POINTS = 31
 
@@ -116,11 +128,9 @@ def resolved_points(act: Activation, theta, d, w) -> int:
     checked on (a test)."""
     if act.is_linear:
         return GRID_POINTS
-    phi_max = max(abs(act.value_range[0]), abs(act.value_range[1]))
     c2, c3 = _curvature_bounds(act)
     theta, d, w = (np.abs(np.asarray(v, dtype=np.float64)) for v in (theta, d, w))
-    tilt = np.max(theta) * phi_max + np.max(d) * phi_max**2
-    half = np.sqrt(2.0 * (TAIL_NATS + 2.0 * tilt))
+    half = _half_width(act, theta, d)
     curvature = 1.0 + np.max(w * (theta * c2 + 2.0 * d * c3))
     points = int(np.ceil(2.0 * half * np.sqrt(curvature) / RESOLVED_SPACING)) + 1
     return int(min(max(points, MIN_POINTS), GRID_POINTS))

@@ -38,9 +38,10 @@ from typing import NamedTuple
 import numpy as np
 
 from widebayes.activations import Activation
+from widebayes.codes import code_ids, code_string
 from widebayes.theory.nonlazy.classgrid import grid_peaks
 from widebayes.theory.nonlazy.classmatrix import ClassMatrix, class_matrix
-from widebayes.theory.nonlazy.shifted import ShiftedLaw, resolved_points, shifted_law
+from widebayes.theory.nonlazy.shifted import ShiftedLaw, phi_bound, resolved_points, shifted_law
 
 #: grid spacing in prior standard deviations of xi, for the solver's evaluations and for the codes
 #: read off at the end (the kernel is a smooth integral, spectrally accurate on the coarse grid; a
@@ -110,8 +111,7 @@ def class_fields(act: Activation, n, d, Q, w, u, theta0=None) -> _Nodes:
     kappa''``) with backtracking on g, from ``theta0`` (or 0)."""
     # a maximum has theta = 2 Q s / n with s in phi's range: the fields stay in that box (in a
     # saturated class kappa'' is ~1e-30 and an unclipped Newton step runs off, widening the law's grid)
-    phi_max = max(abs(act.value_range[0]), abs(act.value_range[1]))
-    box = 2.0 * np.abs(Q).sum(1) * phi_max / n
+    box = 2.0 * np.abs(Q).sum(1) * phi_bound(act) / n
     theta = np.zeros_like(u) if theta0 is None else np.clip(theta0, -box, box)
 
     def law_at(th, rows):
@@ -250,14 +250,13 @@ def _moments(nodes: _Nodes, cov_ss, W, n, threshold, index, r, half_width, spaci
 
 
 def _codes(W, s, m_z, threshold) -> list:
-    k = s.shape[1]
-    index = (s > threshold).astype(int) @ (1 << np.arange(k - 1, -1, -1))
+    ids = code_ids(s, threshold)
     codes = []
-    for code in np.unique(index):
-        at = index == code
+    for code in np.unique(ids):
+        at = ids == code
         mass = float(W[at].sum())
         if mass <= 0.0:
             continue
-        codes.append({"code": format(int(code), f"0{k}b"), "fraction": mass,
+        codes.append({"code": code_string(int(code), s.shape[1]), "fraction": mass,
                       "class_means": W[at] @ s[at] / mass, "preactivation_mean": W[at] @ m_z[at] / mass})
     return sorted(codes, key=lambda c: -c["fraction"])
