@@ -85,7 +85,9 @@ What this gives and its regime of validity:
   sigmoid at y- = -1/2, the paper's Fig. 3 targets) from the one-layer solution at P = 12, and
   the deep solution is continued in P from P = 40 (:func:`start_size`: solved directly at P = 100
   it lands on a spurious branch whose saturated class-0 modes the mode search drops), up to
-  P = 100 (above, the continuation lands on that branch: refused, ``MAX_P_NO_EQUILIBRIUM``);
+  P = 200 (``MAX_P_NO_EQUILIBRIUM``, the largest checked; a step in P of 1.5x, 88 -> 132, jumped
+  to that branch, so a step that moves the readout fields by more than half is halved,
+  :func:`_left_branch`);
 - ReLU (and other unbounded nonlinear phi) in lower layers: not covered.  The tilted measures are
   the same, but for a 1-homogeneous phi the quadratic tilt ``phi^T Kt phi`` grows like |z|^2 along
   rays, so the measure is normalisable only below the margin
@@ -155,11 +157,13 @@ START_P = 12
 CONTINUATION_P = 100
 #: the same for a bounded activation without a P = inf one-layer equilibrium (:func:`start_size`)
 CONTINUATION_P_NO_EQUILIBRIUM = 40
-#: ... and the largest P answered there (measured, sigmoid, L = 2, y- = -1/2: at P = 200 the
-#: continuation from 40 ends on the branch whose saturated class-0 modes the mode search drops,
-#: output 0.00 on class 0, with a small residual; at P = 100 it agrees with samples)
-MAX_P_NO_EQUILIBRIUM = 100
+#: ... and the largest P answered there (the largest checked: sigmoid, y- = -1/2, L = 2 and 3, the
+#: paper's Fig. 3 at P = 200; each step in P is checked for a jump to another branch, ``BRANCH_JUMP``)
+MAX_P_NO_EQUILIBRIUM = 200
 P_STEP = 1.5
+#: a step in P that moves the readout fields by more than this fraction of their size left the
+#: branch it started on (:func:`_left_branch`): it is halved like a failed step
+BRANCH_JUMP = 0.5
 #: smallest step in P that a failed step is halved to
 MIN_P_STEP = 8
 #: Newton iterations of the readout solve from a warm start, and after the convex minimisation
@@ -806,7 +810,7 @@ def start_size(task: ClassTask) -> int:
     if P > MAX_P_NO_EQUILIBRIUM:
         raise RuntimeError(f"P = {P}: without a one-layer equilibrium (sigmoid.solve_redundant fails on "
                            f"this task) the deep theory is answered up to P = {MAX_P_NO_EQUILIBRIUM}; above "
-                           "it the continuation ends on a spurious branch (deep.MAX_P_NO_EQUILIBRIUM)")
+                           "it no solution has been checked (deep.MAX_P_NO_EQUILIBRIUM)")
     return CONTINUATION_P_NO_EQUILIBRIUM
 
 
@@ -852,7 +856,7 @@ def _continue_in_P(deep: DeepTask, start: int, tol: float, max_iter: int, coupli
     while pending:
         P = pending[0]
         new = _step_in_P(sol, deep, previous, P, tol if P == P_final else INTERMEDIATE_TOL, max_iter)
-        if new is None:
+        if new is None or _left_branch(sol, new):
             middle = int(4 * round((previous + P) / 8))
             if P - previous <= MIN_P_STEP or middle in (previous, P):
                 raise RuntimeError(f"the continuation in P stalled between P = {previous} and {P}")
@@ -860,6 +864,16 @@ def _continue_in_P(deep: DeepTask, start: int, tol: float, max_iter: int, coupli
             continue
         sol, previous, iterations = new, pending.pop(0), iterations + new.iterations
     return sol._replace(iterations=iterations)
+
+
+def _left_branch(before: DeepSolution, after: DeepSolution) -> bool:
+    """Whether a step in P jumped to another branch: the readout fields moved by more than
+    ``BRANCH_JUMP`` of their size (at least 1).  Measured (sigmoid, L = 2, y- = -1/2, T0 = 0.01):
+    along the coding branch a step of 1.5x in P moves them by under 1% (5.64 -> 5.60 on class 0);
+    the step 88 -> 132 jumped to fields (100, -50, -50), whose feature layer has no class-0 code
+    (output 0.00 there), and the continuation stayed on that branch up to P = 200."""
+    scale = max(1.0, float(np.max(np.abs(before.L))))
+    return float(np.max(np.abs(after.L - before.L))) > BRANCH_JUMP * scale
 
 
 def _refined_codes(layers: list, lower: list, deep: DeepTask) -> list:
