@@ -71,12 +71,6 @@ def phi_bound(act: Activation) -> float:
     return max(abs(act.value_range[0]), abs(act.value_range[1]))
 
 
-def field_box(act: Activation, n, Q) -> np.ndarray:
-    """Per class, the largest |theta_c| a maximum of ``s^T Q s - sum_c n_c [theta_c s_c - kappa_c]``
-    can have for a bounded phi: stationarity gives ``theta = 2 Q s / n`` with s in phi's range."""
-    return 2.0 * np.abs(Q).sum(1) * phi_bound(act) / n
-
-
 def _half_width(act: Activation, theta, d) -> float:
     """Half-width of the trapezoid grid in x = (z - u) / sqrt(w): ``TAIL_NATS`` beyond the batch's
     largest tilt."""

@@ -41,7 +41,7 @@ from widebayes.activations import Activation
 from widebayes.codes import code_ids, code_string
 from widebayes.theory.nonlazy.classgrid import grid_peaks
 from widebayes.theory.nonlazy.classmatrix import ClassMatrix, class_matrix
-from widebayes.theory.nonlazy.shifted import ShiftedLaw, field_box, resolved_points, shifted_law
+from widebayes.theory.nonlazy.shifted import ShiftedLaw, phi_bound, resolved_points, shifted_law
 
 #: grid spacing in prior standard deviations of xi, for the solver's evaluations and for the codes
 #: read off at the end (the kernel is a smooth integral, spectrally accurate on the coarse grid; a
@@ -111,7 +111,7 @@ def class_fields(act: Activation, n, d, Q, w, u, theta0=None) -> _Nodes:
     kappa''``) with backtracking on g, from ``theta0`` (or 0)."""
     # a maximum has theta = 2 Q s / n with s in phi's range: the fields stay in that box (in a
     # saturated class kappa'' is ~1e-30 and an unclipped Newton step runs off, widening the law's grid)
-    box = field_box(act, n, Q)
+    box = 2.0 * np.abs(Q).sum(1) * phi_bound(act) / n
     theta = np.zeros_like(u) if theta0 is None else np.clip(theta0, -box, box)
 
     def law_at(th, rows):
