@@ -1,0 +1,51 @@
+"""The single-neuron measure with fluctuating preactivations (studies/single_neuron_measure.py).
+
+For a linear activation every quantity is Gaussian and closed-form: ``log Z(b) = b^T C0 b / 2``,
+``E[phi | b] = C0 b``, ``Cov[phi | b] = C0``, so ``log q(a)`` and the mode's Laplace volume are
+exact; the HMC chains and the thermodynamic integration must reproduce them within their errors.
+"""
+
+import jax
+import numpy as np
+
+from widebayes.activations import get_activation
+from widebayes.studies.single_neuron_measure import ChainSettings, code_masses, field_moments, log_partition
+
+CHAINS = ChainSettings(num_chains=32, num_warm=100, num_keep=1000, step_size=0.5, num_integration_steps=5)
+
+
+def _case(P=6, m=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(P, 3 * P)) / np.sqrt(3 * P)
+    C0 = X @ X.T + 0.1 * np.eye(P)
+    return C0, rng.normal(size=(P, m)) * 0.7, rng.normal(size=(3, m))
+
+
+def test_linear_field_moments_and_log_partition_are_exact():
+    act = get_activation("linear")
+    C0, Lam, readouts = _case()
+    B = readouts @ Lam.T
+    mom = field_moments(jax.random.key(0), C0, B, act.phi, act.phi_np, CHAINS)
+    np.testing.assert_allclose(mom.mean_phi, B @ C0, atol=0.05)
+    for k in range(len(B)):
+        cov = mom.second_phi[k] - np.outer(mom.mean_phi[k], mom.mean_phi[k])
+        np.testing.assert_allclose(cov, C0, atol=0.08)
+    log_z, error = log_partition(jax.random.key(1), C0, B, act.phi, act.phi_np, 4, CHAINS)
+    exact = 0.5 * np.einsum("np,pq,nq->n", B, C0, B)
+    assert np.all(np.abs(log_z - exact) < 5 * error + 1e-3), (log_z, exact, error)
+    assert np.all(error < 0.05)
+
+
+def test_linear_code_masses_are_the_gaussian_ones():
+    act = get_activation("linear")
+    C0, Lam, readouts = _case(seed=1)
+    sigma_a2 = 0.2
+    masses = code_masses(jax.random.key(2), C0, Lam, sigma_a2, act.phi, act.phi_np, readouts,
+                         np.array([0, 0, 0, 1, 1, 1]), 0.0, num_t=4, chains=CHAINS)
+    G = Lam.T @ C0 @ Lam
+    log_q = (-0.5 * np.sum(readouts**2, axis=1) / sigma_a2
+             + 0.5 * np.einsum("kr,rs,ks->k", readouts, G, readouts))
+    log_volume = -0.5 * np.linalg.slogdet(np.eye(2) / sigma_a2 - G)[1]
+    assert np.all(np.abs(masses.log_q - log_q) < 5 * masses.log_z_error + 1e-3)
+    np.testing.assert_allclose(masses.log_mass - masses.log_q, log_volume, atol=0.02)
+    np.testing.assert_allclose(masses.fractions.sum(), 1.0)
