@@ -49,3 +49,4 @@ def test_linear_code_masses_are_the_gaussian_ones():
     assert np.all(np.abs(masses.log_q - log_q) < 5 * masses.log_z_error + 1e-3)
     np.testing.assert_allclose(masses.log_mass - masses.log_q, log_volume, atol=0.02)
     np.testing.assert_allclose(masses.fractions.sum(), 1.0)
+
