@@ -36,7 +36,6 @@ Our own code: the field has no implementation of this measure.
 from __future__ import annotations
 
 import argparse
-import itertools
 from typing import NamedTuple
 
 import blackjax
@@ -49,7 +48,7 @@ from scipy.special import logsumexp
 
 from widebayes.activations import get_activation
 from widebayes.codes import class_means, code_ids, code_of_means, code_string, default_threshold
-from widebayes.theory.nonlazy.conditional_mode import conditional_modes, derivatives
+from widebayes.theory.nonlazy.conditional_mode import conditional_modes, derivatives, sign_directions
 
 
 class ChainSettings(NamedTuple):
@@ -72,6 +71,11 @@ class FieldMoments(NamedTuple):
     acceptance: np.ndarray  # (n,)
 
 
+def normalised(log_mass) -> np.ndarray:
+    """Fractions from log masses (``-inf`` for a mode left out)."""
+    return np.exp(log_mass - logsumexp(log_mass))
+
+
 class CodeMasses(NamedTuple):
     """Per readout mode: its code, log q, the log of its mass, and ``E[phi | b]``'s class means."""
 
@@ -83,8 +87,7 @@ class CodeMasses(NamedTuple):
 
     @property
     def fractions(self) -> np.ndarray:
-        w = np.exp(self.log_mass - self.log_mass.max())
-        return w / w.sum()
+        return normalised(self.log_mass)
 
 
 def whitened_start(C0, B, phi_np):
@@ -296,8 +299,7 @@ class FieldState(NamedTuple):
 
     @property
     def fractions(self) -> np.ndarray:
-        w = np.exp(self.log_mass - logsumexp(self.log_mass))
-        return w
+        return normalised(self.log_mass)
 
 
 def field_state(key, C0, Lam, Y, sigma_a2: float, T0: float, phi, phi_np, starts, labels, threshold: float,
@@ -318,7 +320,7 @@ def _field_state(key, C0, Lam, Y, sigma_a2, T0, phi, phi_np, starts, labels, thr
     log_mass = np.where(np.isfinite(masses.log_mass), masses.log_mass, -np.inf)
     if not np.isfinite(log_mass).any():
         log_mass = np.full_like(log_mass, np.nan)
-    pi = np.exp(log_mass - logsumexp(log_mass))
+    pi = normalised(log_mass)
     residual = (pi @ np.nan_to_num(mom.mean_t)).reshape(Lam.shape) + T0 * Lam - Y
     potential = 0.5 * T0 * np.sum(Lam**2) - np.sum(Lam * Y) + logsumexp(log_mass)
     return FieldState(Lam, mom, masses.codes, log_mass, residual, float(potential),
@@ -336,7 +338,7 @@ def model_step(state: FieldState, Y, T0: float, proximal: float):
 
     def model(step):
         log_mass = ell + g @ step + 0.5 * np.einsum("i,kij,j->k", step, C, step)
-        w = np.exp(log_mass - logsumexp(log_mass))
+        w = normalised(log_mass)
         value = (0.5 * T0 * np.sum((lam + step) ** 2) - (lam + step) @ Yf + logsumexp(log_mass)
                  + 0.5 * proximal * step @ step)
         grad = T0 * (lam + step) - Yf + w @ (g + np.einsum("kij,j->ki", C, step)) + proximal * step
@@ -376,12 +378,6 @@ def solve_full_measure(key, C0, Y, sigma_a2: float, T0: float, phi, phi_np, Lamb
         if accepted and np.max(np.abs(trial.residual)) < np.max(np.abs(best.residual)):
             best = trial
     return best
-
-
-def sign_directions(m: int, radius: float) -> np.ndarray:
-    """The ``3^m - 1`` directions ``{-1, 0, 1}^m`` at ``radius``."""
-    dirs = np.array([d for d in itertools.product((-1.0, 0.0, 1.0), repeat=m) if any(d)])
-    return radius * dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
 
 
 def _mnist_case():

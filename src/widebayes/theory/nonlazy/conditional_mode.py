@@ -244,13 +244,17 @@ def _distinct_maxima(r: _Readout, sigma_a2: float) -> _Readout:
     return _subset(r, _first_of_each_cluster(r.a, MERGE_DISTANCE * np.sqrt(sigma_a2)))
 
 
-def mode_starts(modes, sigma_a2: float, scale: float, m: int) -> np.ndarray:
-    """Where to start the ascent: the known modes, the origin and the ``3^m - 1`` sign directions
-    ``{-1, 0, 1}^m`` at radius ``scale`` (at least three prior widths)."""
+def sign_directions(m: int, radius: float) -> np.ndarray:
+    """The ``3^m - 1`` sign directions ``{-1, 0, 1}^m`` (zero excluded) at ``radius``."""
     dirs = np.array([d for d in itertools.product((-1.0, 0.0, 1.0), repeat=m) if any(d)])
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    return radius * dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+
+
+def mode_starts(modes, sigma_a2: float, scale: float, m: int) -> np.ndarray:
+    """Where to start the ascent: the known modes, the origin and the sign directions
+    (:func:`sign_directions`) at radius ``scale`` (at least three prior widths)."""
     radius = max(scale, 3.0 * np.sqrt(sigma_a2))
-    return np.concatenate([modes.reshape(-1, m), np.zeros((1, m)), radius * dirs])
+    return np.concatenate([modes.reshape(-1, m), np.zeros((1, m)), sign_directions(m, radius)])
 
 
 class _Measure(NamedTuple):
