@@ -49,12 +49,11 @@ def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0):
             break
     else:
         pytest.fail("no proposal accepted in 20 tries")
-    others = jax.random.choice(jax.random.split(key, 4)[0], N - 1, (mixture_size,), replace=False)
-    others = others + (others >= i)
+    components = nm.draw_components(jax.random.split(key, 4)[0], N, i, mixture_size, H.dtype)
     H_new, x_old, x_new = move.H, coordinates[:, i], move.x
     f_old = nm.field_of(H, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
     f_new = nm.field_of(H_new, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
-    q = lambda x, state, f: nm.mixture_log_pdf(x, state, f, others, proposal, N**1.0, 0.05)  # noqa: E731
+    q = lambda x, state, f: nm.mixture_log_pdf(x, state, f, components, proposal, N**1.0, 0.05)  # noqa: E731
     r_rev = (f_old.loglik - f_new.loglik + proposal.prior_logpdf(x_old) - proposal.prior_logpdf(x_new)
              + q(x_new, H, f_old) - q(x_old, H_new, f_new))
     np.testing.assert_allclose(np.asarray(proposal.preactivations(x_new)), np.asarray(H_new[:, i]), rtol=1e-5)

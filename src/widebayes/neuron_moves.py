@@ -17,13 +17,14 @@ of ``H`` (readout integrated out, :func:`widebayes.collapsed.marginal_loglik`). 
 ``H`` take the readout's conditional mean ``mu`` (N x m) and the residual ``R = Y - Phi mu / N^g``.
 Propose for neuron ``i``:
 
-1. pick ``K`` other neurons ``S`` uniformly (auxiliary randomness independent of the state; the
-   reverse move uses the same ``S``, so each ``S`` indexes a valid Metropolis-Hastings kernel and
-   so does their mixture);
-2. ``h_i' ~ q(. | H) = (1/K) sum_{j in S} prod_mu q_mu(h_mu | mu_j, R)`` with the one-neuron
-   conditional of the joint model at readout ``mu_j`` (THEORY.md 1.2)
+1. pick ``K`` other neurons ``S`` uniformly and a sign ``s_j`` per pick (-1 with probability
+   ``REFLECTED_SHARE``; auxiliary randomness independent of the state; the reverse move uses the
+   same draw, so each draw indexes a valid Metropolis-Hastings kernel and so does their mixture);
+2. ``h_i' ~ q(. | H) = (1/K) sum_{j in S} prod_mu q_mu(h_mu | s_j mu_j, R)`` with the one-neuron
+   conditional of the joint model at readout ``s_j mu_j`` (THEORY.md 1.2; the reflected readout
+   proposes the complement of ``j``'s code, :class:`Components` says why)
    ``q_mu(h) ∝ exp(-h^2 / 2 sigma_w^2 + alpha_mu phi(h) - beta phi(h)^2)``,
-   ``alpha_mu = mu_j . R_mu / (N^g T_eff)``, ``beta = |mu_j|^2 / (2 N^2g T_eff)``, represented as the
+   ``alpha_mu = s_j mu_j . R_mu / (N^g T_eff)``, ``beta = |mu_j|^2 / (2 N^2g T_eff)``, represented as the
    exact piecewise-exponential density through its values on a grid of ``GRID_POINTS`` over
    ``+- GRID_HALF_WIDTH`` prior standard deviations (sampled exactly by inverse CDF, its density
    known exactly: the Metropolis-Hastings ratio stays exact whatever the grid);
@@ -83,6 +84,7 @@ from widebayes.networks import hidden_layers
 GRID_POINTS = 256  # demo acceptance as with 512 or 1024 (0.50, float32) at half the cost of 512
 GRID_HALF_WIDTH = 9.0  # prior standard deviations
 MIXTURE_SIZE = 16  # K: readouts of other neurons the proposal mixes over
+REFLECTED_SHARE = 0.25  # chance that a component takes the other neuron's readout with its sign flipped
 LAPLACE_ITERATIONS = 8  # Newton steps of each Laplace component
 
 
@@ -287,24 +289,51 @@ def field_of(H, Y, phi, sigma_a2, T_eff, gamma) -> Field:
     return Field(cond, T_eff * solved.alpha, loglik_value(Y, solved))
 
 
-def tilt_of(field: Field, j, scale, T_eff):
-    """The one-neuron conditional's tilt at neuron ``j``'s readout: ``alpha = R mu_j / (N^g T_eff)``
-    (P,), ``beta = |mu_j|^2 / (2 N^2g T_eff)`` (THEORY.md 1.2)."""
+def tilt_of(field: Field, j, scale, T_eff, sign=1.0):
+    """The one-neuron conditional's tilt at neuron ``j``'s readout times ``sign``: ``alpha = sign R
+    mu_j / (N^g T_eff)`` (P,), ``beta = |mu_j|^2 / (2 N^2g T_eff)`` (THEORY.md 1.2)."""
     readout = field.readout.mean[j]
-    return field.residual @ readout / (scale * T_eff), jnp.sum(readout**2) / (2.0 * scale**2 * T_eff)
+    return sign * field.residual @ readout / (scale * T_eff), jnp.sum(readout**2) / (2.0 * scale**2 * T_eff)
 
 
-def mixture_log_pdf(x, H, field: Field, others, proposal: Proposal, scale, T_eff):
-    """log q(x | state): the mixture over the neurons ``others`` (K,) of their components."""
-    def one(j):
-        return proposal.log_pdf(x, tilt_of(field, j, scale, T_eff), H[:, j])
+class Components(NamedTuple):
+    """The mixture's components, drawn independently of the state (so that every draw indexes a valid
+    Metropolis-Hastings kernel, and the reverse move uses the same draw): ``K`` distinct neurons other
+    than the moved one, and a sign per component.  A component of sign -1 takes its neuron's readout
+    reflected, ``-mu_j``, and starts Newton from ``-h_j``: it proposes the complement of ``j``'s code
+    (for the sigmoid ``phi(-h) = 1 - phi(h)``).
+
+    Why the reflection: built from the other neurons' readouts alone, the mixture proposes only codes
+    that other neurons hold, so the last neuron of a code could never leave it (the reverse move, which
+    would recreate the code, has no component near it).  On MNIST (digits 0-2, N = P = 100, T = 0.01)
+    exactly one neuron stayed in each single-class code in all six chains, against a theory mass of
+    3e-7 (README "Mixing").  The single-class codes are the complements of the two-class codes, which
+    the posterior holds, so the reflected components give the reverse move its component."""
+
+    neurons: jnp.ndarray  # (K,) int
+    signs: jnp.ndarray  # (K,) +-1
+
+
+def draw_components(key, N: int, i, mixture_size: int, dtype) -> Components:
+    k_neurons, k_signs = jax.random.split(key)
+    others = jax.random.choice(k_neurons, N - 1, (mixture_size,), replace=False)
+    reflected = jax.random.uniform(k_signs, (mixture_size,)) < REFLECTED_SHARE
+    return Components(others + (others >= i), jnp.where(reflected, -1.0, 1.0).astype(dtype))
+
+
+def mixture_log_pdf(x, H, field: Field, components: Components, proposal: Proposal, scale, T_eff):
+    """log q(x | state): the mixture of the ``components`` (K), each of weight 1 / K."""
+    def one(js):
+        j, sign = js
+        return proposal.log_pdf(x, tilt_of(field, j, scale, T_eff, sign), sign * H[:, j])
 
     # lax.map, not vmap: with the Laplace components vmapped (a batch of Cholesky factorisations and
     # triangular solves inside the driver's cond and scan) XLA:CPU deadlocked in 5 of 5 runs of 6,000
     # steps (jax 0.10.2; every thread idle, the computation never completing); with lax.map, 0 of 4.
     # The cause is XLA:CPU's concurrency-optimised scheduler, now off (widebayes/__init__.py: with it
     # off, the vmapped components finished 4 of 4 runs); lax.map stays, at no measured cost.
-    return jax.scipy.special.logsumexp(jax.lax.map(one, others)) - jnp.log(others.shape[0])
+    return (jax.scipy.special.logsumexp(jax.lax.map(one, (components.neurons, components.signs)))
+            - jnp.log(components.neurons.shape[0]))
 
 
 class Move(NamedTuple):
@@ -324,19 +353,19 @@ def propose_and_accept(key, H, x, i, Y, *, phi, proposal: Proposal, sigma_a2, T_
                        mixture_size: int = MIXTURE_SIZE) -> Move:
     """One neuron move of neuron ``i``, whose coordinate is ``x`` (``proposal.preactivations(x)``
     is ``H[:, i]``)."""
-    k_others, k_pick, k_draw, k_accept = jax.random.split(key, 4)
+    k_components, k_pick, k_draw, k_accept = jax.random.split(key, 4)
     N = H.shape[1]
     scale = jnp.asarray(N, H.dtype) ** gamma
-    others = jax.random.choice(k_others, N - 1, (mixture_size,), replace=False)
-    others = others + (others >= i)  # K distinct neurons other than i
+    components = draw_components(k_components, N, i, mixture_size, H.dtype)
     field = field_of(H, Y, phi, sigma_a2, T_eff, gamma)
-    j = others[jax.random.randint(k_pick, (), 0, mixture_size)]
-    x_new = proposal.sample(k_draw, tilt_of(field, j, scale, T_eff), H[:, j])
+    pick = jax.random.randint(k_pick, (), 0, mixture_size)
+    j, sign = components.neurons[pick], components.signs[pick]
+    x_new = proposal.sample(k_draw, tilt_of(field, j, scale, T_eff, sign), sign * H[:, j])
     H_new = H.at[:, i].set(proposal.preactivations(x_new))
     field_new = field_of(H_new, Y, phi, sigma_a2, T_eff, gamma)
     log_ratio = (field_new.loglik - field.loglik + proposal.prior_logpdf(x_new) - proposal.prior_logpdf(x)
-                 + mixture_log_pdf(x, H_new, field_new, others, proposal, scale, T_eff)
-                 - mixture_log_pdf(x_new, H, field, others, proposal, scale, T_eff))
+                 + mixture_log_pdf(x, H_new, field_new, components, proposal, scale, T_eff)
+                 - mixture_log_pdf(x_new, H, field, components, proposal, scale, T_eff))
     log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
     accepted = jnp.log(jax.random.uniform(k_accept, (), H.dtype)) < log_ratio
     return Move(jnp.where(accepted, H_new, H), jnp.where(accepted, x_new, x), accepted, log_ratio,
