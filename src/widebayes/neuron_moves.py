@@ -56,7 +56,10 @@ was accepted at 1e-4 or less); while recording at equilibrium 0.2-0.4% (N = P = 
 fractions at N = P = 500 (within 0.003) and at y- = 0.1, where Langevin alone stays frozen.  The
 Laplace proposal on the first three MNIST digits (N = P = 100, T = 0.01, a move after every 5th
 step): 13-16% accepted while recording, and every neuron changes code during the run; at the
-feature layer of a two-hidden-layer toy network (N = P = 40) 0.1-0.2%.
+feature layer of a two-hidden-layer toy network (N = P = 40) 0.1-0.2%.  Before the reflected
+components, on MNIST at step 0.005 exactly one neuron stayed in each single-class code in all six
+chains; with them none does, and the codes come within 0.004 of the theory (acceptance unchanged,
+0.5% while recording).
 """
 
 from __future__ import annotations
