@@ -83,6 +83,26 @@ def test_laplace_log_ratio_is_antisymmetric(P, n):
     _antisymmetry(nm.laplace_proposal(jax.nn.sigmoid, A, 1.0), A @ W.T, W.T)
 
 
+def test_reflected_components_keep_the_ratio_antisymmetric(monkeypatch):
+    """Every component reflected (readout ``-mu_j``, Newton from ``-h_j``): forward and reverse still
+    use the densities of one kernel, for the Laplace proposal (which reads the start)."""
+    monkeypatch.setattr(nm, "REFLECTED_SHARE", 1.0)
+    A = jnp.asarray(_correlated_inputs(12, 20, seed=2), _dtype())
+    W = jnp.asarray(np.random.default_rng(3).normal(size=(20, 20)), _dtype())
+    _antisymmetry(nm.laplace_proposal(jax.nn.sigmoid, A, 1.0), A @ W.T, W.T)
+
+
+def test_components_are_other_neurons_with_a_quarter_reflected():
+    keys = [jax.random.PRNGKey(k) for k in range(200)]
+    draws = [nm.draw_components(key, 20, 7, nm.MIXTURE_SIZE, jnp.float32) for key in keys]
+    neurons = np.stack([np.asarray(d.neurons) for d in draws])
+    signs = np.stack([np.asarray(d.signs) for d in draws])
+    assert not (neurons == 7).any() and all(len(set(row)) == nm.MIXTURE_SIZE for row in neurons)
+    assert set(np.unique(signs)) == {-1.0, 1.0}
+    share = (signs < 0).mean()  # 3,200 signs: standard error 0.008
+    assert abs(share - nm.REFLECTED_SHARE) < 0.03, share
+
+
 def test_laplace_component_draws_and_density_are_those_of_one_gaussian():
     """A Laplace component's draws (perturb, then solve) have the mean and covariance
     ``(I / sigma^2 + A^T W A)^-1`` of the Gaussian whose log density laplace_log_pdf evaluates (up to
