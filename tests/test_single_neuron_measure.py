@@ -50,3 +50,24 @@ def test_linear_code_masses_are_the_gaussian_ones():
     np.testing.assert_allclose(masses.log_mass - masses.log_q, log_volume, atol=0.02)
     np.testing.assert_allclose(masses.fractions.sum(), 1.0)
 
+
+
+def test_linear_mode_moments_are_the_gaussian_ones_and_compile_once():
+    """Linear phi: q(a, z) is Gaussian, ``Sigma_a = (I / sigma_a^2 - Lambda^T C0 Lambda)^-1``,
+    ``E[a] = 0``, ``E[z a^T] = C0 Lambda Sigma_a``, ``E[z z^T] = C0 + C0 Lambda Sigma_a Lambda^T C0``.
+    A second field of the same shapes reuses the first call's compilation."""
+    from widebayes.studies.single_neuron_measure import _mode_moments_fn, mode_moments
+
+    act = get_activation("linear")
+    C0, Lam, _ = _case(seed=1)
+    sigma_a2 = 0.2
+    chains = ChainSettings(num_chains=16, num_warm=100, num_keep=1500, step_size=0.5, num_integration_steps=5)
+    for k, lam in enumerate([Lam, 0.9 * Lam]):
+        mom = mode_moments(jax.random.key(3 + k), C0, lam, sigma_a2, act.phi, act.phi_np, np.zeros((1, 2)),
+                           chains)
+        Sigma_a = np.linalg.inv(np.eye(2) / sigma_a2 - lam.T @ C0 @ lam)
+        cross = C0 @ lam @ Sigma_a
+        np.testing.assert_allclose(mom.readout[0], 0.0, atol=0.05)
+        np.testing.assert_allclose(mom.mean_t[0].reshape(cross.shape), cross, atol=0.02)
+        np.testing.assert_allclose(mom.second_phi[0], C0 + cross @ lam.T @ C0, atol=0.08)
+    assert _mode_moments_fn(act.phi, chains, 2)._cache_size() == 1

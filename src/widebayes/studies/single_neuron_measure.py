@@ -36,6 +36,7 @@ Our own code: the field has no implementation of this measure.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import NamedTuple
 
 import blackjax
@@ -101,15 +102,14 @@ def whitened_start(C0, B, phi_np):
     return np.linalg.solve(L, z.T).T, np.linalg.inv(curvature)
 
 
-def field_moments(key, C0, B, phi, phi_np, chains: ChainSettings = ChainSettings()) -> FieldMoments:
-    """Moments of ``phi(z)`` under ``z | b ∝ N(z; 0, C0) exp(b^T phi(z))`` for every row of ``B``, by
-    ``chains.num_chains`` BlackJAX HMC chains per field (all fields and chains in one vmap)."""
-    L = jnp.asarray(np.linalg.cholesky(C0))
-    u0, inverse_mass = whitened_start(C0, np.asarray(B), phi_np)
+@functools.cache
+def _field_moments_fn(phi, chains: ChainSettings):
+    """The jitted moments of every field (one compilation per activation, settings and shape: the
+    solver calls it dozens of times with new fields and the same shapes)."""
     kernel = blackjax.hmc.build_kernel()
     c = chains
 
-    def one_chain(k, b, start, inv_mass):
+    def one_chain(k, L, b, start, inv_mass):
         def logdensity(u):
             return -0.5 * u @ u + b @ phi(L @ u)
 
@@ -123,13 +123,21 @@ def field_moments(key, C0, B, phi, phi_np, chains: ChainSettings = ChainSettings
         _, (ph, tilt, acc) = jax.lax.scan(transition, state, keys[c.num_warm:])
         return ph.mean(0), ph.T @ ph / c.num_keep, tilt.mean(), acc.mean()
 
-    def one_field(k, b, start, inv_mass):
-        m, s, t, a = jax.vmap(one_chain, (0, None, None, None))(jax.random.split(k, c.num_chains), b, start,
-                                                                 inv_mass)
+    def one_field(k, L, b, start, inv_mass):
+        m, s, t, a = jax.vmap(one_chain, (0, None, None, None, None))(
+            jax.random.split(k, c.num_chains), L, b, start, inv_mass)
         return m.mean(0), s.mean(0), t.mean(), t.std() / np.sqrt(c.num_chains), a.mean()
 
-    out = jax.jit(jax.vmap(one_field))(jax.random.split(key, len(B)), jnp.asarray(B), jnp.asarray(u0),
-                                       jnp.asarray(inverse_mass))
+    return jax.jit(jax.vmap(one_field, (0, None, 0, 0, 0)))
+
+
+def field_moments(key, C0, B, phi, phi_np, chains: ChainSettings = ChainSettings()) -> FieldMoments:
+    """Moments of ``phi(z)`` under ``z | b ∝ N(z; 0, C0) exp(b^T phi(z))`` for every row of ``B``, by
+    ``chains.num_chains`` BlackJAX HMC chains per field (all fields and chains in one vmap)."""
+    L = jnp.asarray(np.linalg.cholesky(C0))
+    u0, inverse_mass = whitened_start(C0, np.asarray(B), phi_np)
+    out = _field_moments_fn(phi, chains)(jax.random.split(key, len(B)), L, jnp.asarray(B), jnp.asarray(u0),
+                                         jnp.asarray(inverse_mass))
     return FieldMoments(*(np.asarray(x, dtype=np.float64) for x in out))
 
 
@@ -216,20 +224,16 @@ class ModeMoments(NamedTuple):
     cov_t: np.ndarray  # (k, P m, P m) Cov[vec(phi a^T)]
 
 
-def mode_moments(key, C0, Lam, sigma_a2: float, phi, phi_np, readouts,
-                 chains: ChainSettings = ChainSettings(8, 200, 600)) -> ModeMoments:
-    """Moments of the full measure ``q(a, z)`` within the basin of each row of ``readouts``: Gibbs chains
-    alternate an exact draw ``a | z ~ N(sigma_a^2 Lambda^T phi(z), sigma_a^2 I)`` with one HMC
-    transition of ``z | a`` (whitened, the mass of :func:`whitened_start` at the start readout)."""
-    Lj = jnp.asarray(np.linalg.cholesky(C0))
-    u0, inverse_mass = whitened_start(C0, np.asarray(readouts) @ np.asarray(Lam).T, phi_np)
+@functools.cache
+def _mode_moments_fn(phi, chains: ChainSettings, m: int):
+    """The jitted Gibbs chains of every mode (one compilation per activation, settings and shape)."""
     kernel = blackjax.hmc.build_kernel()
-    c, m, Lam_j = chains, readouts.shape[1], jnp.asarray(Lam)
+    c = chains
 
-    def one_chain(k, a0, start, inv_mass):
+    def one_chain(k, L, Lam, sigma_a2, a0, start, inv_mass):
         def logdensity_given(a):
-            b = Lam_j @ a
-            return lambda u: -0.5 * u @ u + b @ phi(Lj @ u)
+            b = Lam @ a
+            return lambda u: -0.5 * u @ u + b @ phi(L @ u)
 
         def sweep(carry, kk):
             u, a = carry
@@ -237,8 +241,8 @@ def mode_moments(key, C0, Lam, sigma_a2: float, phi, phi_np, readouts,
             logdensity = logdensity_given(a)
             state, _ = kernel(k1, blackjax.hmc.init(u, logdensity), logdensity, c.step_size, inv_mass,
                               c.num_integration_steps)
-            ph = phi(Lj @ state.position)
-            a = sigma_a2 * Lam_j.T @ ph + jnp.sqrt(sigma_a2) * jax.random.normal(k2, (m,))
+            ph = phi(L @ state.position)
+            a = sigma_a2 * Lam.T @ ph + jnp.sqrt(sigma_a2) * jax.random.normal(k2, (m,), ph.dtype)
             return (state.position, a), (ph, a)
 
         keys = jax.random.split(k, c.num_warm + c.num_keep)
@@ -247,14 +251,27 @@ def mode_moments(key, C0, Lam, sigma_a2: float, phi, phi_np, readouts,
         t = (ph[:, :, None] * a[:, None, :]).reshape(c.num_keep, -1)
         return a.mean(0), ph.mean(0), ph.T @ ph / c.num_keep, t.mean(0), t.T @ t / c.num_keep
 
-    def one_mode(k, a0, start, inv_mass):
+    def one_mode(k, L, Lam, sigma_a2, a0, start, inv_mass):
         keys = jax.random.split(k, c.num_chains)
-        return [o.mean(0) for o in jax.vmap(one_chain, (0, None, None, None))(keys, a0, start, inv_mass)]
+        chains_out = jax.vmap(one_chain, (0, None, None, None, None, None, None))(
+            keys, L, Lam, sigma_a2, a0, start, inv_mass)
+        return [o.mean(0) for o in chains_out]
 
-    run = jax.jit(jax.vmap(one_mode))
+    return jax.jit(jax.vmap(one_mode, (0, None, None, None, 0, 0, 0)))
+
+
+def mode_moments(key, C0, Lam, sigma_a2: float, phi, phi_np, readouts,
+                 chains: ChainSettings = ChainSettings(8, 200, 600)) -> ModeMoments:
+    """Moments of the full measure ``q(a, z)`` within the basin of each row of ``readouts``: Gibbs chains
+    alternate an exact draw ``a | z ~ N(sigma_a^2 Lambda^T phi(z), sigma_a^2 I)`` with one HMC
+    transition of ``z | a`` (whitened, the mass of :func:`whitened_start` at the start readout)."""
+    L = jnp.asarray(np.linalg.cholesky(C0))
+    u0, inverse_mass = whitened_start(C0, np.asarray(readouts) @ np.asarray(Lam).T, phi_np)
+    run = _mode_moments_fn(phi, chains, readouts.shape[1])
     keys = jax.random.split(key, len(readouts))
     a, mphi, sphi, mt, st = (np.asarray(x, dtype=np.float64) for x in run(
-        keys, jnp.asarray(readouts), jnp.asarray(u0), jnp.asarray(inverse_mass)))
+        keys, L, jnp.asarray(Lam), jnp.asarray(sigma_a2, L.dtype), jnp.asarray(readouts), jnp.asarray(u0),
+        jnp.asarray(inverse_mass)))
     with np.errstate(invalid="ignore", over="ignore"):  # a diverged chain: NaN moments, the step is rejected
         return ModeMoments(a, mphi, sphi, mt, st - np.einsum("ki,kj->kij", mt, mt))
 
