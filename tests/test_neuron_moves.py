@@ -92,7 +92,7 @@ def test_reflected_components_keep_the_ratio_antisymmetric(monkeypatch):
     _antisymmetry(nm.laplace_proposal(jax.nn.sigmoid, A, 1.0), A @ W.T, W.T)
 
 
-def test_components_are_other_neurons_with_a_quarter_reflected():
+def test_components_are_other_neurons_a_quarter_reflected_at_small_weight():
     keys = [jax.random.PRNGKey(k) for k in range(200)]
     draws = [nm.draw_components(key, 20, 7, nm.MIXTURE_SIZE, jnp.float32) for key in keys]
     neurons = np.stack([np.asarray(d.neurons) for d in draws])
@@ -101,6 +101,11 @@ def test_components_are_other_neurons_with_a_quarter_reflected():
     assert set(np.unique(signs)) == {-1.0, 1.0}
     share = (signs < 0).mean()  # 3,200 signs: standard error 0.008
     assert abs(share - nm.REFLECTED_SHARE) < 0.03, share
+    weights = np.exp(np.stack([np.asarray(d.log_weights, np.float64) for d in draws]))
+    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
+    mixed = (signs < 0).any(1) & (signs > 0).any(1)
+    reflected_weight = np.where(signs < 0, weights, 0.0).sum(1)[mixed]
+    np.testing.assert_allclose(reflected_weight, nm.REFLECTED_WEIGHT, rtol=1e-5)
 
 
 def test_laplace_component_draws_and_density_are_those_of_one_gaussian():

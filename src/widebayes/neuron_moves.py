@@ -18,9 +18,10 @@ of ``H`` (readout integrated out, :func:`widebayes.collapsed.marginal_loglik`). 
 Propose for neuron ``i``:
 
 1. pick ``K`` other neurons ``S`` uniformly and a sign ``s_j`` per pick (-1 with probability
-   ``REFLECTED_SHARE``; auxiliary randomness independent of the state; the reverse move uses the
-   same draw, so each draw indexes a valid Metropolis-Hastings kernel and so does their mixture);
-2. ``h_i' ~ q(. | H) = (1/K) sum_{j in S} prod_mu q_mu(h_mu | s_j mu_j, R)`` with the one-neuron
+   ``REFLECTED_SHARE``), with weights ``w_j`` (the reflected ones ``REFLECTED_WEIGHT`` together;
+   auxiliary randomness independent of the state; the reverse move uses the same draw, so each
+   draw indexes a valid Metropolis-Hastings kernel and so does their mixture);
+2. ``h_i' ~ q(. | H) = sum_{j in S} w_j prod_mu q_mu(h_mu | s_j mu_j, R)`` with the one-neuron
    conditional of the joint model at readout ``s_j mu_j`` (THEORY.md 1.2; the reflected readout
    proposes the complement of ``j``'s code, :class:`Components` says why)
    ``q_mu(h) ∝ exp(-h^2 / 2 sigma_w^2 + alpha_mu phi(h) - beta phi(h)^2)``,
@@ -88,6 +89,7 @@ GRID_POINTS = 256  # demo acceptance as with 512 or 1024 (0.50, float32) at half
 GRID_HALF_WIDTH = 9.0  # prior standard deviations
 MIXTURE_SIZE = 16  # K: readouts of other neurons the proposal mixes over
 REFLECTED_SHARE = 0.25  # chance that a component takes the other neuron's readout with its sign flipped
+REFLECTED_WEIGHT = 1.0 / 16  # the reflected components' total weight in the mixture (when both kinds occur)
 LAPLACE_ITERATIONS = 8  # Newton steps of each Laplace component
 
 
@@ -311,21 +313,34 @@ class Components(NamedTuple):
     would recreate the code, has no component near it).  On MNIST (digits 0-2, N = P = 100, T = 0.01)
     exactly one neuron stayed in each single-class code in all six chains, against a theory mass of
     3e-7 (README "Mixing").  The single-class codes are the complements of the two-class codes, which
-    the posterior holds, so the reflected components give the reverse move its component."""
+    the posterior holds, so the reflected components give the reverse move its component.
+
+    Their weight: together ``REFLECTED_WEIGHT`` of the mixture.  A reflected proposal is mostly
+    rejected (it offers a code the posterior does not hold), so at equal weights a quarter of the
+    moves were wasted and the y- = 0.45 bracketing (a slow test) no longer met within 0.01 in 300k
+    steps (0.040 against 0.025); in the reverse density the small weight costs only
+    ``log(1/4 / REFLECTED_WEIGHT)`` nats against equal weights."""
 
     neurons: jnp.ndarray  # (K,) int
     signs: jnp.ndarray  # (K,) +-1
+    log_weights: jnp.ndarray  # (K,) log mixture weights, summing to one
 
 
 def draw_components(key, N: int, i, mixture_size: int, dtype) -> Components:
     k_neurons, k_signs = jax.random.split(key)
     others = jax.random.choice(k_neurons, N - 1, (mixture_size,), replace=False)
     reflected = jax.random.uniform(k_signs, (mixture_size,)) < REFLECTED_SHARE
-    return Components(others + (others >= i), jnp.where(reflected, -1.0, 1.0).astype(dtype))
+    n_reflected = jnp.sum(reflected)
+    both = (n_reflected > 0) & (n_reflected < mixture_size)
+    weight = jnp.where(reflected, REFLECTED_WEIGHT / jnp.maximum(n_reflected, 1),
+                       (1.0 - REFLECTED_WEIGHT) / jnp.maximum(mixture_size - n_reflected, 1))
+    weight = jnp.where(both, weight, 1.0 / mixture_size)
+    return Components(others + (others >= i), jnp.where(reflected, -1.0, 1.0).astype(dtype),
+                      jnp.log(weight).astype(dtype))
 
 
 def mixture_log_pdf(x, H, field: Field, components: Components, proposal: Proposal, scale, T_eff):
-    """log q(x | state): the mixture of the ``components`` (K), each of weight 1 / K."""
+    """log q(x | state): the mixture of the ``components`` (K) with their weights."""
     def one(js):
         j, sign = js
         return proposal.log_pdf(x, tilt_of(field, j, scale, T_eff, sign), sign * H[:, j])
@@ -335,8 +350,8 @@ def mixture_log_pdf(x, H, field: Field, components: Components, proposal: Propos
     # steps (jax 0.10.2; every thread idle, the computation never completing); with lax.map, 0 of 4.
     # The cause is XLA:CPU's concurrency-optimised scheduler, now off (widebayes/__init__.py: with it
     # off, the vmapped components finished 4 of 4 runs); lax.map stays, at no measured cost.
-    return (jax.scipy.special.logsumexp(jax.lax.map(one, (components.neurons, components.signs)))
-            - jnp.log(components.neurons.shape[0]))
+    return jax.scipy.special.logsumexp(components.log_weights
+                                       + jax.lax.map(one, (components.neurons, components.signs)))
 
 
 class Move(NamedTuple):
@@ -361,7 +376,7 @@ def propose_and_accept(key, H, x, i, Y, *, phi, proposal: Proposal, sigma_a2, T_
     scale = jnp.asarray(N, H.dtype) ** gamma
     components = draw_components(k_components, N, i, mixture_size, H.dtype)
     field = field_of(H, Y, phi, sigma_a2, T_eff, gamma)
-    pick = jax.random.randint(k_pick, (), 0, mixture_size)
+    pick = jax.random.categorical(k_pick, components.log_weights)
     j, sign = components.neurons[pick], components.signs[pick]
     x_new = proposal.sample(k_draw, tilt_of(field, j, scale, T_eff, sign), sign * H[:, j])
     H_new = H.at[:, i].set(proposal.preactivations(x_new))
