@@ -56,7 +56,7 @@ def test_linear_mode_moments_are_the_gaussian_ones_and_compile_once():
     """Linear phi: q(a, z) is Gaussian, ``Sigma_a = (I / sigma_a^2 - Lambda^T C0 Lambda)^-1``,
     ``E[a] = 0``, ``E[z a^T] = C0 Lambda Sigma_a``, ``E[z z^T] = C0 + C0 Lambda Sigma_a Lambda^T C0``.
     A second field of the same shapes reuses the first call's compilation."""
-    from widebayes.studies.single_neuron_measure import _mode_moments_fn, mode_moments
+    from widebayes.studies.single_neuron_measure import _gibbs_fn, mode_moments
 
     act = get_activation("linear")
     C0, Lam, _ = _case(seed=1)
@@ -70,4 +70,26 @@ def test_linear_mode_moments_are_the_gaussian_ones_and_compile_once():
         np.testing.assert_allclose(mom.readout[0], 0.0, atol=0.05)
         np.testing.assert_allclose(mom.mean_t[0].reshape(cross.shape), cross, atol=0.02)
         np.testing.assert_allclose(mom.second_phi[0], C0 + cross @ lam.T @ C0, atol=0.08)
-    assert _mode_moments_fn(act.phi, chains, 2)._cache_size() == 1
+    assert _gibbs_fn(act.phi, chains, 2, False)._cache_size() == 1
+
+
+def test_linear_measure_draws_carry_the_gaussian_moments():
+    """The weighted draws of the full measure (what the test-input predictions read) have the Gaussian
+    moments of the linear case: ``E[z a^T] = C0 Lambda Sigma_a`` and ``E[a a^T] = Sigma_a``; the
+    weights sum to one over the modes with mass."""
+    from widebayes.studies.single_neuron_measure import FieldState, ModeMoments, measure_draws
+
+    act = get_activation("linear")
+    C0, Lam, _ = _case(seed=1)
+    sigma_a2 = 0.2
+    readout = np.zeros((2, 2))
+    modes = ModeMoments(readout, *(np.zeros((2, 1)),) * 4)
+    state = FieldState(Lam, modes, ["x", "y"], np.array([0.0, -np.inf]), np.zeros_like(Lam), 0.0, C0)
+    chains = ChainSettings(num_chains=16, num_warm=100, num_keep=1500, step_size=0.5, num_integration_steps=5)
+    draws = measure_draws(jax.random.key(5), C0, state, sigma_a2, act.phi, act.phi_np, chains)
+    assert draws.z.shape == (16 * 1500, len(C0)) and draws.a.shape == (16 * 1500, 2)
+    np.testing.assert_allclose(draws.w.sum(), 1.0)
+    Sigma_a = np.linalg.inv(np.eye(2) / sigma_a2 - Lam.T @ C0 @ Lam)
+    np.testing.assert_allclose(draws.z.T @ (draws.w[:, None] * draws.a), C0 @ Lam @ Sigma_a, atol=0.02)
+    np.testing.assert_allclose(draws.a.T @ (draws.w[:, None] * draws.a), Sigma_a, atol=0.03)
+    np.testing.assert_allclose(draws.phi, draws.z)

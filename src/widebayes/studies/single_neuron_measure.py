@@ -225,8 +225,9 @@ class ModeMoments(NamedTuple):
 
 
 @functools.cache
-def _mode_moments_fn(phi, chains: ChainSettings, m: int):
-    """The jitted Gibbs chains of every mode (one compilation per activation, settings and shape)."""
+def _gibbs_fn(phi, chains: ChainSettings, m: int, samples: bool):
+    """The jitted Gibbs chains of every mode (one compilation per activation, settings, shape and output):
+    their moments, or (``samples``) the kept draws of ``z`` and ``a`` themselves."""
     kernel = blackjax.hmc.build_kernel()
     c = chains
 
@@ -241,13 +242,16 @@ def _mode_moments_fn(phi, chains: ChainSettings, m: int):
             logdensity = logdensity_given(a)
             state, _ = kernel(k1, blackjax.hmc.init(u, logdensity), logdensity, c.step_size, inv_mass,
                               c.num_integration_steps)
-            ph = phi(L @ state.position)
+            z = L @ state.position
+            ph = phi(z)
             a = sigma_a2 * Lam.T @ ph + jnp.sqrt(sigma_a2) * jax.random.normal(k2, (m,), ph.dtype)
-            return (state.position, a), (ph, a)
+            return (state.position, a), (z, ph, a)
 
         keys = jax.random.split(k, c.num_warm + c.num_keep)
         carry, _ = jax.lax.scan(sweep, (start, a0), keys[:c.num_warm])
-        _, (ph, a) = jax.lax.scan(sweep, carry, keys[c.num_warm:])
+        _, (z, ph, a) = jax.lax.scan(sweep, carry, keys[c.num_warm:])
+        if samples:
+            return z, a
         t = (ph[:, :, None] * a[:, None, :]).reshape(c.num_keep, -1)
         return a.mean(0), ph.mean(0), ph.T @ ph / c.num_keep, t.mean(0), t.T @ t / c.num_keep
 
@@ -255,9 +259,21 @@ def _mode_moments_fn(phi, chains: ChainSettings, m: int):
         keys = jax.random.split(k, c.num_chains)
         chains_out = jax.vmap(one_chain, (0, None, None, None, None, None, None))(
             keys, L, Lam, sigma_a2, a0, start, inv_mass)
+        if samples:
+            return [o.reshape(-1, o.shape[-1]) for o in chains_out]
         return [o.mean(0) for o in chains_out]
 
     return jax.jit(jax.vmap(one_mode, (0, None, None, None, 0, 0, 0)))
+
+
+def _run_gibbs(key, C0, Lam, sigma_a2: float, phi, phi_np, readouts, chains: ChainSettings, samples: bool):
+    L = jnp.asarray(np.linalg.cholesky(C0))
+    u0, inverse_mass = whitened_start(C0, np.asarray(readouts) @ np.asarray(Lam).T, phi_np)
+    run = _gibbs_fn(phi, chains, readouts.shape[1], samples)
+    keys = jax.random.split(key, len(readouts))
+    return [np.asarray(x, dtype=np.float64) for x in run(
+        keys, L, jnp.asarray(Lam), jnp.asarray(sigma_a2, L.dtype), jnp.asarray(readouts), jnp.asarray(u0),
+        jnp.asarray(inverse_mass))]
 
 
 def mode_moments(key, C0, Lam, sigma_a2: float, phi, phi_np, readouts,
@@ -265,15 +281,32 @@ def mode_moments(key, C0, Lam, sigma_a2: float, phi, phi_np, readouts,
     """Moments of the full measure ``q(a, z)`` within the basin of each row of ``readouts``: Gibbs chains
     alternate an exact draw ``a | z ~ N(sigma_a^2 Lambda^T phi(z), sigma_a^2 I)`` with one HMC
     transition of ``z | a`` (whitened, the mass of :func:`whitened_start` at the start readout)."""
-    L = jnp.asarray(np.linalg.cholesky(C0))
-    u0, inverse_mass = whitened_start(C0, np.asarray(readouts) @ np.asarray(Lam).T, phi_np)
-    run = _mode_moments_fn(phi, chains, readouts.shape[1])
-    keys = jax.random.split(key, len(readouts))
-    a, mphi, sphi, mt, st = (np.asarray(x, dtype=np.float64) for x in run(
-        keys, L, jnp.asarray(Lam), jnp.asarray(sigma_a2, L.dtype), jnp.asarray(readouts), jnp.asarray(u0),
-        jnp.asarray(inverse_mass)))
+    a, mphi, sphi, mt, st = _run_gibbs(key, C0, Lam, sigma_a2, phi, phi_np, readouts, chains, samples=False)
     with np.errstate(invalid="ignore", over="ignore"):  # a diverged chain: NaN moments, the step is rejected
         return ModeMoments(a, mphi, sphi, mt, st - np.einsum("ki,kj->kij", mt, mt))
+
+
+class MeasureDraws(NamedTuple):
+    """Weighted draws ``(a, z)`` of the full measure (the fields that ``conditional_mode_test`` reads:
+    readouts ``a``, preactivations ``z`` on the training inputs, ``phi(z)`` and weights ``w``)."""
+
+    a: np.ndarray  # (n, m)
+    z: np.ndarray  # (n, P)
+    phi: np.ndarray  # (n, P)
+    w: np.ndarray  # (n,) summing to one
+
+
+def measure_draws(key, C0, state: "FieldState", sigma_a2: float, phi, phi_np,
+                  chains: ChainSettings = ChainSettings(8, 200, 600)) -> MeasureDraws:
+    """Draws of the full measure at a solved field: the Gibbs chains of every mode with mass, each draw
+    weighted by its mode's fraction over the mode's number of draws."""
+    keep = np.isfinite(state.log_mass)
+    readouts = state.modes.readout[keep]
+    z, a = _run_gibbs(key, C0, state.Lambda, sigma_a2, phi, phi_np, readouts, chains, samples=True)
+    per_mode = z.shape[1]
+    w = np.repeat(state.fractions[keep] / per_mode, per_mode)
+    z, a = z.reshape(-1, z.shape[-1]), a.reshape(-1, a.shape[-1])
+    return MeasureDraws(a, z, np.asarray(phi(jnp.asarray(z)), dtype=np.float64), w)
 
 
 def readout_modes(key, C0, Lam, sigma_a2: float, phi, phi_np, starts, iterations: int = 8,
