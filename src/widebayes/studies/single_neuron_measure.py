@@ -296,7 +296,7 @@ class MeasureDraws(NamedTuple):
     w: np.ndarray  # (n,) summing to one
 
 
-def measure_draws(key, C0, state: "FieldState", sigma_a2: float, phi, phi_np,
+def measure_draws(key, C0, state: FieldState, sigma_a2: float, phi, phi_np,
                   chains: ChainSettings = ChainSettings(8, 200, 600)) -> MeasureDraws:
     """Draws of the full measure at a solved field: the Gibbs chains of every mode with mass, each draw
     weighted by its mode's fraction over the mode's number of draws."""
