@@ -83,6 +83,11 @@ class Activation(NamedTuple):
     derivative_kernel : callable or None
         ``(c12, c11, c22) -> E[phi'(u) phi'(v)]``, the derivative kernel of the NTK recursion
         (``widebayes.theory.ntk``), where a closed form exists (else quadrature there).
+    odd : bool
+        ``phi(-z) = -phi(z)`` (linear, tanh): a non-lazy neuron's measure is symmetric under
+        ``a -> -a``, its codes come in mirror pairs, and the non-lazy theory on tasks without class
+        structure keeps the preactivations' fluctuations (``theory/nonlazy/full_measure.py``), where
+        the conditional-mode search stalls.
     """
 
     name: str
@@ -98,6 +103,7 @@ class Activation(NamedTuple):
     mean_closed_form: ArrayFn | None = None
     second_closed_form: ArrayFn | None = None
     derivative_kernel: ArrayFn | None = None
+    odd: bool = False
 
     @property
     def bounded(self) -> bool:
@@ -342,7 +348,7 @@ def _softplus_inverse(p):
 
 def make_activation(name: str, fn, *, growth: str, value_range, kernel=None, is_linear=False,
                     homogeneous=False, inverse=None, mean=None, second=None,
-                    derivative_kernel=None) -> Activation:
+                    derivative_kernel=None, odd=False) -> Activation:
     """An :class:`Activation` from ``fn(z, xp)`` (written against the array namespace ``xp``:
     ``jax.numpy`` or ``numpy``) and its facts; checks that the facts agree with each other.
 
@@ -364,6 +370,8 @@ def make_activation(name: str, fn, *, growth: str, value_range, kernel=None, is_
         Closed forms ``(m, v) -> E[phi(u)]``, ``E[phi(u)^2]`` for ``u ~ N(m, v)``.
     derivative_kernel : callable, optional
         Closed form ``(c12, c11, c22) -> E[phi'(u) phi'(v)]``.
+    odd : bool
+        ``phi(-z) = -phi(z)`` (checked on a grid).
 
     Raises
     ------
@@ -381,10 +389,13 @@ def make_activation(name: str, fn, *, growth: str, value_range, kernel=None, is_
     if is_linear and not (homogeneous and growth == "linear"):
         raise ValueError(f"activation {name!r}: phi(z) = z is homogeneous with linear growth")
     phi_np = partial(fn, xp=np)
+    grid = np.linspace(-4.0, 4.0, 33)
+    if odd and not np.allclose(phi_np(-grid), -phi_np(grid), rtol=1e-12, atol=1e-12):
+        raise ValueError(f"activation {name!r}: declared odd, but phi(-z) != -phi(z)")
     closed = kernel is not None
     kernel = kernel if closed else partial(quadrature.trapezoid_kernel, phi_np)
     return Activation(name, partial(fn, xp=jnp), phi_np, kernel, closed, growth, (lo, hi),
-                      is_linear, homogeneous, inverse, mean, second, derivative_kernel)
+                      is_linear, homogeneous, inverse, mean, second, derivative_kernel, odd)
 
 
 _INF = float("inf")
@@ -393,7 +404,7 @@ ACTIVATIONS = {
     "linear": make_activation("linear", _linear, growth="linear", value_range=(-_INF, _INF),
                               kernel=linear_kernel, is_linear=True, homogeneous=True,
                               inverse=lambda p: p, mean=linear_mean, second=linear_second,
-                              derivative_kernel=linear_derivative_kernel),
+                              derivative_kernel=linear_derivative_kernel, odd=True),
     "sigmoid": make_activation("sigmoid", _sigmoid, growth="bounded", value_range=(0.0, 1.0),
                                kernel=sigmoid_kernel, inverse=_sigmoid_inverse, mean=sigmoid_mean,
                                second=sigmoid_second, derivative_kernel=sigmoid_derivative_kernel),
@@ -401,7 +412,7 @@ ACTIVATIONS = {
                             kernel=relu_kernel, homogeneous=True, mean=relu_mean, second=relu_second,
                             derivative_kernel=relu_derivative_kernel),
     "tanh": make_activation("tanh", _tanh, growth="bounded", value_range=(-1.0, 1.0),
-                            inverse=np.arctanh),
+                            inverse=np.arctanh, odd=True),
     "softplus": make_activation("softplus", _softplus, growth="relu-like", value_range=(0.0, _INF),
                                 inverse=_softplus_inverse),
     "relu2": make_activation("relu2", _relu2, growth="quadratic", value_range=(0.0, _INF),

@@ -35,6 +35,7 @@ with the likelihood's noise variance ``T_eff = T0 / N`` (THEORY.md 1.3 (D), 1.6)
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from widebayes.activations import get_activation
@@ -186,12 +187,7 @@ def conditional_mode_predictions(exp) -> dict:
     (the paper's MNIST theory; module ``conditional_mode``)."""
     D, s = _Data(exp), exp.spec
     act = get_activation(s.activation)
-    if exp.data.Y_train.shape[1] > MAX_OUTPUTS:
-        raise InputError(f"the conditional-mode theory covers up to {MAX_OUTPUTS} outputs (its code search "
-                         f"starts from 3^m - 1 directions), got m = {exp.data.Y_train.shape[1]}", key="task")
-    if np.linalg.cond(D.K0) > 1e10:
-        raise InputError("the conditional-mode theory needs an invertible input kernel (P <= N0, "
-                         "independent inputs)", key="task")
+    _check_conditional_mode_task(exp, D)
     sol = solve_conditional_mode(s.layer_variances[0] * D.K0, exp.data.Y_train, act.phi_np, s.sigma_a2, D.T0)
     if sol.residual > 1e-6:
         raise InputError(f"the conditional-mode equations did not converge (residual {sol.residual:.1e})",
@@ -209,6 +205,69 @@ def conditional_mode_predictions(exp) -> dict:
     if len(exp.data.X_test) <= MAX_TEST_KERNEL:
         out["kernel_train_test"] = te.k_phi
     return _with_test(out, exp, te.mean, te.var)
+
+
+# the full measure for odd activations: its start, its seed and the residual it must reach (Monte Carlo
+# noise of the potential, about 0.01, ends the model steps; the sigmoid on MNIST stopped at 4.1e-3)
+FULL_MEASURE_START_ITERATIONS = 12
+FULL_MEASURE_SEED = 0
+FULL_MEASURE_RESIDUAL = 3e-2
+
+
+def full_measure_predictions(exp) -> dict:
+    """Odd bounded activation (tanh), depth 1, any task: the full single-neuron measure with the
+    preactivations' fluctuations (module ``full_measure``), started from the conditional-mode field
+    after ``FULL_MEASURE_START_ITERATIONS`` Newton steps, its codes searched from those modes, their
+    mirror images and the sign directions; Monte Carlo throughout, seeded (``FULL_MEASURE_SEED``)."""
+    from widebayes.theory.nonlazy.conditional_mode import sign_directions
+    from widebayes.theory.nonlazy.full_measure import measure_draws, solve_full_measure
+
+    D, s = _Data(exp), exp.spec
+    act = get_activation(s.activation)
+    _check_conditional_mode_task(exp, D)
+    C0 = s.layer_variances[0] * D.K0
+    Y, labels = exp.data.Y_train, np.asarray(exp.data.labels_train)
+    thr = act.code_threshold(s.layer_variances[0])
+    start = solve_conditional_mode(C0, Y, act.phi_np, s.sigma_a2, D.T0,
+                                   max_iter=FULL_MEASURE_START_ITERATIONS)
+    starts = np.concatenate([start.modes, -start.modes, sign_directions(Y.shape[1], 2.0)])
+    key = jax.random.key(FULL_MEASURE_SEED)
+    state = solve_full_measure(key, C0, Y, s.sigma_a2, D.T0, act.phi, act.phi_np, start.Lambda, starts,
+                               labels, thr, odd=act.odd)
+    residual = float(np.max(np.abs(state.residual)))
+    if not residual < FULL_MEASURE_RESIDUAL:
+        raise InputError(f"the full single-neuron measure did not converge (residual {residual:.1e}, "
+                         f"accepted below {FULL_MEASURE_RESIDUAL:g})", key="network.activation")
+    draws = measure_draws(jax.random.fold_in(key, 1), C0, state, s.sigma_a2, act.phi, act.phi_np)
+    second = (draws.a * draws.w[:, None]).T @ draws.a
+    means = class_means(state.modes.mean_phi, labels)
+    order = [k for k in np.argsort(-state.fractions) if np.isfinite(state.log_mass[k])]
+    codes = [{"code": code_of_means(means[k], thr), "fraction": float(state.fractions[k]),
+              "readout": state.modes.readout[k], "class_means": means[k]} for k in order]
+    out = {"regime": "nonlazy", "method": "full-measure",
+           "readout_second_moment": 0.5 * (second + second.T), "readout_mean": draws.w @ draws.a,
+           "kernel_train": np.stack([D.K0, state.kernel]), "residual": residual, "codes": codes,
+           "fields": state.Lambda,
+           "note": "the full single-neuron measure, preactivation fluctuations given the readout included "
+                   "(Monte Carlo: thermodynamic integration, Laplace volumes in a, Gibbs chains per code); "
+                   "codes are the local maxima of q(a) with their masses",
+           **_no_outliers(D.num_classes)}
+    if not D.has_test:
+        return out
+    te = conditional_mode_test(draws, act, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], D.T0, D.N)
+    if len(exp.data.X_test) <= MAX_TEST_KERNEL:
+        out["kernel_train_test"] = te.k_phi
+    return _with_test(out, exp, te.mean, te.var)
+
+
+def _check_conditional_mode_task(exp, D):
+    """What the theories of bounded activations on any task need: few outputs, an invertible kernel."""
+    if exp.data.Y_train.shape[1] > MAX_OUTPUTS:
+        raise InputError(f"the conditional-mode theory covers up to {MAX_OUTPUTS} outputs (its code search "
+                         f"starts from 3^m - 1 directions), got m = {exp.data.Y_train.shape[1]}", key="task")
+    if np.linalg.cond(D.K0) > 1e10:
+        raise InputError("the conditional-mode theory needs an invertible input kernel (P <= N0, "
+                         "independent inputs)", key="task")
 
 
 def _mode_records(sol, exp, act) -> list:
@@ -497,7 +556,7 @@ def _dispatch(exp, s, act) -> dict:
     if len(exp.data.X_train) <= MAX_GENERAL_P:
         return general_predictions(exp)
     if act.bounded:
-        return conditional_mode_predictions(exp)
+        return full_measure_predictions(exp) if act.odd else conditional_mode_predictions(exp)
     raise InputError(f"non-lazy {s.activation} theory: the task is not class-structured "
                      "(orthogonal inputs, one target per class) and P = "
                      f"{len(exp.data.X_train)} > {MAX_GENERAL_P} is too large for the general "

@@ -1,4 +1,4 @@
-"""The single-neuron measure with fluctuating preactivations (studies/single_neuron_measure.py).
+"""The single-neuron measure with fluctuating preactivations (theory/nonlazy/full_measure.py).
 
 For a linear activation every quantity is Gaussian and closed-form: ``log Z(b) = b^T C0 b / 2``,
 ``E[phi | b] = C0 b``, ``Cov[phi | b] = C0``, so ``log q(a)`` and the mode's Laplace volume are
@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from widebayes.activations import get_activation
-from widebayes.studies.single_neuron_measure import ChainSettings, code_masses, field_moments, log_partition
+from widebayes.theory.nonlazy.full_measure import ChainSettings, code_masses, field_moments, log_partition
 
 CHAINS = ChainSettings(num_chains=32, num_warm=100, num_keep=1000, step_size=0.5, num_integration_steps=5)
 
@@ -56,7 +56,7 @@ def test_linear_mode_moments_are_the_gaussian_ones_and_compile_once():
     """Linear phi: q(a, z) is Gaussian, ``Sigma_a = (I / sigma_a^2 - Lambda^T C0 Lambda)^-1``,
     ``E[a] = 0``, ``E[z a^T] = C0 Lambda Sigma_a``, ``E[z z^T] = C0 + C0 Lambda Sigma_a Lambda^T C0``.
     A second field of the same shapes reuses the first call's compilation."""
-    from widebayes.studies.single_neuron_measure import _gibbs_fn, mode_moments
+    from widebayes.theory.nonlazy.full_measure import _gibbs_fn, mode_moments
 
     act = get_activation("linear")
     C0, Lam, _ = _case(seed=1)
@@ -77,7 +77,7 @@ def test_linear_measure_draws_carry_the_gaussian_moments():
     """The weighted draws of the full measure (what the test-input predictions read) have the Gaussian
     moments of the linear case: ``E[z a^T] = C0 Lambda Sigma_a`` and ``E[a a^T] = Sigma_a``; the
     weights sum to one over the modes with mass."""
-    from widebayes.studies.single_neuron_measure import FieldState, ModeMoments, measure_draws
+    from widebayes.theory.nonlazy.full_measure import FieldState, ModeMoments, measure_draws
 
     act = get_activation("linear")
     C0, Lam, _ = _case(seed=1)
@@ -93,3 +93,35 @@ def test_linear_measure_draws_carry_the_gaussian_moments():
     np.testing.assert_allclose(draws.z.T @ (draws.w[:, None] * draws.a), C0 @ Lam @ Sigma_a, atol=0.02)
     np.testing.assert_allclose(draws.a.T @ (draws.w[:, None] * draws.a), Sigma_a, atol=0.03)
     np.testing.assert_allclose(draws.phi, draws.z)
+
+
+def test_one_mode_per_code_keeps_the_heaviest_and_drops_massless_ones():
+    from widebayes.theory.nonlazy.full_measure import one_per_code
+
+    codes = ["110", "110", "001", "011"]
+    assert one_per_code(codes, np.array([-1.0, 0.5, -np.inf, 0.0])) == [1, 3]
+
+
+def test_mirror_pairs_average_each_pair_and_add_a_missing_mirror():
+    """Odd phi: the mode at -a carries the mirrored code, the same mass and the same phi a^T moments;
+    a pair's estimates are averaged, and a code found without its mirror gets it."""
+    from widebayes.theory.nonlazy.full_measure import ModeMoments, mirror_code, mirror_pairs
+
+    P, m = 4, 3
+    rng = np.random.default_rng(0)
+    a, s = rng.normal(size=m), rng.normal(size=P)
+    t = rng.normal(size=(3, P * m))
+    mom = ModeMoments(np.stack([a, -1.1 * a, 0.5 * a]), np.stack([s, -s, s]), rng.normal(size=(3, P, P)),
+                      t, rng.normal(size=(3, P * m, P * m)))
+    out, codes, log_mass = mirror_pairs(mom, ["100", "011", "110"], np.array([0.0, -0.4, -1.0]))
+    assert sorted(codes) == ["001", "011", "100", "110"] and mirror_code("0110") == "1001"
+    pair = [codes.index("100"), codes.index("011")]
+    np.testing.assert_allclose(log_mass[pair], np.log((1 + np.exp(-0.4)) / 2))
+    np.testing.assert_allclose(out.readout[pair[0]], 1.05 * a)
+    np.testing.assert_allclose(out.readout[pair[1]], -1.05 * a)
+    np.testing.assert_allclose(out.mean_t[pair[0]], 0.5 * (t[0] + t[1]))
+    np.testing.assert_allclose(out.mean_t[pair[1]], out.mean_t[pair[0]])
+    added = [codes.index("110"), codes.index("001")]
+    np.testing.assert_allclose(log_mass[added], -1.0)
+    np.testing.assert_allclose(out.readout[added[1]], -0.5 * a)
+    np.testing.assert_allclose(out.mean_phi[added[1]], -s)
