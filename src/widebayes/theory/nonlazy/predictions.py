@@ -18,7 +18,9 @@ Coverage:
   (P <= ``MAX_GENERAL_P``): the single-neuron tilted measure by quadrature (``meanfield``);
   relu-like activations only below condensation;
 - bounded activations, depth 1, any other task (MNIST): preactivations at their mode given the
-  readout (``conditional_mode``, the paper's MNIST approximation);
+  readout (``conditional_mode``, the paper's MNIST approximation); for odd ones (tanh), where that
+  search stalls on the mirror pairs of modes, the full single-neuron measure with the
+  preactivations' fluctuations (``full_measure``, Monte Carlo);
 - everything else raises :class:`widebayes.errors.InputError` naming what is not covered (among
   them the growth classes ``"quadratic"``, which has no normalisable bulk, and ``"linear"`` other
   than phi(z) = z).
@@ -218,7 +220,13 @@ def full_measure_predictions(exp) -> dict:
     """Odd bounded activation (tanh), depth 1, any task: the full single-neuron measure with the
     preactivations' fluctuations (module ``full_measure``), started from the conditional-mode field
     after ``FULL_MEASURE_START_ITERATIONS`` Newton steps, its codes searched from those modes, their
-    mirror images and the sign directions; Monte Carlo throughout, seeded (``FULL_MEASURE_SEED``)."""
+    mirror images and the sign directions; Monte Carlo throughout (float64), seeded
+    (``FULL_MEASURE_SEED``)."""
+    with jax.enable_x64(True):
+        return _full_measure_predictions(exp)
+
+
+def _full_measure_predictions(exp) -> dict:
     from widebayes.theory.nonlazy.conditional_mode import sign_directions
     from widebayes.theory.nonlazy.full_measure import measure_draws, solve_full_measure
 
