@@ -155,3 +155,19 @@ def test_tanh_full_measure_matches_the_class_structured_theory():
     np.testing.assert_allclose(full["readout_second_moment"], reference["readout_second_moment"], rtol=0.03)
     K, K_ref = np.asarray(full["kernel_train"][1]), np.asarray(reference["kernel_train"][1])
     assert np.linalg.norm(K - K_ref) / np.linalg.norm(K_ref) < 0.02
+
+
+def test_a_measure_without_sharp_modes_is_refused_with_one_line():
+    """tanh at P = 4 with a broad readout prior: q(a) has no mode with a Laplace mass (the method is
+    for sharp codes), which ``full_measure_predictions`` says as an InputError, not a traceback."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_theory_nonlazy_predictions import _experiment, _scrambled
+
+    from widebayes.errors import InputError
+    from widebayes.theory.nonlazy.predictions import full_measure_predictions
+
+    with pytest.raises(InputError, match="full single-neuron measure"):
+        full_measure_predictions(_scrambled(_experiment("tanh", num_train=4, num_test=3, sigma_a2=0.3)))

@@ -240,8 +240,11 @@ def _full_measure_predictions(exp) -> dict:
                                    max_iter=FULL_MEASURE_START_ITERATIONS)
     starts = np.concatenate([start.modes, -start.modes, sign_directions(Y.shape[1], 2.0)])
     key = jax.random.key(FULL_MEASURE_SEED)
-    state = solve_full_measure(key, C0, Y, s.sigma_a2, D.T0, act.phi, act.phi_np, start.Lambda, starts,
-                               labels, thr, odd=act.odd)
+    try:
+        state = solve_full_measure(key, C0, Y, s.sigma_a2, D.T0, act.phi, act.phi_np, start.Lambda, starts,
+                                   labels, thr, odd=act.odd)
+    except ValueError as err:  # no mode with a Laplace mass at the start: the method does not apply
+        raise InputError(f"the full single-neuron measure: {err}", key="network.activation") from None
     residual = float(np.max(np.abs(state.residual)))
     if not residual < FULL_MEASURE_RESIDUAL:
         raise InputError(f"the full single-neuron measure did not converge (residual {residual:.1e}, "
