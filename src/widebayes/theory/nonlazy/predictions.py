@@ -209,11 +209,13 @@ def conditional_mode_predictions(exp) -> dict:
     return _with_test(out, exp, te.mean, te.var)
 
 
-# the full measure for odd activations: its start, its seed and the residual it must reach (Monte Carlo
-# noise of the potential, about 0.01, ends the model steps; the sigmoid on MNIST stopped at 4.1e-3)
+# the full measure for odd activations: its start, its seed and the residual it must reach under its own
+# random numbers (common to every evaluation; the model steps end at its Monte Carlo floor: 4e-3 on the
+# toy task at P = 40, 0.016-0.032 on tanh on the Fig. 6 task, where fresh random numbers at the same field
+# give 0.2-0.4 and move each code pair's fraction by about 0.04: README "Theory", tanh)
 FULL_MEASURE_START_ITERATIONS = 12
 FULL_MEASURE_SEED = 0
-FULL_MEASURE_RESIDUAL = 3e-2
+FULL_MEASURE_RESIDUAL = 5e-2
 
 
 def full_measure_predictions(exp) -> dict:
