@@ -65,9 +65,11 @@ def test_experiment_files_are_the_presets(name):
 
 def _pair_totals(codes: list, fractions: list) -> dict:
     """tanh codes by mirror pair (a code and its complement: one neuron function up to sign)."""
+    from widebayes.theory.nonlazy.full_measure import mirror_code
+
     totals: dict = {}
     for code, f in zip(codes, fractions):
-        pair = min(code, code.translate(str.maketrans("01", "10")))
+        pair = min(code, mirror_code(code))
         totals[pair] = totals.get(pair, 0.0) + f
     return totals
 

@@ -201,12 +201,7 @@ def conditional_mode_predictions(exp) -> dict:
            "note": "preactivation fluctuations given the readout neglected (the paper's MNIST theory); "
                    "codes are the local maxima of q(a) with their Laplace masses",
            **_no_outliers(D.num_classes)}
-    if not D.has_test:
-        return out
-    te = conditional_mode_test(sol, act, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], D.T0, D.N)
-    if len(exp.data.X_test) <= MAX_TEST_KERNEL:
-        out["kernel_train_test"] = te.k_phi
-    return _with_test(out, exp, te.mean, te.var)
+    return _with_measure_test(out, exp, D, act, sol)
 
 
 # the full measure for odd activations: its start, its seed and the residual it must reach under its own
@@ -254,7 +249,7 @@ def _full_measure_predictions(exp) -> dict:
     draws = measure_draws(jax.random.fold_in(key, 1), C0, state, s.sigma_a2, act.phi, act.phi_np)
     second = (draws.a * draws.w[:, None]).T @ draws.a
     means = class_means(state.modes.mean_phi, labels)
-    order = [k for k in np.argsort(-state.fractions) if np.isfinite(state.log_mass[k])]
+    order = np.argsort(-state.fractions)  # every mode of a solved state has a mass (one_per_code)
     codes = [{"code": code_of_means(means[k], thr), "fraction": float(state.fractions[k]),
               "readout": state.modes.readout[k], "class_means": means[k]} for k in order]
     out = {"regime": "nonlazy", "method": "full-measure",
@@ -265,9 +260,16 @@ def _full_measure_predictions(exp) -> dict:
                    "(Monte Carlo: thermodynamic integration, Laplace volumes in a, Gibbs chains per code); "
                    "codes are the local maxima of q(a) with their masses",
            **_no_outliers(D.num_classes)}
+    return _with_measure_test(out, exp, D, act, draws)
+
+
+def _with_measure_test(out: dict, exp, D, act, measure) -> dict:
+    """Test-input predictions of a single-neuron measure given by weighted points ``(a, z, phi, w)``
+    (the conditional-mode quadrature or the full measure's Gibbs draws; ``conditional_mode_test``)."""
     if not D.has_test:
         return out
-    te = conditional_mode_test(draws, act, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], D.T0, D.N)
+    s = exp.spec
+    te = conditional_mode_test(measure, act, D.K0, D.k0, np.diag(D.K0_test), s.layer_variances[0], D.T0, D.N)
     if len(exp.data.X_test) <= MAX_TEST_KERNEL:
         out["kernel_train_test"] = te.k_phi
     return _with_test(out, exp, te.mean, te.var)
