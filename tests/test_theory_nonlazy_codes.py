@@ -223,3 +223,16 @@ def test_sparse_mass_is_linear_in_temperature(sparse):
         np.testing.assert_allclose(sol.L, zero.L, atol=1e-10)
         np.testing.assert_allclose(sol.bulk.a, zero.bulk.a, atol=1e-10)
         np.testing.assert_allclose(sol.kernel_mass, zero.kernel_mass - T0 / RHO, atol=1e-10)
+
+
+def test_relu_margin_counts_negative_preactivations():
+    """The margin is a sup over all v: with anticorrelated inputs the inactive preactivation's
+    negative value lowers v^T C0^{-1} v (grid over the circle: 0.5; over v >= 0 only: 0.18)."""
+    C0, Lam = np.array([[1.0, -0.8], [-0.8, 1.0]]), np.array([[1.0], [0.3]])
+    theta = np.linspace(0.0, 2.0 * np.pi, 200_001)
+    V = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    R = 0.5 * (np.maximum(V, 0.0) @ Lam)[:, 0] ** 2 / np.einsum("ip,pq,iq->i", V, np.linalg.inv(C0), V)
+    assert R[(V >= 0).all(axis=1)].max() < 0.2
+    assert mf.relu_margin(Lam, C0, 0.5) == pytest.approx(R.max(), rel=1e-6)
+    assert mf.relu_margin(Lam, C0, 0.5, num_samples=1, num_polished=0, starts=[[1.0, -0.8]]) == pytest.approx(
+        R.max(), rel=1e-6)
