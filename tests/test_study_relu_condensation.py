@@ -53,6 +53,8 @@ def test_analyse_finds_the_planted_outliers():
     a = idata.posterior.a.values
     np.testing.assert_allclose(result.mass_per_class[0], [np.sum(a[0, 0, 0] ** 2) / N, 0.0])
     np.testing.assert_allclose(result.mass_per_class[1], [0.0, np.sum(a[1, 0, 0] ** 2) / N])
+    np.testing.assert_allclose(result.count, [1.0, 1.0])
+    np.testing.assert_allclose(result.outlier_square[:, 1], [np.sum(a[c, 0, 0] ** 2) for c in range(2)])
     assert np.argmax(result.outliers[0].class_means) == 0 and np.argmax(result.outliers[1].class_means) == 1
     assert all(lam >= max(o.ratio for o in result.outliers if o.chain == c) - 1e-9
                for c, lam in enumerate(result.margin))

@@ -14,7 +14,9 @@ the mass per class ``sum |a_i|^2 / N`` is fixed.  This study measures each state
   negative preactivations (not stored: ``phi = relu(z)``) at the values that maximise ``R``
   (:func:`ratio_given_active`; an upper bound of ``R`` at the sampled ``z``, a lower bound of
   ``lambda*``);
-* the outlier mass per class, mean over the draws.
+* the outlier mass per class, the number of outliers and the quantiles of their ``|a|^2``, over
+  the draws (a condensate of O(1) neurons has ``|a|^2`` growing like N; a tail of the single-neuron
+  measure has a number of outliers growing like N at fixed ``|a|^2``).
 
 ``python -m widebayes.studies.relu_condensation runs/fig6-relu/posterior.nc [--threshold 30]``
 (a few seconds).  What it found on the Fig. 6 ReLU run: README "Fig. 6 at the paper's parameters".
@@ -61,6 +63,8 @@ class Condensation(NamedTuple):
     margin: list  # per chain: lambda* of the chain's field
     outliers: list  # Outlier records at each chain's last draw
     mass_per_class: np.ndarray  # (chain, class): mean over draws of sum_{outliers coding c} |a|^2 / N
+    count: np.ndarray  # (chain,): outliers per draw, mean over draws
+    outlier_square: np.ndarray  # (chain, 3): 5%, 50% and 95% quantiles of the outliers' |a|^2 over draws
 
 
 def analyse(idata, threshold: float = 30.0, seed: int = 0) -> Condensation:
@@ -80,7 +84,7 @@ def analyse(idata, threshold: float = 30.0, seed: int = 0) -> Condensation:
     C0 = float(net.get("sigma_w2", 1.0)) * X @ X.T / X.shape[1]
     R = np.linalg.cholesky(np.linalg.inv(C0)).T  # C0^{-1} = R^T R
     num_classes = int(labels.max()) + 1
-    margins, outliers, masses = [], [], []
+    margins, outliers, masses, counts, squares = [], [], [], [], []
     for c in range(a.shape[0]):
         Lam = (Y - f[c].mean(0)) / T
         sq = np.sum(a[c] ** 2, axis=-1)  # draw, neuron
@@ -98,7 +102,9 @@ def analyse(idata, threshold: float = 30.0, seed: int = 0) -> Condensation:
         own = np.argmax(coded, axis=-1)
         masses.append([np.mean(np.sum(np.where(is_out & (own == k), sq, 0.0), axis=-1)) / N
                        for k in range(num_classes)])
-    return Condensation(margins, outliers, np.array(masses))
+        counts.append(is_out.sum(axis=-1).mean())
+        squares.append(np.percentile(sq[is_out], [5, 50, 95]) if is_out.any() else np.full(3, np.nan))
+    return Condensation(margins, outliers, np.array(masses), np.array(counts), np.array(squares))
 
 
 def main(argv=None):
@@ -111,8 +117,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     result = analyse(az.from_netcdf(args.posterior), args.threshold)
     for c, lam in enumerate(result.margin):
+        q = result.outlier_square[c]
         print(f"chain {c}: lambda* of the field (Y - f) / T = {lam:.3f}; outlier mass per class "
-              + " / ".join(f"{m:.3f}" for m in result.mass_per_class[c]))
+              + " / ".join(f"{m:.3f}" for m in result.mass_per_class[c])
+              + f"; {result.count[c]:.1f} outliers per draw, |a|^2 {q[0]:.1f} / {q[1]:.1f} / {q[2]:.1f} "
+              "(5% / median / 95%)")
     print("chain neuron |a|^2/N  class means of phi            |a - sigma_a^2 Lambda^T phi|/|a|  R")
     for o in result.outliers:
         means = " ".join(f"{m:6.2f}" for m in o.class_means)
