@@ -289,7 +289,7 @@ def relu_margin(Lam, C0, sigma_a2: float, num_samples: int = 20_000, seed: int =
     S = np.maximum(V, 0.0)
     ratios = sigma_a2 * np.einsum("ip,pq,iq->i", S, G, S) / np.einsum("ip,ip->i", U, U)
     best = float(ratios.max())
-    polish = U[np.argsort(ratios)[-num_polished:]]
+    polish = U[np.argsort(ratios)[len(ratios) - num_polished:]]
     if starts is not None:
         polish = np.vstack([polish, np.linalg.solve(L, np.atleast_2d(starts).T).T])
     for u0 in polish:
