@@ -35,7 +35,7 @@ def _planted(seed=0):
         phi[c, 0, 0] = np.where(labels == cls, 5.0, 0.0)
         a[c, 0, 0] = sigma_a2 * Lam.T @ phi[c, 0, 0]
     a, phi = np.repeat(a, 3, axis=1), np.repeat(phi, 3, axis=1)
-    config = f'[network]\ntemperature = {T}\nsigma_a2 = {sigma_a2}\nsigma_w2 = 1.0\n'
+    config = f'[network]\nactivation = "relu"\ntemperature = {T}\nsigma_a2 = {sigma_a2}\nsigma_w2 = 1.0\n'
     return az.InferenceData(
         posterior=az.dict_to_dataset({"a": a, "f_train": np.broadcast_to(f, (2, 3, P, m))},
                                      attrs={"config": config}),

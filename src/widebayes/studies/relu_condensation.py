@@ -14,7 +14,8 @@ the mass per class ``sum |a_i|^2 / N`` is fixed.  This study measures each state
   negative preactivations (not stored: ``phi = relu(z)``) at the values that maximise ``R``
   (:func:`ratio_given_active`; an upper bound of ``R`` at the sampled ``z``, a lower bound of
   ``lambda*``);
-* the outlier mass per class, the number of outliers and the quantiles of their ``|a|^2``, over
+* the outlier mass per class (``diagnostics.readout.outlier_mass_per_draw``: an outlier counts for
+  each class of its code), the number of outliers and the quantiles of their ``|a|^2``, over
   the draws (a condensate of O(1) neurons has ``|a|^2`` growing like N; a tail of the single-neuron
   measure has a number of outliers growing like N at fixed ``|a|^2``).
 
@@ -31,7 +32,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from widebayes.codes import class_means
+from widebayes.codes import class_means, code_ids, default_threshold
+from widebayes.diagnostics.readout import outlier_mass_per_draw
 from widebayes.theory.nonlazy.meanfield import relu_margin
 
 
@@ -79,11 +81,12 @@ def analyse(idata, threshold: float = 30.0, seed: int = 0) -> Condensation:
     Y = np.asarray(idata.observed_data.y_train.values, dtype=np.float64)
     labels = np.asarray(idata.observed_data.labels_train.values)
     f = np.asarray(idata.posterior.f_train.values, dtype=np.float64)
-    P, N = len(X), a.shape[2]
+    N = a.shape[2]
     sigma_a2 = float(net["sigma_a2"])
     C0 = float(net.get("sigma_w2", 1.0)) * X @ X.T / X.shape[1]
     R = np.linalg.cholesky(np.linalg.inv(C0)).T  # C0^{-1} = R^T R
     num_classes = int(labels.max()) + 1
+    code_threshold = default_threshold(net["activation"], float(net.get("sigma_w2", 1.0)))
     margins, outliers, masses, counts, squares = [], [], [], [], []
     for c in range(a.shape[0]):
         Lam = (Y - f[c].mean(0)) / T
@@ -98,10 +101,8 @@ def analyse(idata, threshold: float = 30.0, seed: int = 0) -> Condensation:
                                     float(rel), ratio))
         margins.append(relu_margin(Lam, C0, sigma_a2, num_samples=2000, seed=seed,
                                    starts=np.array(starts) if starts else None))
-        coded = np.stack([class_means(p, labels) for p in phi[c].reshape(-1, P)]).reshape(*sq.shape, -1)
-        own = np.argmax(coded, axis=-1)
-        masses.append([np.mean(np.sum(np.where(is_out & (own == k), sq, 0.0), axis=-1)) / N
-                       for k in range(num_classes)])
+        ids = code_ids(class_means(phi[c], labels, num_classes), code_threshold)  # (draw, neuron)
+        masses.append(outlier_mass_per_draw(a[c], is_out, ids, num_classes).mean(axis=0))
         counts.append(is_out.sum(axis=-1).mean())
         squares.append(np.percentile(sq[is_out], [5, 50, 95]) if is_out.any() else np.full(3, np.nan))
     return Condensation(margins, outliers, np.array(masses), np.array(counts), np.array(squares))
