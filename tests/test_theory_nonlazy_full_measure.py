@@ -134,10 +134,6 @@ def test_tanh_full_measure_matches_the_class_structured_theory():
     against the redundant-code theory, which integrates the class means (two independent methods;
     2 min).  Measured: codes within 0.002 (000 / 111 0.32 against 0.318; the six others 0.059-0.061),
     ``<a a^T>`` within 1%, the kernel within 0.6%, residual 4e-3."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_theory_nonlazy_predictions import _experiment
 
     from widebayes.theory.nonlazy import nonlazy_predictions
@@ -160,10 +156,6 @@ def test_tanh_full_measure_matches_the_class_structured_theory():
 def test_a_measure_without_sharp_modes_is_refused_with_one_line():
     """tanh at P = 4 with a broad readout prior: q(a) has no mode with a Laplace mass (the method is
     for sharp codes), which ``full_measure_predictions`` says as an InputError, not a traceback."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_theory_nonlazy_predictions import _experiment, _scrambled
 
     from widebayes.errors import InputError

@@ -168,8 +168,9 @@ def outlier_ratio_threshold(width: int) -> float:
     return max(OUTLIER_FACTOR * np.sqrt(width), OUTLIER_MIN_RATIO)
 
 
-def readout_outliers(a, width: int | None = None) -> np.ndarray:
-    """Outlier neurons: ``|a_i| > outlier_ratio_threshold(N) * median_j |a_j|`` in the same draw.
+def readout_outliers(a, width: int | None = None, ratio: float | None = None) -> np.ndarray:
+    """Outlier neurons: ``|a_i| > ratio * median_j |a_j|`` in the same draw, by default
+    ``ratio = outlier_ratio_threshold(N)``.
 
     The sparse scheme of ReLU networks has a few neurons whose readout is ``sqrt(N) abar_i``
     against an O(1) bulk (paper, "Sparse coding scheme"; THEORY.md 1.5b).
@@ -179,6 +180,9 @@ def readout_outliers(a, width: int | None = None) -> np.ndarray:
     a : array (..., neuron, output)
     width : int, optional
         N; default the size of the neuron axis.
+    ratio : float, optional
+        A fixed ratio instead (outliers that do not grow like sqrt(N): the ReLU tail at finite P,
+        ``studies.relu_condensation``).
 
     Returns
     -------
@@ -187,7 +191,7 @@ def readout_outliers(a, width: int | None = None) -> np.ndarray:
     norms = readout_norms(a)
     N = norms.shape[-1] if width is None else width
     median = np.median(norms, axis=-1, keepdims=True)
-    return norms > outlier_ratio_threshold(N) * median
+    return norms > (outlier_ratio_threshold(N) if ratio is None else ratio) * median
 
 
 def within_code_variance(a, ids, exclude=None) -> np.ndarray:

@@ -9,11 +9,12 @@ the mass per class ``sum |a_i|^2 / N`` is fixed.  This study measures each state
 
 * the field from the run's mean training output, and its margin (``meanfield.relu_margin``, started
   also from the outliers' own directions);
-* per outlier (readout ``|a|^2`` above ``--threshold`` times the median): the classes it is active on,
-  ``|a - sigma_a^2 Lambda^T phi| / |a|``, and its ratio ``R`` along its own activations with the
-  negative preactivations (not stored: ``phi = relu(z)``) at the values that maximise ``R``
-  (:func:`ratio_given_active`; an upper bound of ``R`` at the sampled ``z``, a lower bound of
-  ``lambda*``);
+* per outlier (readout ``|a|^2`` above ``--threshold`` times the median, i.e. the report's
+  ``diagnostics.codes.readout_outliers`` at the fixed norm ratio ``sqrt(threshold)``): the classes
+  it is active on, ``|a - sigma_a^2 Lambda^T phi| / |a|``, and its ratio ``R`` along its own
+  activations with the negative preactivations (not stored: ``phi = relu(z)``) at the values that
+  maximise ``R`` (:func:`ratio_given_active`; an upper bound of ``R`` at the sampled ``z``, a lower
+  bound of ``lambda*``);
 * the outlier mass per class (``diagnostics.readout.outlier_mass_per_draw``: an outlier counts for
   each class of its code), the number of outliers and the quantiles of their ``|a|^2``, over
   the draws (a condensate of O(1) neurons has ``|a|^2`` growing like N; a tail of the single-neuron
@@ -33,6 +34,7 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from widebayes.codes import class_means, code_ids, default_threshold
+from widebayes.diagnostics.codes import readout_outliers
 from widebayes.diagnostics.readout import outlier_mass_per_draw
 from widebayes.theory.nonlazy.meanfield import relu_margin
 
@@ -91,7 +93,7 @@ def analyse(idata, threshold: float = 30.0, seed: int = 0) -> Condensation:
     for c in range(a.shape[0]):
         Lam = (Y - f[c].mean(0)) / T
         sq = np.sum(a[c] ** 2, axis=-1)  # draw, neuron
-        is_out = sq > threshold * np.median(sq, axis=-1, keepdims=True)
+        is_out = readout_outliers(a[c], ratio=np.sqrt(threshold))
         starts = []
         for i in np.flatnonzero(is_out[-1]):
             ratio, v = ratio_given_active(phi[c, -1, i], Lam, R, sigma_a2)
