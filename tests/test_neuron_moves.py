@@ -35,29 +35,37 @@ def test_piecewise_draws_follow_their_density():
         assert result.pvalue > 1e-3
 
 
-def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0):
+def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax.nn.sigmoid, outliers=0):
     """The log ratios of the move H -> H' and of the reverse move H' -> H (same neuron, same
     mixture), computed independently, are opposite: forward and reverse use the densities of the
-    same kernel.  ``coordinates[:, i]`` is neuron i's coordinate (preactivations or weights)."""
-    N, m = H.shape[1], 3
-    Y = jnp.asarray(np.random.default_rng(seed).normal(size=(H.shape[0], m)), H.dtype)
-    kw = dict(phi=jax.nn.sigmoid, proposal=proposal, sigma_a2=0.5, T_eff=0.05, gamma=1.0)
-    for attempt in range(20):
+    same kernel.  ``coordinates[:, i]`` is neuron i's coordinate (preactivations or weights).  With
+    ``outliers``, the move tested is one drawn from an outlier component.  Returns the component the
+    accepted move was drawn from, and the mixture."""
+    (P, N), m = H.shape, 3
+    Y = jnp.asarray(np.random.default_rng(seed).normal(size=(P, m)), H.dtype)
+    kw = dict(phi=phi, proposal=proposal, sigma_a2=0.5, T_eff=0.05, gamma=1.0)
+    for attempt in range(100):
         key = jax.random.PRNGKey(attempt)
-        move = nm.propose_and_accept(key, H, coordinates[:, i], i, Y, mixture_size=mixture_size, **kw)
+        k_components, k_pick = jax.random.split(key, 4)[:2]
+        components = nm.draw_components(k_components, N, i, mixture_size, H.dtype, outliers, P)
+        pick = jax.random.categorical(k_pick, components.log_weights)
+        if outliers and not float(components.masses[pick]) > 0:
+            continue  # with outlier components, test a move drawn from one
+        move = nm.propose_and_accept(key, H, coordinates[:, i], i, Y, mixture_size=mixture_size,
+                                     outliers=outliers, **kw)
         if bool(move.accepted):
             break
     else:
-        pytest.fail("no proposal accepted in 20 tries")
-    components = nm.draw_components(jax.random.split(key, 4)[0], N, i, mixture_size, H.dtype)
+        pytest.fail("no proposal accepted in 100 tries")
     H_new, x_old, x_new = move.H, coordinates[:, i], move.x
-    f_old = nm.field_of(H, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
-    f_new = nm.field_of(H_new, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
+    f_old = nm.field_of(H, Y, phi, 0.5, 0.05, 1.0)
+    f_new = nm.field_of(H_new, Y, phi, 0.5, 0.05, 1.0)
     q = lambda x, state, f: nm.mixture_log_pdf(x, state, f, components, proposal, N**1.0, 0.05)  # noqa: E731
     r_rev = (f_old.loglik - f_new.loglik + proposal.prior_logpdf(x_old) - proposal.prior_logpdf(x_new)
              + q(x_new, H, f_old) - q(x_old, H_new, f_new))
     np.testing.assert_allclose(np.asarray(proposal.preactivations(x_new)), np.asarray(H_new[:, i]), rtol=1e-5)
     assert np.isclose(float(move.log_ratio), -float(r_rev), atol=2e-3 * max(1.0, abs(float(move.log_ratio))))
+    return pick, components
 
 
 def _dtype():
@@ -108,6 +116,63 @@ def test_components_are_other_neurons_a_quarter_reflected_at_small_weight():
     np.testing.assert_allclose(reflected_weight, nm.REFLECTED_WEIGHT, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["grid", "laplace"])
+def test_outlier_components_keep_the_ratio_antisymmetric(monkeypatch, kind):
+    """ReLU, the mixture with outlier components at most of its weight: an accepted move drawn from
+    an outlier component, and its reverse, use the densities of one kernel."""
+    monkeypatch.setattr(nm, "OUTLIER_WEIGHT", 0.9)
+    rng = np.random.default_rng(5)
+    if kind == "grid":
+        H = jnp.asarray(rng.normal(size=(12, 20)), _dtype())
+        args = (nm.grid_proposal(jax.nn.relu, 1.0, _dtype()), H, H)
+    else:
+        A = jnp.asarray(_correlated_inputs(12, 20, seed=2), _dtype())
+        W = jnp.asarray(rng.normal(size=(20, 20)), _dtype())
+        args = (nm.laplace_proposal(jax.nn.relu, A, 1.0), A @ W.T, W.T)
+    pick, components = _antisymmetry(*args, phi=jax.nn.relu, outliers=nm.OUTLIER_COMPONENTS)
+    assert float(components.masses[pick]) > 0  # the accepted move came from an outlier component
+
+
+def test_outlier_components_join_at_their_weight_and_leave_the_others_as_they_were():
+    """With ``outliers`` components the first K are drawn exactly as without them (the runs without
+    outlier moves keep their draws); the outlier components share OUTLIER_WEIGHT, take a mass from
+    the ladder and a training input, and their readout has norm sqrt(N mass) along that input's
+    residual."""
+    N, P, K, n_out = 20, 12, nm.MIXTURE_SIZE, nm.OUTLIER_COMPONENTS
+    for seed in range(20):
+        key = jax.random.PRNGKey(seed)
+        plain = nm.draw_components(key, N, 7, K, jnp.float32)
+        more = nm.draw_components(key, N, 7, K, jnp.float32, n_out, P)
+        np.testing.assert_array_equal(np.asarray(more.neurons[:K]), np.asarray(plain.neurons))
+        np.testing.assert_array_equal(np.asarray(more.signs[:K]), np.asarray(plain.signs))
+        weights = np.exp(np.asarray(more.log_weights, np.float64))
+        plain_weights = np.exp(np.asarray(plain.log_weights, np.float64))
+        np.testing.assert_allclose(weights[:K], (1 - nm.OUTLIER_WEIGHT) * plain_weights, rtol=1e-5)
+        np.testing.assert_allclose(weights[K:].sum(), nm.OUTLIER_WEIGHT, rtol=1e-5)
+        assert not np.any(np.asarray(more.masses[:K])) and set(np.asarray(more.masses[K:]).tolist()) <= {
+            np.float32(x) for x in nm.OUTLIER_MASSES}
+        assert np.all((np.asarray(more.inputs) >= 0) & (np.asarray(more.inputs) < P))
+        assert not np.any(np.asarray(more.neurons) == 7)
+    rng = np.random.default_rng(0)
+    H = jnp.asarray(rng.normal(size=(P, N)), jnp.float32)
+    Y = jnp.asarray(rng.normal(size=(P, 3)), jnp.float32)
+    field = nm.field_of(H, Y, jax.nn.relu, 0.5, 0.05, 1.0)
+    k = K  # the first outlier component
+    alpha, beta = nm.component_tilt(field, more, k, float(N), 0.05)
+    mass, r = float(more.masses[k]), np.asarray(field.residual[int(more.inputs[k])])
+    readout = np.sqrt(N * mass) * r / np.linalg.norm(r)
+    expected = np.asarray(field.residual) @ readout / (N * 0.05)
+    np.testing.assert_allclose(np.asarray(alpha), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(beta), N * mass / (2 * N**2 * 0.05), rtol=1e-5)
+
+
+def test_outlier_moves_need_the_neuron_moves():
+    cfg = _tiny(steps=200)
+    cfg["sampler"]["outlier_moves"] = True
+    with pytest.raises(InputError, match="sampler.outlier_moves"):
+        resolve(cfg)
+
+
 def test_laplace_component_draws_and_density_are_those_of_one_gaussian():
     """A Laplace component's draws (perturb, then solve) have the mean and covariance
     ``(I / sigma^2 + A^T W A)^-1`` of the Gaussian whose log density laplace_log_pdf evaluates (up to
@@ -134,15 +199,19 @@ def test_laplace_component_draws_and_density_are_those_of_one_gaussian():
     assert np.isclose(stated, exact, atol=1e-3)
 
 
-def _tiny(kind="mala", moves=0, steps=4000, chains=2, seed=1, inputs="orthogonal", depth=1, temperature=0.05):
+def _tiny(kind="mala", moves=0, steps=4000, chains=2, seed=1, inputs="orthogonal", depth=1, temperature=0.05,
+          activation="sigmoid", outlier_moves=False, y_minus=None):
     cfg = preset("demo")
+    if y_minus is not None:
+        cfg["task"]["y_minus"] = y_minus
     cfg["task"].update(num_train=48, input_dim=56, num_test=0)
     if inputs == "mnist":
         cfg["task"] = {"kind": "mnist", "num_classes": 3, "num_train": 48, "num_test": 0, "seed": 0,
                        "y_minus": 0.0}
-    cfg["network"].update(width=24, temperature=temperature, depth=depth)
+    cfg["network"].update(width=24, temperature=temperature, depth=depth, activation=activation)
     cfg["sampler"].update(kind=kind, step_size=0.01, num_steps=steps, burn_in=steps // 4, thin=20,
-                          num_chains=chains, seed=seed, neuron_moves=moves, progress=False)
+                          num_chains=chains, seed=seed, neuron_moves=moves, progress=False,
+                          outlier_moves=outlier_moves)
     return cfg
 
 
@@ -187,28 +256,35 @@ def test_mnist_experiment_file_takes_the_laplace_proposal():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("inputs, depth, temperature", [("orthogonal", 1, 0.05), ("mnist", 1, 0.05),
-                                                      ("orthogonal", 2, 0.1)])
-def test_stationary_law_matches_mala_alone_where_mala_mixes(inputs, depth, temperature):
+@pytest.mark.parametrize("shape", [dict(inputs="orthogonal", depth=1, temperature=0.05),
+                                   dict(inputs="mnist", depth=1, temperature=0.05),
+                                   dict(inputs="orthogonal", depth=2, temperature=0.1),
+                                   dict(inputs="orthogonal", depth=1, temperature=0.5, activation="relu",
+                                        y_minus=-0.5, outlier_moves=True)],
+                         ids=["toy", "mnist", "depth2", "relu-outliers"])
+def test_stationary_law_matches_mala_alone_where_mala_mixes(shape):
     """P = 48, N = 24 (MALA mixes the codes here): MALA with a neuron move after every 5th step and
-    MALA alone, 4 chains each, agree on the mean loss and the kernel trace within 4 combined Monte
-    Carlo standard errors (ArviZ), with 2% or more of the moves accepted.  The toy task's
-    orthogonal inputs at T = 0.05 (grid proposal; measured acceptance 4.4%); MNIST digits 0-2 at
-    T = 0.05 (Laplace proposal over the first layer's weights; measured: loss 2.456 +- 0.025
-    against 2.414 +- 0.014, kernel trace 663 +- 10 against 669 +- 8, acceptance 2.4%); a
-    two-hidden-layer network on the toy task at T = 0.1 (Laplace proposal over the feature
-    layer's weights, the first layer held fixed; measured: loss 4.071 +- 0.001 against
+    MALA alone, 4 chains each, agree on the mean loss, the kernel trace and the largest readout
+    ``max_i |a_i|^2`` within 4 combined Monte Carlo standard errors (ArviZ), with 2% or more of the
+    moves accepted.  The toy task's orthogonal inputs at T = 0.05 (grid proposal; measured
+    acceptance 4.4%); MNIST digits 0-2 at T = 0.05 (Laplace proposal over the first layer's weights;
+    measured: loss 2.456 +- 0.025 against 2.414 +- 0.014, kernel trace 663 +- 10 against 669 +- 8,
+    acceptance 2.4%); a two-hidden-layer network on the toy task at T = 0.1 (Laplace proposal over
+    the feature layer's weights, the first layer held fixed; measured: loss 4.071 +- 0.001 against
     4.070 +- 0.001, trace 1063.8 +- 0.4 against 1064.0 +- 0.3, acceptance 52%; at T = 0.05 MALA
-    alone did not mix there)."""
+    alone did not mix there); ReLU at y- = -1/2, T = 0.5 with the outlier components
+    (``outlier_moves``; measured: loss 20.16 +- 0.23 against 20.36 +- 0.22, trace 1182 +- 11 against
+    1168 +- 13, largest |a|^2 6.97 +- 0.07 against 7.06 +- 0.16, acceptance 48%)."""
     import arviz as az
 
     def summary(out):
         loss = out.result.draws["loss"]
         trace = np.einsum("cdnp,cdnp->cd", out.result.draws["phi_L"], out.result.draws["phi_L"])
-        return [(float(x.mean()), float(az.mcse(x, method="mean"))) for x in (loss, trace)]
+        largest = np.max(np.sum(out.result.draws["a"] ** 2, axis=-1), axis=-1)
+        return [(float(x.mean()), float(az.mcse(x, method="mean"))) for x in (loss, trace, largest)]
 
-    shape = dict(inputs=inputs, depth=depth, temperature=temperature)
-    plain = summary(sample_experiment(resolve(_tiny(steps=16000, chains=4, **shape))))
+    plain_shape = {k: v for k, v in shape.items() if k != "outlier_moves"}
+    plain = summary(sample_experiment(resolve(_tiny(steps=16000, chains=4, **plain_shape))))
     moved_out = sample_experiment(resolve(_tiny(moves=5, steps=16000, chains=4, seed=2, **shape)))
     assert np.nanmean(moved_out.result.draws["move_accept"]) > 0.02
     for (m0, s0), (m1, s1) in zip(plain, summary(moved_out)):

@@ -64,6 +64,7 @@ SAMPLER_DEFAULTS = {
     "devices": 0,
     "reduce_inputs": False,
     "neuron_moves": 0,
+    "outlier_moves": False,
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
@@ -292,6 +293,9 @@ def _check_sampler(smp: dict):
     if smp["freeze_readout_at"] >= smp["num_steps"]:
         raise InputError(f"must be -1 (never) or a step below num_steps = {smp['num_steps']}, "
                          f"got {smp['freeze_readout_at']}", key="sampler.freeze_readout_at")
+    if smp["outlier_moves"] and not smp["neuron_moves"]:
+        raise InputError("outlier components join the neuron moves: set sampler.neuron_moves too",
+                         key="sampler.outlier_moves")
     if not 0 <= smp["burn_in"] < smp["num_steps"]:
         raise InputError("must be in [0, num_steps)", key="sampler.burn_in")
     if (smp["num_steps"] - smp["burn_in"]) < smp["thin"]:

@@ -208,7 +208,7 @@ def sampler_key(cfg: dict, ladder: tuple) -> tuple:
     """What of ``[sampler]`` is fixed at build time (the rest is traced)."""
     static = ("kind", "noise", "num_integration_steps", "target_accept", "adapt_mass_matrix",
               "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers", "reduce_inputs",
-              "neuron_moves")
+              "neuron_moves", "outlier_moves")
     swap_every = cfg["replica_exchange"]["swap_every"] if ladder else 0
     return tuple(cfg[k] for k in static) + (ladder, swap_every)
 
@@ -391,7 +391,9 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
         from widebayes import neuron_moves
 
         proposal = neuron_moves.check_applicable(exp, cfg)
-        move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed", proposal=proposal)
+        outliers = neuron_moves.OUTLIER_COMPONENTS if cfg["outlier_moves"] else 0
+        move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed", proposal=proposal,
+                       outliers=outliers)
     setup = RunSetup((*key, exp.frozen, proposal), sampler, logdensity, model_forward(model),
                      cfg["store_all_layers"], not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
                      complete=complete, side=side, move=move, move_every=cfg["neuron_moves"])

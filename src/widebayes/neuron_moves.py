@@ -91,6 +91,9 @@ MIXTURE_SIZE = 16  # K: readouts of other neurons the proposal mixes over
 REFLECTED_SHARE = 0.25  # chance that a component takes the other neuron's readout with its sign flipped
 REFLECTED_WEIGHT = 1.0 / 16  # the reflected components' total weight in the mixture (when both kinds occur)
 LAPLACE_ITERATIONS = 8  # Newton steps of each Laplace component
+OUTLIER_COMPONENTS = 4  # with outlier_moves: components proposing an outlier neuron (Components says why)
+OUTLIER_WEIGHT = 0.25  # their total weight in the mixture
+OUTLIER_MASSES = (0.003, 0.01, 0.03)  # |a|^2 / N of an outlier component's readout: seeds (Components)
 
 
 class Grid(NamedTuple):
@@ -111,7 +114,7 @@ def make_grid(phi, sigma_w2, dtype, points: int = GRID_POINTS) -> Grid:
 # ----------------------------------------------------------------------------- 1-D densities
 def tilted_log_values(grid: Grid, alpha, beta):
     """Log of the one-neuron conditional (unnormalised) on the grid, per input: (P, G),
-    ``-h^2/2 sigma^2 + alpha_mu phi(h) - beta phi(h)^2`` (the tilt: :func:`tilt_of`)."""
+    ``-h^2/2 sigma^2 + alpha_mu phi(h) - beta phi(h)^2`` (the tilt: :func:`tilt_at`)."""
     return grid.log_prior[None, :] + alpha[:, None] * grid.phi[None, :] - beta * grid.phi[None, :] ** 2
 
 
@@ -294,11 +297,10 @@ def field_of(H, Y, phi, sigma_a2, T_eff, gamma) -> Field:
     return Field(cond, T_eff * solved.alpha, loglik_value(Y, solved))
 
 
-def tilt_of(field: Field, j, scale, T_eff, sign=1.0):
-    """The one-neuron conditional's tilt at neuron ``j``'s readout times ``sign``: ``alpha = sign R
-    mu_j / (N^g T_eff)`` (P,), ``beta = |mu_j|^2 / (2 N^2g T_eff)`` (THEORY.md 1.2)."""
-    readout = field.readout.mean[j]
-    return sign * field.residual @ readout / (scale * T_eff), jnp.sum(readout**2) / (2.0 * scale**2 * T_eff)
+def tilt_at(field: Field, readout, scale, T_eff):
+    """The one-neuron conditional's tilt at the readout ``readout`` (m,): ``alpha = R readout /
+    (N^g T_eff)`` (P,), ``beta = |readout|^2 / (2 N^2g T_eff)`` (THEORY.md 1.2)."""
+    return field.residual @ readout / (scale * T_eff), jnp.sum(readout**2) / (2.0 * scale**2 * T_eff)
 
 
 class Components(NamedTuple):
@@ -319,14 +321,32 @@ class Components(NamedTuple):
     rejected (it offers a code the posterior does not hold), so at equal weights a quarter of the
     moves were wasted and the y- = 0.45 bracketing (a slow test) no longer met within 0.01 in 300k
     steps (0.040 against 0.025); in the reverse density the small weight costs only
-    ``log(1/4 / REFLECTED_WEIGHT)`` nats against equal weights."""
+    ``log(1/4 / REFLECTED_WEIGHT)`` nats against equal weights.
+
+    Outlier components (``[sampler] outlier_moves = true``; ``mass > 0``).  Below a class's critical
+    temperature a non-lazy ReLU network condenses: a few outlier neurons carry readouts far above
+    the bulk's (THEORY.md 1.5b).  Where no neuron is one yet, every other neuron's readout is of the
+    bulk's size and none builds the conditional of a neuron that would start one, so outliers
+    nucleated only through Langevin, slowly near the transition (README "Open disagreements", the
+    ReLU sparse-code transition).  An outlier component builds the tilt at a readout of norm
+    ``sqrt(N mass)`` along the residual ``R_mu`` of a training input ``mu`` (uniform): a neuron
+    coding that input's class coherently, the seed of an outlier, which Langevin then grows.  The
+    masses are seeds, not grown outliers: on the ReLU toy task at T = 0.7, N = P = 100, 2,000 steps
+    from prior draws (no outlier yet), a bulk neuron is replaced by a class-0 proposal at mass
+    0.003 / 0.01 / 0.03 with probability 0.93 / 0.09-0.14 / 2e-4-0.03, and at 0.1 (``|a|^2 = 10``)
+    2e-5-2e-9; a grown outlier (|a|^2 about 20 at T = 0.6) proposed whole was never accepted
+    (log ratios -35 to -125: a factorised proposal over 50 coherent preactivations is far from the
+    neuron's conditional).  ``OUTLIER_COMPONENTS`` of them share ``OUTLIER_WEIGHT``; each starts
+    Newton (Laplace proposal) from a further neuron's preactivations."""
 
     neurons: jnp.ndarray  # (K,) int
     signs: jnp.ndarray  # (K,) +-1
     log_weights: jnp.ndarray  # (K,) log mixture weights, summing to one
+    inputs: jnp.ndarray  # (K,) int: the training input whose residual an outlier component follows
+    masses: jnp.ndarray  # (K,) |a|^2 / N of an outlier component's readout; 0: a neuron's readout
 
 
-def draw_components(key, N: int, i, mixture_size: int, dtype) -> Components:
+def draw_components(key, N: int, i, mixture_size: int, dtype, outliers: int = 0, P: int = 1) -> Components:
     k_neurons, k_signs = jax.random.split(key)
     others = jax.random.choice(k_neurons, N - 1, (mixture_size,), replace=False)
     reflected = jax.random.uniform(k_signs, (mixture_size,)) < REFLECTED_SHARE
@@ -335,15 +355,44 @@ def draw_components(key, N: int, i, mixture_size: int, dtype) -> Components:
     weight = jnp.where(reflected, REFLECTED_WEIGHT / jnp.maximum(n_reflected, 1),
                        (1.0 - REFLECTED_WEIGHT) / jnp.maximum(mixture_size - n_reflected, 1))
     weight = jnp.where(both, weight, 1.0 / mixture_size)
-    return Components(others + (others >= i), jnp.where(reflected, -1.0, 1.0).astype(dtype),
-                      jnp.log(weight).astype(dtype))
+    signs = jnp.where(reflected, -1.0, 1.0)
+    inputs = jnp.zeros(mixture_size, jnp.int32)
+    masses = jnp.zeros(mixture_size)
+    if outliers:  # from a key of their own: without them the components are drawn as before
+        k_starts, k_inputs, k_masses = jax.random.split(jax.random.fold_in(key, 1), 3)
+        others = jnp.concatenate([others, jax.random.randint(k_starts, (outliers,), 0, N - 1)])
+        weight = jnp.concatenate([(1.0 - OUTLIER_WEIGHT) * weight,
+                                  jnp.full(outliers, OUTLIER_WEIGHT / outliers)])
+        signs = jnp.concatenate([signs, jnp.ones(outliers)])
+        inputs = jnp.concatenate([inputs, jax.random.randint(k_inputs, (outliers,), 0, P)])
+        ladder = jnp.asarray(OUTLIER_MASSES)
+        masses = jnp.concatenate([masses, ladder[jax.random.randint(k_masses, (outliers,), 0, len(ladder))]])
+    return Components(others + (others >= i), signs.astype(dtype), jnp.log(weight).astype(dtype),
+                      inputs, masses.astype(dtype))
+
+
+def component_tilt(field: Field, components: Components, k, scale, T_eff):
+    """Component ``k``'s tilt: at ``s_j mu_j``, or for an outlier component (``mass > 0``) at the
+    readout of norm ``sqrt(N mass)`` along the residual of its training input, ``R_mu / |R_mu|``."""
+    N = field.readout.mean.shape[0]
+    r = field.residual[components.inputs[k]]
+    direction = r / jnp.maximum(jnp.sqrt(jnp.sum(r**2)), jnp.finfo(r.dtype).tiny)
+    mass = components.masses[k]
+    readout = jnp.where(mass > 0, jnp.sqrt(N * mass) * direction,
+                        components.signs[k] * field.readout.mean[components.neurons[k]])
+    return tilt_at(field, readout, scale, T_eff)
+
+
+def component_start(H, components: Components, k):
+    """Where component ``k``'s Newton starts: ``s_j h_j``."""
+    return components.signs[k] * H[:, components.neurons[k]]
 
 
 def mixture_log_pdf(x, H, field: Field, components: Components, proposal: Proposal, scale, T_eff):
     """log q(x | state): the mixture of the ``components`` (K) with their weights."""
-    def one(js):
-        j, sign = js
-        return proposal.log_pdf(x, tilt_of(field, j, scale, T_eff, sign), sign * H[:, j])
+    def one(k):
+        return proposal.log_pdf(x, component_tilt(field, components, k, scale, T_eff),
+                                component_start(H, components, k))
 
     # lax.map, not vmap: with the Laplace components vmapped (a batch of Cholesky factorisations and
     # triangular solves inside the driver's cond and scan) XLA:CPU deadlocked in 5 of 5 runs of 6,000
@@ -351,7 +400,7 @@ def mixture_log_pdf(x, H, field: Field, components: Components, proposal: Propos
     # The cause is XLA:CPU's concurrency-optimised scheduler, now off (widebayes/__init__.py: with it
     # off, the vmapped components finished 4 of 4 runs); lax.map stays, at no measured cost.
     return jax.scipy.special.logsumexp(components.log_weights
-                                       + jax.lax.map(one, (components.neurons, components.signs)))
+                                       + jax.lax.map(one, jnp.arange(components.neurons.shape[0])))
 
 
 class Move(NamedTuple):
@@ -368,17 +417,17 @@ class Move(NamedTuple):
 
 
 def propose_and_accept(key, H, x, i, Y, *, phi, proposal: Proposal, sigma_a2, T_eff, gamma,
-                       mixture_size: int = MIXTURE_SIZE) -> Move:
+                       mixture_size: int = MIXTURE_SIZE, outliers: int = 0) -> Move:
     """One neuron move of neuron ``i``, whose coordinate is ``x`` (``proposal.preactivations(x)``
-    is ``H[:, i]``)."""
+    is ``H[:, i]``); ``outliers``: how many outlier components join the mixture."""
     k_components, k_pick, k_draw, k_accept = jax.random.split(key, 4)
-    N = H.shape[1]
+    P, N = H.shape
     scale = jnp.asarray(N, H.dtype) ** gamma
-    components = draw_components(k_components, N, i, mixture_size, H.dtype)
+    components = draw_components(k_components, N, i, mixture_size, H.dtype, outliers, P)
     field = field_of(H, Y, phi, sigma_a2, T_eff, gamma)
     pick = jax.random.categorical(k_pick, components.log_weights)
-    j, sign = components.neurons[pick], components.signs[pick]
-    x_new = proposal.sample(k_draw, tilt_of(field, j, scale, T_eff, sign), sign * H[:, j])
+    x_new = proposal.sample(k_draw, component_tilt(field, components, pick, scale, T_eff),
+                            component_start(H, components, pick))
     H_new = H.at[:, i].set(proposal.preactivations(x_new))
     field_new = field_of(H_new, Y, phi, sigma_a2, T_eff, gamma)
     log_ratio = (field_new.loglik - field.loglik + proposal.prior_logpdf(x_new) - proposal.prior_logpdf(x)
@@ -412,7 +461,8 @@ def check_applicable(exp, cfg: dict) -> str:
     return "grid" if orthogonal else "laplace"
 
 
-def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, collapsed: bool, proposal: str):
+def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, collapsed: bool, proposal: str,
+                 outliers: int = 0):
     """The driver's move (``RunSetup.move``): one neuron move of the feature layer (layer L) on the
     whitened position, the layers below held fixed.
 
@@ -422,7 +472,8 @@ def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, col
     ``U^T dh / sqrt(n)`` (orthogonal inputs: the part of the row orthogonal to the training inputs,
     independent of them under the prior and unseen by the likelihood, is kept); the Laplace
     proposal moves the whole row ``W_L[i]``.  With the joint readout the readout is redrawn from
-    its exact conditional after an accepted move.
+    its exact conditional after an accepted move.  ``outliers``: outlier components in the mixture
+    (``[sampler] outlier_moves``, :class:`Components`).
     """
     spec = hyper["model"]["spec"]
     roots = hyper["roots"]
@@ -438,7 +489,7 @@ def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, col
     sigma2 = spec.sigma_w2[spec.depth - 1]
     k_neuron, k_move, k_readout = jax.random.split(rng_key, 3)
     i = jax.random.randint(k_neuron, (), 0, spec.width)
-    kw = dict(phi=phi, sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma)
+    kw = dict(phi=phi, sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma, outliers=outliers)
     if proposal == "grid":
         family = grid_proposal(phi, sigma2, W.dtype)
         move = propose_and_accept(k_move, H, H[:, i], i, Y, proposal=family, **kw)
