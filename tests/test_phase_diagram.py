@@ -150,6 +150,7 @@ def test_relu_outlier_seeds_condense_class_0_at_N_200_and_T_0_7(tmp_path):
     """N = P = 200, T = 0.7 (phase_relu_outliers_200.toml): from prior draws without the outlier seeds
     neither chain grows the class-0 outlier in 80k steps (measured 0 and 0, same seed); with them
     both do, and the mass meets the chains started condensed (0.082): measured 0.084 and 0.087, the
-    theory 0.098, about 7 min on two cores.  One chain without the outlier would give at most 0.05."""
+    theory 0.098, 10 min on two cores shared with another job.  One chain without the outlier would
+    give at most 0.05."""
     sampled, theory = masses(point_rows(RELU_OUTLIERS_200, "network.temperature", 0.7, tmp_path))[0]
     assert 0.06 < sampled < theory, (sampled, theory)
