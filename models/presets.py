@@ -121,13 +121,13 @@ PRESETS = {
                     "thin": 800, "num_chains": 2, "seed": 1},
     },
     # the same task with tanh (not in the paper): theory by the full single-neuron measure; a neuron
-    # move after every 5th step (README "Fig. 6 at the paper's parameters")
+    # move and sign flips after every 5th step (README "Fig. 6 at the paper's parameters")
     "paper-fig6-tanh": {
         "task": dict(_FIG6),
         "network": {"depth": 1, "width": 100, "activation": "tanh", "readout": "nonlazy",
                     "temperature": 0.01},
         "sampler": {"kind": "langevin", "step_size": 0.005, "num_steps": 40000, "burn_in": 20000,
-                    "thin": 200, "num_chains": 2, "seed": 1, "neuron_moves": 5},
+                    "thin": 200, "num_chains": 2, "seed": 1, "neuron_moves": 5, "sign_flips": 5},
     },
     # Li & Sompolinsky: deep linear lazy network in the proportional regime (THEORY.md 3.5.3)
     "bpkr-deep-linear": {

@@ -65,6 +65,7 @@ SAMPLER_DEFAULTS = {
     "reduce_inputs": False,
     "neuron_moves": 0,
     "outlier_moves": False,
+    "sign_flips": 0,
 }
 
 ANNEAL_DEFAULTS = {"schedule": "geometric", "T_start": 1.0, "num_steps": 1000}
@@ -262,6 +263,7 @@ _SAMPLER_INT_RANGES = {  # key: (smallest, largest) allowed
     "freeze_readout_at": (-1, MAX_STEP_INDEX),
     "devices": (0, 1 << 16),  # 0: every device of the machine
     "neuron_moves": (0, MAX_STEP_INDEX),  # one neuron move after every k-th step; 0: none
+    "sign_flips": (0, MAX_STEP_INDEX),  # every hidden neuron flipped w.p. 1/2 after every k-th step; 0: none
 }
 
 

@@ -208,7 +208,7 @@ def sampler_key(cfg: dict, ladder: tuple) -> tuple:
     """What of ``[sampler]`` is fixed at build time (the rest is traced)."""
     static = ("kind", "noise", "num_integration_steps", "target_accept", "adapt_mass_matrix",
               "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers", "reduce_inputs",
-              "neuron_moves", "outlier_moves")
+              "neuron_moves", "outlier_moves", "sign_flips")
     swap_every = cfg["replica_exchange"]["swap_every"] if ladder else 0
     return tuple(cfg[k] for k in static) + (ladder, swap_every)
 
@@ -394,9 +394,16 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
         outliers = neuron_moves.OUTLIER_COMPONENTS if cfg["outlier_moves"] else 0
         move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed", proposal=proposal,
                        outliers=outliers)
+    flip = None
+    if cfg["sign_flips"]:
+        from widebayes import sign_flips
+
+        sign_flips.check_applicable(exp, cfg)
+        flip = partial(sign_flips.flip_signs, depth=exp.spec.depth)
     setup = RunSetup((*key, exp.frozen, proposal), sampler, logdensity, model_forward(model),
                      cfg["store_all_layers"], not cfg["anneal"] or cfg["anneal"]["schedule"] == "geometric",
-                     complete=complete, side=side, move=move, move_every=cfg["neuron_moves"])
+                     complete=complete, side=side, move=move, move_every=cfg["neuron_moves"],
+                     flip=flip, flip_every=cfg["sign_flips"])
     return with_frozen(setup) if exp.frozen else setup
 
 

@@ -152,6 +152,10 @@ class RunSetup(NamedTuple):
     # every ``move_every``-th step (the neuron moves, widebayes.neuron_moves); None: no move
     move: Callable | None = None
     move_every: int = 0
+    # f(key, position_white) -> position_white: the sign flips of odd activations (widebayes.sign_flips),
+    # applied after every ``flip_every``-th step; None: none
+    flip: Callable | None = None
+    flip_every: int = 0
 
 
 def _logdensity_at(setup: RunSetup, data, hyper, T):
@@ -183,6 +187,8 @@ def _advance(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hy
                            dead_at=jnp.where(newly_dead, step_index, carry.dead_at))
     if setup.move is not None:
         carry, extra = _move(setup, carry, chain_key, step_index, data, hyper, T, extra)
+    if setup.flip is not None:
+        carry = _flip(setup, carry, chain_key, step_index, data, hyper, T)
     return carry, (jnp.where(ok, info.accept_prob, 0.0), info.diverging | newly_dead, extra)
 
 
@@ -207,6 +213,20 @@ def _move(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper
 
     carry, accepted = jax.lax.cond((step_index + 1) % setup.move_every == 0, do, skip, carry)
     return carry, {**extra, "move_accept": accepted}
+
+
+FLIP_STREAM = 5  # the key of the sign flips after step s: fold_in(fold_in(chain_key, s), 5)
+
+
+def _flip(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper, T):
+    """After every ``setup.flip_every``-th step: the sign flips (always accepted: a symmetry of the
+    posterior), then the sampler's state rebuilt at the flipped position."""
+    def do(c):
+        position = setup.flip(observation_key(chain_key, step_index, FLIP_STREAM), c.state.position)
+        state = setup.sampler.init(position, _target(setup, data, hyper, T))
+        return c._replace(state=jax.tree.map(lambda new, old: jnp.where(c.dead, old, new), state, c.state))
+
+    return jax.lax.cond((step_index + 1) % setup.flip_every == 0, do, lambda c: c, carry)
 
 
 def _run_steps(setup, carry, chain_key, start, num_steps, data, hyper, schedule):
