@@ -33,6 +33,20 @@ def test_mixing_kernel_series_equal_the_direct_formulas_over_blocks_of_draws():
     np.testing.assert_allclose(got["task_projection"], np.sum(proj**2, axis=(2, 3)) / (5 * 36), rtol=1e-12)
 
 
+def test_between_chain_share_tells_stuck_chains_from_agreeing_ones():
+    import numpy as np
+
+    from widebayes.bench_mixing import between_chain_share
+
+    rng = np.random.default_rng(0)
+    agree = rng.standard_normal((4, 2000))
+    assert between_chain_share(agree) < 0.01
+    stuck = agree * 0.1 + np.arange(4)[:, None]  # each chain at its own level
+    assert between_chain_share(stuck) > 0.99
+    np.testing.assert_allclose(between_chain_share(np.stack([agree, stuck], axis=-1)),
+                               np.median([between_chain_share(agree), between_chain_share(stuck)]))
+
+
 def test_mixing_measure_reduces_each_chunk_and_finds_the_code_fractions():
     """The real driver chunk on a small toy network: each chunk is reduced to its series as it
     arrives (the raw draws of a 4-chain N = P = 500 reference filled 24 GB), and the code fractions
@@ -49,6 +63,7 @@ def test_mixing_measure_reduces_each_chunk_and_finds_the_code_fractions():
     codes = [k for k in fig.mean if k.startswith("code_fraction[")]
     assert codes and sum(fig.mean[k] for k in codes) <= 1 + 1e-9
     assert all(np.isfinite(fig.ess_per_s[k]) and fig.ess_per_s[k] > 0 for k in ("train_loss", "kernel_trace"))
+    assert all(0 <= fig.between_share[k] <= 1 for k in ("train_loss", "kernel_trace"))
 
 
 def test_mixing_runs_start_where_the_reference_sampler_equilibrated():
