@@ -13,7 +13,7 @@ SOURCES = {"": ROOT / "src" / "widebayes", "models": ROOT / "models", "samplers"
 FLOORS = [
     {"__init__", "errors", "io", "quadrature", "activations", "codes", "networks", "base"},
     {"config", "tasks", "models", "samplers", "observables", "input_reduction", "checkpoint", "collapsed",
-     "neuron_moves", "interrupt", "footprint"},
+     "neuron_moves", "sign_flips", "interrupt", "footprint"},
     {"experiment", "inference", "posterior"},
     {"theory", "diagnostics"},
     {"sampling", "report", "plots"},
