@@ -75,6 +75,16 @@ def test_driver_flips_mirror_pairs_evenly_and_resumes_bit_for_bit():
     assert 0.35 < sign_changes < 0.65
 
 
+@pytest.mark.parametrize("sampler", [{"kind": "hmc", "num_integration_steps": 3}, {"kind": "nuts"},
+                                     {"kind": "mala", "readout": "collapsed"}])
+def test_flips_join_every_kind_and_the_collapsed_readout(sampler):
+    cfg = _tiny(steps=100)
+    cfg["sampler"].update(sampler)
+    a = np.asarray(sample_experiment(resolve(cfg)).result.draws["a"])
+    assert np.all(np.isfinite(a))
+    assert 0.3 < np.mean(np.sign(a[:, 1:, :, 0]) != np.sign(a[:, :-1, :, 0])) < 0.7
+
+
 @pytest.mark.parametrize("change, says", [
     ({"network": {"activation": "sigmoid"}}, "odd"),
     ({"network": {"depth": 2, "tied_weights": True}}, "untied"),
