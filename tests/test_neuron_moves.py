@@ -58,8 +58,8 @@ def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax
     else:
         pytest.fail("no proposal accepted in 100 tries")
     H_new, x_old, x_new = move.H, coordinates[:, i], move.x
-    f_old = nm.field_of(H, Y, phi, 0.5, 0.05, 1.0)
-    f_new = nm.field_of(H_new, Y, phi, 0.5, 0.05, 1.0)
+    f_old = nm.without_neuron(nm.field_of(H, Y, phi, 0.5, 0.05, 1.0), phi(H[:, i]), i, N**1.0)  # cavity
+    f_new = nm.without_neuron(nm.field_of(H_new, Y, phi, 0.5, 0.05, 1.0), phi(H_new[:, i]), i, N**1.0)
     q = lambda x, state, f: nm.mixture_log_pdf(x, state, f, components, proposal, N**1.0, 0.05)  # noqa: E731
     r_rev = (f_old.loglik - f_new.loglik + proposal.prior_logpdf(x_old) - proposal.prior_logpdf(x_new)
              + q(x_new, H, f_old) - q(x_old, H_new, f_new))

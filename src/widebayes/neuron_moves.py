@@ -297,6 +297,22 @@ def field_of(H, Y, phi, sigma_a2, T_eff, gamma) -> Field:
     return Field(cond, T_eff * solved.alpha, loglik_value(Y, solved))
 
 
+def without_neuron(field: Field, phi_i, i, scale) -> Field:
+    """The field seen by neuron ``i``'s replacement: the residual of the network without neuron
+    ``i`` (its activations ``phi_i`` (P,) at its readout's conditional mean, ``R + phi_i mu_i^T /
+    N^g``), the cavity field.
+
+    Why.  The move replaces neuron ``i``; a residual that still holds it proposes a neuron for a
+    network in which ``i`` does the work already, so the proposed neurons under-fit by one neuron's
+    contribution, ``|a|^2 phi / (N T)`` per input (O(1) at T = 0.01), summed over P inputs.
+    Measured at the end of 6,000 steps of the toy task (N = P = 100, T = 0.01, y- = -1/2, a move
+    every 5th step; 400 proposals at one state): mean acceptance 3.5e-10 with the full residual and
+    0.22 with the cavity's for tanh, 0.015 and 0.15 for the sigmoid.  Any state-dependent
+    proposal keeps the move exact: the reverse density uses the new state's own cavity field."""
+    residual = field.residual + phi_i[:, None] * field.readout.mean[i][None, :] / scale
+    return field._replace(residual=residual)
+
+
 def tilt_at(field: Field, readout, scale, T_eff):
     """The one-neuron conditional's tilt at the readout ``readout`` (m,): ``alpha = R readout /
     (N^g T_eff)`` (P,), ``beta = |readout|^2 / (2 N^2g T_eff)`` (THEORY.md 1.2)."""
@@ -425,14 +441,16 @@ def propose_and_accept(key, H, x, i, Y, *, phi, proposal: Proposal, sigma_a2, T_
     scale = jnp.asarray(N, H.dtype) ** gamma
     components = draw_components(k_components, N, i, mixture_size, H.dtype, outliers, P)
     field = field_of(H, Y, phi, sigma_a2, T_eff, gamma)
+    cavity = without_neuron(field, phi(H[:, i]), i, scale)
     pick = jax.random.categorical(k_pick, components.log_weights)
-    x_new = proposal.sample(k_draw, component_tilt(field, components, pick, scale, T_eff),
+    x_new = proposal.sample(k_draw, component_tilt(cavity, components, pick, scale, T_eff),
                             component_start(H, components, pick))
     H_new = H.at[:, i].set(proposal.preactivations(x_new))
     field_new = field_of(H_new, Y, phi, sigma_a2, T_eff, gamma)
+    cavity_new = without_neuron(field_new, phi(H_new[:, i]), i, scale)
     log_ratio = (field_new.loglik - field.loglik + proposal.prior_logpdf(x_new) - proposal.prior_logpdf(x)
-                 + mixture_log_pdf(x, H_new, field_new, components, proposal, scale, T_eff)
-                 - mixture_log_pdf(x_new, H, field, components, proposal, scale, T_eff))
+                 + mixture_log_pdf(x, H_new, cavity_new, components, proposal, scale, T_eff)
+                 - mixture_log_pdf(x_new, H, cavity, components, proposal, scale, T_eff))
     log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
     accepted = jnp.log(jax.random.uniform(k_accept, (), H.dtype)) < log_ratio
     return Move(jnp.where(accepted, H_new, H), jnp.where(accepted, x_new, x), accepted, log_ratio,
