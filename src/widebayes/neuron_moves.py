@@ -14,7 +14,8 @@ first layer's preactivations on the training inputs, ``h_i = W1_i x / sqrt(N0)``
 ``H``, P x N), are i.i.d. ``N(0, sigma_w^2)`` under the prior and independent of ``W1``'s part
 orthogonal to the inputs, which the likelihood never sees.  The target is the collapsed posterior
 of ``H`` (readout integrated out, :func:`widebayes.collapsed.marginal_loglik`).  At the current
-``H`` take the readout's conditional mean ``mu`` (N x m) and the residual ``R = Y - Phi mu / N^g``.
+``H`` take the readout's conditional mean ``mu`` (N x m) and the cavity residual ``R = Y - Phi mu /
+N^g + phi_i mu_i^T / N^g`` (the network without neuron ``i``, :func:`without_neuron`).
 Propose for neuron ``i``:
 
 1. pick ``K`` other neurons ``S`` uniformly and a sign ``s_j`` per pick (-1 with probability
