@@ -98,3 +98,11 @@ def test_refusals_name_the_key(change, says):
     with pytest.raises(InputError) as err:
         sample_experiment(resolve(cfg))
     assert "sign_flips" in str(err.value) and says in str(err.value)
+
+
+def test_mixing_bench_counts_the_flips_state_rebuild():
+    from widebayes.bench_mixing import gradients_per_step
+
+    cfg = resolve(_tiny(flips=4, steps=200))["sampler"]
+    assert gradients_per_step(cfg) == pytest.approx(1.25)
+    assert gradients_per_step({**cfg, "neuron_moves": 10}) == pytest.approx(1.35)

@@ -101,8 +101,9 @@ def sampler_config(base: dict, overrides: dict, num_steps: int, burn_in: int, th
 def gradients_per_step(cfg: dict) -> float:
     """Gradient evaluations of one step of the sampler of a resolved ``[sampler]`` table."""
     base = float(cfg["num_integration_steps"]) if cfg["kind"] == "hmc" else 1.0
-    if cfg.get("neuron_moves"):  # the sampler's state is rebuilt (one gradient) after every move
-        base += 1.0 / cfg["neuron_moves"]
+    for key in ("neuron_moves", "sign_flips"):  # the sampler's state is rebuilt (one gradient) after each
+        if cfg.get(key):
+            base += 1.0 / cfg[key]
     replica = cfg["replica_exchange"]
     if not replica:
         return base
