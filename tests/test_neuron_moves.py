@@ -35,7 +35,8 @@ def test_piecewise_draws_follow_their_density():
         assert result.pvalue > 1e-3
 
 
-def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax.nn.sigmoid, outliers=0):
+def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax.nn.sigmoid, outliers=0,
+                  T_eff=0.05):
     """The log ratios of the move H -> H' and of the reverse move H' -> H (same neuron, same
     mixture), computed independently, are opposite: forward and reverse use the densities of the
     same kernel.  ``coordinates[:, i]`` is neuron i's coordinate (preactivations or weights).  With
@@ -43,7 +44,7 @@ def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax
     accepted move was drawn from, and the mixture."""
     (P, N), m = H.shape, 3
     Y = jnp.asarray(np.random.default_rng(seed).normal(size=(P, m)), H.dtype)
-    kw = dict(phi=phi, proposal=proposal, sigma_a2=0.5, T_eff=0.05, gamma=1.0)
+    kw = dict(phi=phi, proposal=proposal, sigma_a2=0.5, T_eff=T_eff, gamma=1.0)
     for attempt in range(100):
         key = jax.random.PRNGKey(attempt)
         k_components, k_pick = jax.random.split(key, 4)[:2]
@@ -58,9 +59,9 @@ def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax
     else:
         pytest.fail("no proposal accepted in 100 tries")
     H_new, x_old, x_new = move.H, coordinates[:, i], move.x
-    f_old = nm.without_neuron(nm.field_of(H, Y, phi, 0.5, 0.05, 1.0), phi(H[:, i]), i, N**1.0)  # cavity
-    f_new = nm.without_neuron(nm.field_of(H_new, Y, phi, 0.5, 0.05, 1.0), phi(H_new[:, i]), i, N**1.0)
-    q = lambda x, state, f: nm.mixture_log_pdf(x, state, f, components, proposal, N**1.0, 0.05)  # noqa: E731
+    f_old = nm.without_neuron(nm.field_of(H, Y, phi, 0.5, T_eff, 1.0), phi(H[:, i]), i, N**1.0)  # cavity
+    f_new = nm.without_neuron(nm.field_of(H_new, Y, phi, 0.5, T_eff, 1.0), phi(H_new[:, i]), i, N**1.0)
+    q = lambda x, state, f: nm.mixture_log_pdf(x, state, f, components, proposal, N**1.0, T_eff)  # noqa: E731
     r_rev = (f_old.loglik - f_new.loglik + proposal.prior_logpdf(x_old) - proposal.prior_logpdf(x_new)
              + q(x_new, H, f_old) - q(x_old, H_new, f_new))
     np.testing.assert_allclose(np.asarray(proposal.preactivations(x_new)), np.asarray(H_new[:, i]), rtol=1e-5)
@@ -76,6 +77,15 @@ def test_log_ratio_is_antisymmetric():
     rng = np.random.default_rng(1)
     H = jnp.asarray(rng.normal(size=(12, 20)) * 1.5, _dtype())
     _antisymmetry(nm.grid_proposal(jax.nn.sigmoid, 1.0, _dtype()), H, H)
+
+
+def test_log_ratio_is_antisymmetric_where_the_cavity_field_matters():
+    """At a small T_eff the moved neuron's own share of the residual shifts each input's tilt by
+    ``|mu_i|^2 phi / (N^2 T_eff)``: the reverse density must be taken in the new state's cavity
+    field (with the full residual in this test's reverse computation it fails)."""
+    rng = np.random.default_rng(1)
+    H = jnp.asarray(rng.normal(size=(12, 20)) * 1.5, _dtype())
+    _antisymmetry(nm.grid_proposal(jax.nn.sigmoid, 1.0, _dtype()), H, H, T_eff=0.002)
 
 
 def _correlated_inputs(P, n, seed=0):
