@@ -192,6 +192,14 @@ def _advance(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hy
     return carry, (jnp.where(ok, info.accept_prob, 0.0), info.diverging | newly_dead, extra)
 
 
+def _rebuilt_at(setup: RunSetup, carry: ChainCarry, position, data, hyper, T) -> ChainCarry:
+    """The carry with the sampler's state rebuilt at ``position`` (its cached log density and
+    gradient), a dead chain's state kept as it was: after a neuron move or the sign flips."""
+    state = setup.sampler.init(position, _target(setup, data, hyper, T))
+    kept = jax.tree.map(lambda new, old: jnp.where(carry.dead, old, new), state, carry.state)
+    return carry._replace(state=kept)
+
+
 MOVE_STREAM = 4  # the key of a move after step s: fold_in(fold_in(chain_key, s), 4)
 
 
@@ -204,9 +212,7 @@ def _move(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper
     def do(c):
         position, accepted = setup.move(observation_key(chain_key, step_index, MOVE_STREAM), c.state.position,
                                         data, hyper, T)
-        state = setup.sampler.init(position, _target(setup, data, hyper, T))
-        state = jax.tree.map(lambda new, old: jnp.where(c.dead, old, new), state, c.state)
-        return c._replace(state=state), accepted.astype(dtype)
+        return _rebuilt_at(setup, c, position, data, hyper, T), accepted.astype(dtype)
 
     def skip(c):
         return c, jnp.asarray(jnp.nan, dtype)
@@ -223,8 +229,7 @@ def _flip(setup: RunSetup, carry: ChainCarry, chain_key, step_index, data, hyper
     posterior), then the sampler's state rebuilt at the flipped position."""
     def do(c):
         position = setup.flip(observation_key(chain_key, step_index, FLIP_STREAM), c.state.position)
-        state = setup.sampler.init(position, _target(setup, data, hyper, T))
-        return c._replace(state=jax.tree.map(lambda new, old: jnp.where(c.dead, old, new), state, c.state))
+        return _rebuilt_at(setup, c, position, data, hyper, T)
 
     return jax.lax.cond((step_index + 1) % setup.flip_every == 0, do, lambda c: c, carry)
 
