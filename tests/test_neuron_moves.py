@@ -35,6 +35,24 @@ def test_piecewise_draws_follow_their_density():
         assert result.pvalue > 1e-3
 
 
+def test_grid_mixture_in_one_vmap_equals_its_components_one_by_one():
+    """The grid proposal evaluates its mixture's components in one vmap (5x faster at N = P = 500);
+    the density is the one the sequential evaluation (the Laplace proposal's path) gives."""
+    P, N = 40, 24
+    H = jax.random.normal(jax.random.PRNGKey(1), (P, N), jnp.float32)
+    Y = jnp.asarray(np.random.default_rng(1).normal(size=(P, 2)), jnp.float32)
+    field = nm.field_of(H, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
+    field = nm.without_neuron(field, jax.nn.sigmoid(H[:, 3]), 3, N)
+    components = nm.draw_components(jax.random.PRNGKey(2), N, 3, 8, jnp.float32)
+    grid = nm.grid_proposal(jax.nn.sigmoid, 1.0, jnp.float32)
+    assert grid.vectorised
+    x = H[:, 5] + 0.1
+    together = nm.mixture_log_pdf(x, H, field, components, grid, N, 0.05)
+    one_by_one = nm.mixture_log_pdf(x, H, field, components, grid._replace(vectorised=False), N, 0.05)
+    assert np.isfinite(float(together))
+    np.testing.assert_allclose(float(together), float(one_by_one), rtol=1e-5)
+
+
 def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax.nn.sigmoid, outliers=0,
                   T_eff=0.05):
     """The log ratios of the move H -> H' and of the reverse move H' -> H (same neuron, same
