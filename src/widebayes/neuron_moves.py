@@ -424,12 +424,11 @@ def mixture_log_pdf(x, H, field: Field, components: Components, proposal: Propos
     # at N = P = 500 (16 components of 500 inputs x 256 grid points, float32, two quiet cores) the
     # mixture's density alone took 42 ms with lax.map and 7.9 ms with vmap (one chain, jitted); in
     # the driver's 4-chain chunk the move's cost did not change measurably (README "Mixing").
-    # Laplace: with its components vmapped
-    # (a batch of Cholesky factorisations and triangular solves inside the driver's cond and scan)
-    # XLA:CPU deadlocked in 5 of 5 runs of 6,000 steps (jax 0.10.2; every thread idle, the
-    # computation never completing); with lax.map, 0 of 4.  The cause is XLA:CPU's
-    # concurrency-optimised scheduler, now off (widebayes/__init__.py: with it off, the vmapped
-    # components finished 4 of 4 runs); lax.map stays there, at no measured cost.
+    # Laplace: with its components vmapped (a batch of Cholesky factorisations and triangular solves
+    # inside the driver's cond and scan) XLA:CPU deadlocked in 5 of 5 runs of 6,000 steps (jax
+    # 0.10.2; every thread idle, the computation never completing); with lax.map, 0 of 4.  The cause
+    # is XLA:CPU's concurrency-optimised scheduler, now off (widebayes/__init__.py: with it off, the
+    # vmapped components finished 4 of 4 runs); lax.map stays there, at no measured cost.
     indices = jnp.arange(components.neurons.shape[0])
     values = jax.vmap(one)(indices) if proposal.vectorised else jax.lax.map(one, indices)
     return jax.scipy.special.logsumexp(components.log_weights + values)
