@@ -36,8 +36,8 @@ def test_piecewise_draws_follow_their_density():
 
 
 def test_grid_mixture_in_one_vmap_equals_its_components_one_by_one():
-    """The grid proposal evaluates its mixture's components in one vmap (5x faster at N = P = 500);
-    the density is the one the sequential evaluation (the Laplace proposal's path) gives."""
+    """The grid proposal evaluates its mixture's components in one vmap (5x faster for one chain at
+    N = P = 500); the density is the one the sequential evaluation (the Laplace proposal's path) gives."""
     P, N = 40, 24
     H = jax.random.normal(jax.random.PRNGKey(1), (P, N), jnp.float32)
     Y = jnp.asarray(np.random.default_rng(1).normal(size=(P, 2)), jnp.float32)

@@ -152,8 +152,8 @@ def piecewise_sample(key, ell, grid: Grid):
     k_cell, k_point = jax.random.split(key)
     log_mass = _log_cell_masses(ell, grid.step)
     cdf = jnp.cumsum(jnp.exp(log_mass - jnp.max(log_mass, axis=1, keepdims=True)), axis=1)
-    u = jax.random.uniform(k_cell, (ell.shape[0], 1), ell.dtype) * cdf[:, -1:]
-    cell = jnp.minimum(jnp.sum(cdf < u, axis=1), ell.shape[1] - 2)
+    level = jax.random.uniform(k_cell, (ell.shape[0], 1), ell.dtype) * cdf[:, -1:]
+    cell = jnp.minimum(jnp.sum(cdf < level, axis=1), ell.shape[1] - 2)
     lo = jnp.take_along_axis(ell, cell[:, None], 1)[:, 0]
     hi = jnp.take_along_axis(ell, cell[:, None] + 1, 1)[:, 0]
     u = jax.random.uniform(k_point, lo.shape, ell.dtype)
