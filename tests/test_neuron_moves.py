@@ -9,9 +9,21 @@ from scipy import stats
 from widebayes.models.presets import preset
 
 from widebayes import neuron_moves as nm
+from widebayes.collapsed import marginal_loglik
 from widebayes.config import resolve
 from widebayes.errors import InputError
 from widebayes.sampling import sample_experiment
+
+
+def _field(H, Y, phi, sigma_a2, T_eff, gamma):
+    """The field at ``H`` from a fresh factorisation."""
+    scale = H.shape[1] ** gamma
+    return nm.field_of(nm.gram_of(H, Y, phi, sigma_a2 / scale**2, T_eff), sigma_a2, T_eff, scale)
+
+
+def _loglik(H, Y, phi, sigma_a2, T_eff, gamma):
+    """The collapsed log likelihood at ``H`` from a fresh factorisation (widebayes.collapsed)."""
+    return marginal_loglik(phi(H), Y, sigma_a2 / H.shape[1] ** (2 * gamma), T_eff)
 
 
 def _grid(points=256):
@@ -41,7 +53,7 @@ def test_grid_mixture_in_one_vmap_equals_its_components_one_by_one():
     P, N = 40, 24
     H = jax.random.normal(jax.random.PRNGKey(1), (P, N), jnp.float32)
     Y = jnp.asarray(np.random.default_rng(1).normal(size=(P, 2)), jnp.float32)
-    field = nm.field_of(H, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
+    field = _field(H, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
     field = nm.without_neuron(field, jax.nn.sigmoid(H[:, 3]), 3, N)
     components = nm.draw_components(jax.random.PRNGKey(2), N, 3, 8, jnp.float32)
     grid = nm.grid_proposal(jax.nn.sigmoid, 1.0, jnp.float32)
@@ -51,6 +63,54 @@ def test_grid_mixture_in_one_vmap_equals_its_components_one_by_one():
     one_by_one = nm.mixture_log_pdf(x, H, field, components, grid._replace(vectorised=False), N, 0.05)
     assert np.isfinite(float(together))
     np.testing.assert_allclose(float(together), float(one_by_one), rtol=1e-5)
+
+
+def _numpy_gram(H, Y, sigma_a2, T_eff, gamma=1.0):
+    """C^-1, C^-1 Y and log p(Y | Phi) in float64 numpy (sigmoid features)."""
+    Phi = 1.0 / (1.0 + np.exp(-np.asarray(H, np.float64)))
+    P, N = Phi.shape
+    C = sigma_a2 / N ** (2 * gamma) * Phi @ Phi.T + T_eff * np.eye(P)
+    alpha = np.linalg.solve(C, np.asarray(Y, np.float64))
+    loglik = -0.5 * np.sum(np.asarray(Y, np.float64) * alpha) - 0.5 * Y.shape[1] * np.linalg.slogdet(C)[1]
+    return np.linalg.inv(C), alpha, loglik
+
+
+def test_rank_two_update_is_the_fresh_factorisation():
+    """Replacing one neuron's column by the rank-two update gives the inverse, C^-1 Y and the change
+    of the log likelihood that a factorisation of the new Gram system gives (float64 reference)."""
+    rng = np.random.default_rng(4)
+    P, N, i = 30, 20, 7
+    H = jnp.asarray(rng.normal(size=(P, N)) * 1.5, jnp.float32)
+    Y = jnp.asarray(rng.normal(size=(P, 3)), jnp.float32)
+    h_new = jnp.asarray(rng.normal(size=P) * 2.0, jnp.float32)
+    s = 0.5 / N**2
+    gram = nm.gram_of(H, Y, jax.nn.sigmoid, s, 0.05)
+    new, change = nm.replace_column(gram, i, jax.nn.sigmoid(h_new), s)
+    inverse0, _, loglik0 = _numpy_gram(H, Y, 0.5, 0.05)
+    inverse1, alpha1, loglik1 = _numpy_gram(H.at[:, i].set(h_new), Y, 0.5, 0.05)
+    for got, expected in ((gram.inverse, inverse0), (new.inverse, inverse1), (new.alpha, alpha1)):
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    np.testing.assert_allclose(np.asarray(new.Phi), np.asarray(jax.nn.sigmoid(H.at[:, i].set(h_new))))
+    assert abs(loglik1 - loglik0) > 1.0  # the replacement matters ...
+    np.testing.assert_allclose(float(change), loglik1 - loglik0, rtol=1e-4)  # ... and is measured exactly
+
+
+def test_sweep_keeps_its_gram_system_that_of_its_state():
+    """After a sweep of 32 moves sharing one factorisation (float32, rank-two updates only), the
+    Gram system it carries is that of its final state, and the coordinates are its preactivations."""
+    rng = np.random.default_rng(5)
+    P, N = 60, 40
+    H = jnp.asarray(rng.normal(size=(P, N)), jnp.float32)
+    Y = jnp.asarray(np.where(rng.random((P, 2)) < 0.5, -0.5, 1.0), jnp.float32)
+    kw = dict(phi=jax.nn.sigmoid, proposal=nm.grid_proposal(jax.nn.sigmoid, 1.0, jnp.float32),
+              sigma_a2=1.0, T_eff=0.05, gamma=1.0)
+    H_end, coordinates, gram, accepted = jax.jit(
+        lambda key: nm.sweep(key, H, H.T, Y, nm.MAX_SWEEP, **kw))(jax.random.PRNGKey(0))
+    assert accepted.shape == (nm.MAX_SWEEP,) and 0.05 < float(jnp.mean(accepted)) < 1.0
+    np.testing.assert_array_equal(np.asarray(coordinates), np.asarray(H_end).T)
+    assert np.mean(np.any(np.asarray(H_end) != np.asarray(H), axis=0)) > 0.1  # neurons moved
+    _, alpha, _ = _numpy_gram(H_end, Y, 1.0, 0.05)
+    np.testing.assert_allclose(np.asarray(gram.alpha), alpha, rtol=1e-3, atol=1e-3 * np.abs(alpha).max())
 
 
 def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax.nn.sigmoid, outliers=0,
@@ -77,10 +137,11 @@ def _antisymmetry(proposal, H, coordinates, i=4, mixture_size=8, seed=0, phi=jax
     else:
         pytest.fail("no proposal accepted in 100 tries")
     H_new, x_old, x_new = move.H, coordinates[:, i], move.x
-    f_old = nm.without_neuron(nm.field_of(H, Y, phi, 0.5, T_eff, 1.0), phi(H[:, i]), i, N**1.0)  # cavity
-    f_new = nm.without_neuron(nm.field_of(H_new, Y, phi, 0.5, T_eff, 1.0), phi(H_new[:, i]), i, N**1.0)
+    f_old = nm.without_neuron(_field(H, Y, phi, 0.5, T_eff, 1.0), phi(H[:, i]), i, N**1.0)  # cavity
+    f_new = nm.without_neuron(_field(H_new, Y, phi, 0.5, T_eff, 1.0), phi(H_new[:, i]), i, N**1.0)
     q = lambda x, state, f: nm.mixture_log_pdf(x, state, f, components, proposal, N**1.0, T_eff)  # noqa: E731
-    r_rev = (f_old.loglik - f_new.loglik + proposal.prior_logpdf(x_old) - proposal.prior_logpdf(x_new)
+    loglik_change = _loglik(H, Y, phi, 0.5, T_eff, 1.0) - _loglik(H_new, Y, phi, 0.5, T_eff, 1.0)
+    r_rev = (loglik_change + proposal.prior_logpdf(x_old) - proposal.prior_logpdf(x_new)
              + q(x_new, H, f_old) - q(x_old, H_new, f_new))
     np.testing.assert_allclose(np.asarray(proposal.preactivations(x_new)), np.asarray(H_new[:, i]), rtol=1e-5)
     assert np.isclose(float(move.log_ratio), -float(r_rev), atol=2e-3 * max(1.0, abs(float(move.log_ratio))))
@@ -184,7 +245,7 @@ def test_outlier_components_join_at_their_weight_and_leave_the_others_as_they_we
     rng = np.random.default_rng(0)
     H = jnp.asarray(rng.normal(size=(P, N)), jnp.float32)
     Y = jnp.asarray(rng.normal(size=(P, 3)), jnp.float32)
-    field = nm.field_of(H, Y, jax.nn.relu, 0.5, 0.05, 1.0)
+    field = _field(H, Y, jax.nn.relu, 0.5, 0.05, 1.0)
     k = K  # the first outlier component
     alpha, beta = nm.component_tilt(field, more, k, float(N), 0.05)
     mass, r = float(more.masses[k]), np.asarray(field.residual[int(more.inputs[k])])
@@ -243,8 +304,10 @@ def _tiny(kind="mala", moves=0, steps=4000, chains=2, seed=1, inputs="orthogonal
     return cfg
 
 
-def test_driver_runs_moves_records_acceptance_and_resumes_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("sweep", [1, 4])
+def test_driver_runs_moves_records_acceptance_and_resumes_bit_for_bit(tmp_path, sweep):
     cfg = _tiny(kind="langevin", moves=5, steps=400)
+    cfg["sampler"]["neuron_sweep"] = sweep
     out = sample_experiment(resolve(cfg))
     acc = out.result.draws["move_accept"]
     assert acc.shape == (2, 15) and np.all((acc >= 0) & (acc <= 1))
@@ -266,6 +329,18 @@ def test_refusals_name_the_key(change, says):
     with pytest.raises(InputError) as err:
         sample_experiment(resolve(cfg))
     assert "neuron_moves" in str(err.value) or says in str(err.value)
+
+
+@pytest.mark.parametrize("sampler, says", [
+    ({"neuron_sweep": 4}, "needs sampler.neuron_moves"),
+    ({"neuron_moves": 5, "neuron_sweep": nm.MAX_SWEEP + 1}, "must be in"),
+])
+def test_sweep_refusals_name_the_key(sampler, says):
+    cfg = _tiny(steps=200)
+    cfg["sampler"].update(sampler)
+    with pytest.raises(InputError, match="sampler.neuron_sweep") as err:
+        resolve(cfg)
+    assert says in str(err.value)
 
 
 def test_mnist_experiment_file_takes_the_laplace_proposal():
@@ -350,3 +425,6 @@ def test_mixing_bench_lists_the_neuron_moves_and_counts_their_gradient():
     base, samplers = configs[with_moves[0]]
     cfg = sampler_config(base, samplers["langevin + neuron moves"], 200, 100, 10, 2, 0)
     assert gradients_per_step(cfg["sampler"]) == pytest.approx(1.1)
+    swept = sampler_config(base, samplers["langevin + neuron sweeps"], 200, 100, 10, 2, 0)
+    assert swept["sampler"]["neuron_sweep"] == 32  # one state rebuild per sweep
+    assert gradients_per_step(swept["sampler"]) == pytest.approx(1.1)

@@ -60,7 +60,8 @@ def reference_configs() -> dict:
                                "num_integration_steps": 5},
              "replica exchange": {"step_size": 0.01, "replica_exchange": {"num_replicas": 4, "T_max": 0.08,
                                                                           "swap_every": 10}},
-             "langevin + neuron moves": {"step_size": 0.01, "neuron_moves": 10}}),
+             "langevin + neuron moves": {"step_size": 0.01, "neuron_moves": 10},
+             "langevin + neuron sweeps": {"step_size": 0.01, "neuron_moves": 10, "neuron_sweep": 32}}),
         "sigmoid toy, N = P = 500": (
             {"task": _toy(500, 500, 520), "network": {**sigmoid, "width": 500}},
             {"langevin": {"step_size": 0.005},
@@ -70,7 +71,8 @@ def reference_configs() -> dict:
                                "num_integration_steps": 5},
              "replica exchange": {"step_size": 0.005, "replica_exchange": {"num_replicas": 4, "T_max": 0.08,
                                                                            "swap_every": 10}},
-             "langevin + neuron moves": {"step_size": 0.005, "neuron_moves": 10}}),
+             "langevin + neuron moves": {"step_size": 0.005, "neuron_moves": 10},
+             "langevin + neuron sweeps": {"step_size": 0.005, "neuron_moves": 10, "neuron_sweep": 32}}),
         "sigmoid toy, y- = 0.1, N = P = 100": (
             {"task": _toy(100, 100, 120, y_minus=0.1), "network": {**sigmoid, "width": 100}},
             {"langevin": {"step_size": 0.01},

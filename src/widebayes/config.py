@@ -64,6 +64,7 @@ SAMPLER_DEFAULTS = {
     "devices": 0,
     "reduce_inputs": False,
     "neuron_moves": 0,
+    "neuron_sweep": 1,
     "outlier_moves": False,
     "sign_flips": 0,
 }
@@ -73,6 +74,7 @@ REPLICA_DEFAULTS = {"num_replicas": 4, "T_max": 0.0, "swap_every": 10, "temperat
 READOUT_MODES = ("joint", "collapsed")
 
 MAX_DEPTH = 1000
+MAX_NEURON_SWEEP = 32  # the sweep's moves are unrolled in the compiled chunk (neuron_moves.sweep says why)
 MAX_STEP_INDEX = 2**31 - 1  # step indices, leapfrog and particle counts are int32 on the device
 MAX_SEED = 2**32 - 1  # jax.random.PRNGKey keeps the low 32 bits: larger seeds would repeat others
 MAX_DOUBLINGS = 30  # NUTS trajectories of at most 2**30 leapfrog steps (an int32 count)
@@ -262,7 +264,8 @@ _SAMPLER_INT_RANGES = {  # key: (smallest, largest) allowed
     "smc_mcmc_steps": (1, MAX_STEP_INDEX),
     "freeze_readout_at": (-1, MAX_STEP_INDEX),
     "devices": (0, 1 << 16),  # 0: every device of the machine
-    "neuron_moves": (0, MAX_STEP_INDEX),  # one neuron move after every k-th step; 0: none
+    "neuron_moves": (0, MAX_STEP_INDEX),  # a sweep of neuron moves after every k-th step; 0: none
+    "neuron_sweep": (1, MAX_NEURON_SWEEP),  # moves per sweep (one factorisation shared among them)
     "sign_flips": (0, MAX_STEP_INDEX),  # every hidden neuron flipped w.p. 1/2 after every k-th step; 0: none
 }
 
@@ -295,6 +298,8 @@ def _check_sampler(smp: dict):
     if smp["freeze_readout_at"] >= smp["num_steps"]:
         raise InputError(f"must be -1 (never) or a step below num_steps = {smp['num_steps']}, "
                          f"got {smp['freeze_readout_at']}", key="sampler.freeze_readout_at")
+    if smp["neuron_sweep"] > 1 and not smp["neuron_moves"]:
+        raise InputError("a sweep of neuron moves needs sampler.neuron_moves too", key="sampler.neuron_sweep")
     if smp["outlier_moves"] and not smp["neuron_moves"]:
         raise InputError("outlier components join the neuron moves: set sampler.neuron_moves too",
                          key="sampler.outlier_moves")

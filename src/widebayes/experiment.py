@@ -208,7 +208,7 @@ def sampler_key(cfg: dict, ladder: tuple) -> tuple:
     """What of ``[sampler]`` is fixed at build time (the rest is traced)."""
     static = ("kind", "noise", "num_integration_steps", "target_accept", "adapt_mass_matrix",
               "max_num_doublings", "freeze_readout_at", "readout", "store_all_layers", "reduce_inputs",
-              "neuron_moves", "outlier_moves", "sign_flips")
+              "neuron_moves", "neuron_sweep", "outlier_moves", "sign_flips")
     swap_every = cfg["replica_exchange"]["swap_every"] if ladder else 0
     return tuple(cfg[k] for k in static) + (ladder, swap_every)
 
@@ -393,7 +393,7 @@ def run_setup_of(exp: Experiment, cfg: dict, sampler, ladder: tuple = ()) -> Run
         proposal = neuron_moves.check_applicable(exp, cfg)
         outliers = neuron_moves.OUTLIER_COMPONENTS if cfg["outlier_moves"] else 0
         move = partial(neuron_moves.network_move, collapsed=cfg["readout"] == "collapsed", proposal=proposal,
-                       outliers=outliers)
+                       outliers=outliers, moves=cfg["neuron_sweep"])
     flip = None
     if cfg["sign_flips"]:
         from widebayes import sign_flips

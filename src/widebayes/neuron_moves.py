@@ -27,9 +27,9 @@ Propose for neuron ``i``:
    proposes the complement of ``j``'s code, :class:`Components` says why)
    ``q_mu(h) ∝ exp(-h^2 / 2 sigma_w^2 + alpha_mu phi(h) - beta phi(h)^2)``,
    ``alpha_mu = s_j mu_j . R_mu / (N^g T_eff)``, ``beta = |mu_j|^2 / (2 N^2g T_eff)``, represented as the
-   exact piecewise-exponential density through its values on a grid of ``GRID_POINTS`` over
-   ``+- GRID_HALF_WIDTH`` prior standard deviations (sampled exactly by inverse CDF, its density
-   known exactly: the Metropolis-Hastings ratio stays exact whatever the grid);
+   exact piecewise-constant density through its values at the midpoints of ``GRID_POINTS`` cells
+   over ``+- GRID_HALF_WIDTH`` prior standard deviations (sampled exactly by inverse CDF, its
+   density known exactly: the Metropolis-Hastings ratio stays exact whatever the grid);
 3. accept with ``min(1, pi(H') q(H | H') / (pi(H) q(H' | H)))``, ``q(H | H')`` from ``H'``'s own
    ``mu'`` and ``R'``.
 
@@ -50,6 +50,10 @@ preactivations (Rasmussen & Williams 2006, Algorithm 3.1), a Gaussian with preci
 ``I / sigma^2 + A^T W A`` whose draws and density need one P x P Cholesky factor.  Its component in
 the null space of ``A`` is the prior, which is also that part's posterior.  The move replaces the
 whole row ``w_i``; the ratio stays exact (the component's density is evaluated, not assumed).
+
+Sweeps (:func:`sweep`, ``[sampler] neuron_sweep``).  The driver makes ``M`` moves at a time, one
+after another, sharing one factorisation of the Gram system (:class:`Gram`, updated by rank two
+after each accepted move), then rebuilds the sampler's state and redraws the readout once.
 
 Measured (README "Mixing"): from the end state of the demo's own Langevin run half the proposals
 are accepted (float32; every move built from the neuron alone, ``widebayes.studies.code_moves``,
@@ -75,18 +79,12 @@ import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from widebayes.activations import get_activation
-from widebayes.collapsed import (
-    ReadoutConditional,
-    cholesky_factor,
-    draw_readout,
-    loglik_value,
-    readout_conditional,
-    solve_with,
-)
+from widebayes.collapsed import draw_readout, readout_conditional
+from widebayes.config import MAX_NEURON_SWEEP as MAX_SWEEP  # noqa: F401 (the sweep's bound)
 from widebayes.errors import InputError
 from widebayes.networks import hidden_layers
 
-GRID_POINTS = 256  # demo acceptance as with 512 or 1024 (0.50, float32) at half the cost of 512
+GRID_POINTS = 256  # cells; demo acceptance 0.18 (piecewise-linear log density on 256 points: 0.20; README)
 GRID_HALF_WIDTH = 9.0  # prior standard deviations
 MIXTURE_SIZE = 16  # K: readouts of other neurons the proposal mixes over
 REFLECTED_SHARE = 0.25  # chance that a component takes the other neuron's readout with its sign flipped
@@ -98,69 +96,75 @@ OUTLIER_MASSES = (0.003, 0.01, 0.03)  # |a|^2 / N of an outlier component's read
 
 
 class Grid(NamedTuple):
-    """The proposal's grid of preactivation values, with the activation and log prior on it."""
+    """The proposal's grid: ``G`` cells of width ``step`` from ``edge``, the activation and log prior
+    at their midpoints ``h``, and the activation's range over them."""
 
-    h: jnp.ndarray  # (G,)
+    h: jnp.ndarray  # (G,) cell midpoints
     phi: jnp.ndarray  # (G,)
     log_prior: jnp.ndarray  # (G,) -h^2 / (2 sigma_w^2)
-    step: jnp.ndarray  # grid spacing
+    step: jnp.ndarray  # cell width
+    edge: jnp.ndarray  # the first cell's lower edge
+    phi_range: jnp.ndarray  # (2,) min and max of phi(h)
 
 
 def make_grid(phi, sigma_w2, dtype, points: int = GRID_POINTS) -> Grid:
     sd = jnp.sqrt(jnp.asarray(sigma_w2, dtype))
-    h = jnp.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, points, dtype=dtype) * sd
-    return Grid(h, phi(h), -0.5 * h**2 / sigma_w2, h[1] - h[0])
+    step = 2.0 * GRID_HALF_WIDTH * sd / points
+    edge = -GRID_HALF_WIDTH * sd
+    h = edge + (jnp.arange(points, dtype=dtype) + 0.5) * step
+    values = phi(h)
+    return Grid(h, values, -0.5 * h**2 / sigma_w2, step, edge, jnp.stack([jnp.min(values), jnp.max(values)]))
 
 
 # ----------------------------------------------------------------------------- 1-D densities
 def tilted_log_values(grid: Grid, alpha, beta):
-    """Log of the one-neuron conditional (unnormalised) on the grid, per input: (P, G),
-    ``-h^2/2 sigma^2 + alpha_mu phi(h) - beta phi(h)^2`` (the tilt: :func:`tilt_at`)."""
-    return grid.log_prior[None, :] + alpha[:, None] * grid.phi[None, :] - beta * grid.phi[None, :] ** 2
+    """Log of the one-neuron conditional (unnormalised) at the cell midpoints, per input: (P, G),
+    ``-h^2/2 sigma^2 + alpha_mu phi(h) - beta phi(h)^2`` (the tilt: :func:`tilt_at`) less the tilt's
+    largest value over the activation's range, ``max_phi (alpha_mu phi - beta phi^2)`` (closed form),
+    so that every value is at most 0 and the largest no lower than the log prior at the grid's
+    edge (-40.5 at 9 standard deviations): the sum of exponentials needs no max pass."""
+    low, high = grid.phi_range[0], grid.phi_range[1]
+    star = jnp.clip(alpha / jnp.maximum(2.0 * beta, jnp.finfo(alpha.dtype).tiny), low, high)
+    bound = alpha * star - beta * star**2
+    return (grid.log_prior[None, :] + alpha[:, None] * grid.phi[None, :] - beta * grid.phi[None, :] ** 2
+            - bound[:, None])
 
 
-def _log_cell_masses(ell, step):
-    """log of the integral over each cell of ``exp(ell)`` linearly interpolated: (P, G - 1)."""
-    lo, hi = ell[:, :-1], ell[:, 1:]
-    d = jnp.abs(hi - lo)
-    small = d < 1e-6
-    # integral of exp over a cell = step * (e^hi - e^lo) / (hi - lo) = step e^max (1 - e^-d) / d
-    factor = jnp.where(small, 1.0 - 0.5 * d, -jnp.expm1(-d) / jnp.where(small, 1.0, d))
-    return jnp.maximum(lo, hi) + jnp.log(step) + jnp.log(factor)
+def _cell_of(h, grid: Grid):
+    """The cell holding ``h`` and whether it lies on the grid."""
+    t = jnp.floor((h - grid.edge) / grid.step)
+    inside = (t >= 0) & (t < grid.h.shape[0])
+    return jnp.clip(t, 0, grid.h.shape[0] - 1).astype(jnp.int32), inside
 
 
 def piecewise_log_pdf(h, ell, grid: Grid):
-    """Sum over inputs of the log density at ``h`` (P,) of the piecewise-exponential densities with
-    grid log values ``ell`` (P, G); ``-inf`` outside the grid."""
-    log_norm = jax.scipy.special.logsumexp(_log_cell_masses(ell, grid.step), axis=1)
-    t = (h - grid.h[0]) / grid.step
-    cell = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, grid.h.shape[0] - 2)
-    frac = t - cell
-    lo = jnp.take_along_axis(ell, cell[:, None], 1)[:, 0]
-    hi = jnp.take_along_axis(ell, cell[:, None] + 1, 1)[:, 0]
-    inside = (t >= 0) & (t <= grid.h.shape[0] - 1)
-    return jnp.sum(jnp.where(inside, lo + frac * (hi - lo) - log_norm, -jnp.inf))
+    """Sum over inputs of the log density at ``h`` (P,) of the piecewise-constant densities with
+    cell log values ``ell`` (P, G) (at most 0, the largest not below -80: :func:`tilted_log_values`);
+    ``-inf`` outside the grid."""
+    log_norm = jnp.log(jnp.sum(jnp.exp(ell), axis=1) * grid.step)
+    cell, inside = _cell_of(h, grid)
+    value = jnp.take_along_axis(ell, cell[:, None], 1)[:, 0]
+    return jnp.sum(jnp.where(inside, value - log_norm, -jnp.inf))
 
 
 def piecewise_sample(key, ell, grid: Grid):
-    """One exact draw per row of the piecewise-exponential densities (P, G): a cell by its mass,
-    then the point within it by the inverse CDF of ``exp(linear)``.
+    """One exact draw per row of the piecewise-constant densities (P, G): a cell by the inverse CDF
+    of the cell masses (one uniform per row; Gumbel-max takes two logarithms per cell), then a point
+    uniform within it.  A point that rounding puts in the next cell (about 2e-5 per input in float32)
+    is taken at its cell's midpoint, so that the density evaluated is always the drawn cell's.
 
-    The cell by the inverse CDF of the cell masses (one uniform per row), not by Gumbel-max
-    (``jax.random.categorical``: two logarithms per cell): at N = P = 500 (500 rows of 256 cells,
-    float32, two quiet cores, one chain jitted) the draw took 6.5 ms by Gumbel-max and 3.3 ms so."""
+    Why piecewise constant.  The mixture's density needs the normaliser of every component on every
+    input (16 x 500 rows of 256 cells at N = P = 500); with the log density linear in each cell (the
+    first version) each cell cost an ``expm1``, a ``log`` and the ``exp`` of a log-sum-exp, with one
+    exponential per cell and the tilt's closed-form bound it is one exponential and no max pass:
+    15.5 against 2.5 ms for 4 chains (float32, two quiet cores)."""
     k_cell, k_point = jax.random.split(key)
-    log_mass = _log_cell_masses(ell, grid.step)
-    cdf = jnp.cumsum(jnp.exp(log_mass - jnp.max(log_mass, axis=1, keepdims=True)), axis=1)
+    cdf = jnp.cumsum(jnp.exp(ell), axis=1)
     level = jax.random.uniform(k_cell, (ell.shape[0], 1), ell.dtype) * cdf[:, -1:]
-    cell = jnp.minimum(jnp.sum(cdf < level, axis=1), ell.shape[1] - 2)
-    lo = jnp.take_along_axis(ell, cell[:, None], 1)[:, 0]
-    hi = jnp.take_along_axis(ell, cell[:, None] + 1, 1)[:, 0]
-    u = jax.random.uniform(k_point, lo.shape, ell.dtype)
-    slope = hi - lo
-    flat = jnp.abs(slope) < 1e-6
-    frac = jnp.where(flat, u, jnp.log1p(u * jnp.expm1(slope)) / jnp.where(flat, 1.0, slope))
-    return grid.h[cell] + jnp.clip(frac, 0.0, 1.0) * grid.step
+    cell = jnp.minimum(jnp.sum(cdf < level, axis=1), ell.shape[1] - 1)
+    u = jax.random.uniform(k_point, cell.shape, ell.dtype)
+    h = grid.edge + (cell + u) * grid.step
+    return jnp.where(_cell_of(h, grid)[0] == cell, h, grid.h[cell])
 
 
 # ----------------------------------------------------------------------------- Laplace proposal
@@ -288,23 +292,68 @@ def laplace_proposal(phi, A, sigma2, iterations: int = LAPLACE_ITERATIONS) -> Pr
 
 
 # ----------------------------------------------------------------------------- the move
-class Field(NamedTuple):
-    """What the proposal reads from a state: the readout's conditional (its mean ``mu``, N x m,
-    and the factor an exact draw needs), the residual, and the collapsed log likelihood."""
+class Gram(NamedTuple):
+    """The samples-form Gram system ``C = s Phi Phi^T + T_eff I_P`` (``s = sigma_a2 / N^2g``) of the
+    collapsed likelihood, held as its explicit inverse with ``alpha = C^-1 Y``: what a move reads
+    (:func:`field_of`) and, when it replaces one neuron's column of ``Phi``, updates by rank two
+    (:func:`replace_column`) instead of factorising again.
 
-    readout: ReadoutConditional
-    residual: jnp.ndarray  # (P, m)
-    loglik: jnp.ndarray
+    Why.  A move needs the field before and after the proposal; two factorisations per move were
+    40% of its cost at N = P = 500 (4 chains: the Gram product and Cholesky 20 ms, the two mixture
+    densities 36 ms), and a sweep of moves (``[sampler] neuron_sweep``) shares one factorisation
+    among all of them."""
+
+    Phi: jnp.ndarray  # (P, N) activations of the feature layer on the training inputs
+    inverse: jnp.ndarray  # (P, P) C^-1
+    alpha: jnp.ndarray  # (P, m) C^-1 Y
 
 
-def field_of(H, Y, phi, sigma_a2, T_eff, gamma) -> Field:
-    """One factorisation of the smaller Gram system gives all three: the readout's conditional,
-    and with ``alpha = C^-1 Y`` (``C = s Phi Phi^T + T_eff I``, ``s = sigma_a2 / N^2g``) the residual
-    ``Y - Phi mu / N^g = Y - s Phi Phi^T alpha = T_eff alpha`` and the log marginal likelihood."""
+def gram_of(H, Y, phi, s, T_eff) -> Gram:
+    """:class:`Gram` at preactivations ``H`` (P x N): one Cholesky factorisation of ``C``."""
     Phi = phi(H)
-    cond = readout_conditional(Phi, Y, sigma_a2, T_eff, gamma)
-    solved = solve_with(cholesky_factor(cond.chol), Phi, Y, cond.s, T_eff, cond.form, with_Q=False)
-    return Field(cond, T_eff * solved.alpha, loglik_value(Y, solved))
+    P = Phi.shape[0]
+    eye = jnp.eye(P, dtype=Phi.dtype)
+    chol = jnp.linalg.cholesky(s * (Phi @ Phi.T) + T_eff * eye)
+    inverse = cho_solve((chol, True), eye)
+    return Gram(Phi, 0.5 * (inverse + inverse.T), cho_solve((chol, True), jnp.asarray(Y, Phi.dtype)))
+
+
+def replace_column(gram: Gram, i, phi_new, s):
+    """``gram`` with column ``i`` of ``Phi`` replaced by ``phi_new`` (P,), and the change of the
+    collapsed log likelihood ``log p(Y | Phi)`` that the replacement makes.
+
+    ``C' = C + U D U^T`` with ``U = sqrt(s) [phi_new, phi_i]`` (P x 2), ``D = diag(1, -1)``.  With
+    ``V = C^-1 U``, ``S = D + U^T V`` (2 x 2) and ``b = U^T alpha`` (Woodbury; the determinant lemma):
+    ``C'^-1 = C^-1 - V S^-1 V^T``, ``alpha' = alpha - V S^-1 b``, ``log det C' - log det C =
+    log det(I + D U^T V)``, and the log likelihood changes by ``1/2 tr(b^T S^-1 b) - m/2`` times that.
+    O(P^2) work in matrix-vector products; the change is computed as such, not as the difference of
+    two log likelihoods of size ``P m / T_eff``."""
+    m = gram.alpha.shape[1]
+    U = jnp.sqrt(s) * jnp.stack([phi_new, gram.Phi[:, i]], axis=1)
+    V = gram.inverse @ U
+    M = U.T @ V
+    det_lemma = (1.0 + M[0, 0]) * (1.0 - M[1, 1]) + M[0, 1] * M[1, 0]  # det(I + D M) = -det S
+    S_inverse = jnp.array([[M[1, 1] - 1.0, -M[0, 1]], [-M[1, 0], 1.0 + M[0, 0]]]) / -det_lemma
+    b = U.T @ gram.alpha
+    S_inverse_b = S_inverse @ b
+    delta = 0.5 * jnp.sum(b * S_inverse_b) - 0.5 * m * jnp.log(det_lemma)
+    inverse = gram.inverse - V @ (S_inverse @ V.T)
+    new = Gram(gram.Phi.at[:, i].set(phi_new), 0.5 * (inverse + inverse.T), gram.alpha - V @ S_inverse_b)
+    return new, delta
+
+
+class Field(NamedTuple):
+    """What the proposal reads from a state: the readout's conditional mean ``mu`` (N x m) and the
+    residual ``Y - Phi mu / N^g`` (P x m)."""
+
+    mean: jnp.ndarray  # (N, m)
+    residual: jnp.ndarray  # (P, m)
+
+
+def field_of(gram: Gram, sigma_a2, T_eff, scale) -> Field:
+    """The readout's conditional mean ``mu = sigma_a2 Phi^T alpha / N^g`` and the residual
+    ``Y - Phi mu / N^g = Y - s Phi Phi^T alpha = T_eff alpha`` (``alpha = C^-1 Y``)."""
+    return Field(sigma_a2 * (gram.Phi.T @ gram.alpha) / scale, T_eff * gram.alpha)
 
 
 def without_neuron(field: Field, phi_i, i, scale) -> Field:
@@ -319,7 +368,7 @@ def without_neuron(field: Field, phi_i, i, scale) -> Field:
     every 5th step; 400 proposals at one state): mean acceptance 3.5e-10 with the full residual and
     0.22 with the cavity's for tanh, 0.015 and 0.15 for the sigmoid.  Any state-dependent
     proposal keeps the move exact: the reverse density uses the new state's own cavity field."""
-    residual = field.residual + phi_i[:, None] * field.readout.mean[i][None, :] / scale
+    residual = field.residual + phi_i[:, None] * field.mean[i][None, :] / scale
     return field._replace(residual=residual)
 
 
@@ -400,12 +449,12 @@ def draw_components(key, N: int, i, mixture_size: int, dtype, outliers: int = 0,
 def component_tilt(field: Field, components: Components, k, scale, T_eff):
     """Component ``k``'s tilt: at ``s_j mu_j``, or for an outlier component (``mass > 0``) at the
     readout of norm ``sqrt(N mass)`` along the residual of its training input, ``R_mu / |R_mu|``."""
-    N = field.readout.mean.shape[0]
+    N = field.mean.shape[0]
     r = field.residual[components.inputs[k]]
     direction = r / jnp.maximum(jnp.sqrt(jnp.sum(r**2)), jnp.finfo(r.dtype).tiny)
     mass = components.masses[k]
     readout = jnp.where(mass > 0, jnp.sqrt(N * mass) * direction,
-                        components.signs[k] * field.readout.mean[components.neurons[k]])
+                        components.signs[k] * field.mean[components.neurons[k]])
     return tilt_at(field, readout, scale, T_eff)
 
 
@@ -435,41 +484,77 @@ def mixture_log_pdf(x, H, field: Field, components: Components, proposal: Propos
 
 
 class Move(NamedTuple):
-    """One neuron move: the next state (preactivations ``H`` and the moved neuron's coordinate
-    ``x``), whether the proposal was accepted, the log Metropolis-Hastings ratio, and the proposal's
-    readout conditional (a draw of the readout after an accepted move comes from it, without
-    factorising again)."""
+    """One neuron move: the next state (preactivations ``H``, the moved neuron's coordinate ``x`` and
+    the :class:`Gram` system), whether the proposal was accepted, and the log Metropolis-Hastings
+    ratio."""
 
     H: jnp.ndarray
     x: jnp.ndarray
+    gram: Gram
     accepted: jnp.ndarray
     log_ratio: jnp.ndarray
-    proposal_readout: ReadoutConditional
 
 
-def propose_and_accept(key, H, x, i, Y, *, phi, proposal: Proposal, sigma_a2, T_eff, gamma,
-                       mixture_size: int = MIXTURE_SIZE, outliers: int = 0) -> Move:
-    """One neuron move of neuron ``i``, whose coordinate is ``x`` (``proposal.preactivations(x)``
-    is ``H[:, i]``); ``outliers``: how many outlier components join the mixture."""
+def move_in(key, gram: Gram, H, x, i, *, phi, proposal: Proposal, sigma_a2, T_eff, gamma,
+            mixture_size: int = MIXTURE_SIZE, outliers: int = 0) -> Move:
+    """One neuron move of neuron ``i`` at the state ``(H, gram)``, whose coordinate is ``x``
+    (``proposal.preactivations(x)`` is ``H[:, i]``); ``outliers``: how many outlier components join
+    the mixture.  The proposed state's field and log likelihood come from ``gram`` by a rank-two
+    update (:func:`replace_column`), no factorisation."""
     k_components, k_pick, k_draw, k_accept = jax.random.split(key, 4)
     P, N = H.shape
     scale = jnp.asarray(N, H.dtype) ** gamma
+    s = sigma_a2 / scale**2
     components = draw_components(k_components, N, i, mixture_size, H.dtype, outliers, P)
-    field = field_of(H, Y, phi, sigma_a2, T_eff, gamma)
-    cavity = without_neuron(field, phi(H[:, i]), i, scale)
+    cavity = without_neuron(field_of(gram, sigma_a2, T_eff, scale), gram.Phi[:, i], i, scale)
     pick = jax.random.categorical(k_pick, components.log_weights)
     x_new = proposal.sample(k_draw, component_tilt(cavity, components, pick, scale, T_eff),
                             component_start(H, components, pick))
-    H_new = H.at[:, i].set(proposal.preactivations(x_new))
-    field_new = field_of(H_new, Y, phi, sigma_a2, T_eff, gamma)
-    cavity_new = without_neuron(field_new, phi(H_new[:, i]), i, scale)
-    log_ratio = (field_new.loglik - field.loglik + proposal.prior_logpdf(x_new) - proposal.prior_logpdf(x)
+    h_new = proposal.preactivations(x_new)
+    H_new = H.at[:, i].set(h_new)
+    gram_new, loglik_change = replace_column(gram, i, phi(h_new), s)
+    cavity_new = without_neuron(field_of(gram_new, sigma_a2, T_eff, scale), gram_new.Phi[:, i], i, scale)
+    log_ratio = (loglik_change + proposal.prior_logpdf(x_new) - proposal.prior_logpdf(x)
                  + mixture_log_pdf(x, H_new, cavity_new, components, proposal, scale, T_eff)
                  - mixture_log_pdf(x_new, H, cavity, components, proposal, scale, T_eff))
     log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
     accepted = jnp.log(jax.random.uniform(k_accept, (), H.dtype)) < log_ratio
-    return Move(jnp.where(accepted, H_new, H), jnp.where(accepted, x_new, x), accepted, log_ratio,
-                field_new.readout)
+    kept = jax.tree.map(lambda new, old: jnp.where(accepted, new, old), gram_new, gram)
+    return Move(jnp.where(accepted, H_new, H), jnp.where(accepted, x_new, x), kept, accepted, log_ratio)
+
+
+def propose_and_accept(key, H, x, i, Y, *, phi, sigma_a2, T_eff, gamma, **kw) -> Move:
+    """:func:`move_in` from a fresh factorisation at ``H`` (one move on its own)."""
+    s = sigma_a2 / jnp.asarray(H.shape[1], H.dtype) ** (2 * gamma)
+    return move_in(key, gram_of(H, Y, phi, s, T_eff), H, x, i, phi=phi, sigma_a2=sigma_a2, T_eff=T_eff,
+                   gamma=gamma, **kw)
+
+
+def sweep(key, H, coordinates, Y, moves: int, *, phi, proposal: Proposal, sigma_a2, T_eff, gamma, **kw):
+    """``moves`` neuron moves one after another, each of a neuron drawn uniformly, sharing one
+    factorisation (:class:`Gram`, updated by rank two after each accepted move).  ``coordinates``
+    (N, ...): row ``i`` is neuron ``i``'s coordinate.  Returns ``(H, coordinates, gram, accepted)``,
+    ``accepted`` (moves,) per move.  Each move is an exact Metropolis-Hastings move of the collapsed
+    posterior of ``H``, so their sequence is one too."""
+    N = H.shape[1]
+    s = sigma_a2 / jnp.asarray(N, H.dtype) ** (2 * gamma)
+
+    def one(carry, move_key):
+        H, coordinates, gram = carry
+        k_neuron, k_move = jax.random.split(move_key)
+        i = jax.random.randint(k_neuron, (), 0, N)
+        move = move_in(k_move, gram, H, coordinates[i], i, phi=phi, proposal=proposal, sigma_a2=sigma_a2,
+                       T_eff=T_eff, gamma=gamma, **kw)
+        return (move.H, coordinates.at[i].set(move.x), move.gram), move.accepted
+
+    start = (H, coordinates, gram_of(H, Y, phi, s, T_eff))
+    # Unrolled: as a loop (lax.scan) inside the driver's cond and scan, 4 chains at N = P = 500 hung
+    # XLA:CPU within 100 steps in 4 of 4 runs (jax 0.10.2; every thread idle, with or without
+    # XNNPACK); unrolled, 5 short runs (100-400 steps) finished and one long one (8,000 steps) hung
+    # after about 6 minutes, as single moves did before sweeps existed (README "Mixing").
+    # MAX_SWEEP bounds the compile time.
+    (H, coordinates, gram), accepted = jax.lax.scan(one, start, jax.random.split(key, moves), unroll=True)
+    return H, coordinates, gram, accepted
 
 
 # ----------------------------------------------------------------------------- on the network
@@ -495,18 +580,19 @@ def check_applicable(exp, cfg: dict) -> str:
 
 
 def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, collapsed: bool, proposal: str,
-                 outliers: int = 0):
-    """The driver's move (``RunSetup.move``): one neuron move of the feature layer (layer L) on the
-    whitened position, the layers below held fixed.
+                 outliers: int = 0, moves: int = 1):
+    """The driver's move (``RunSetup.move``): a :func:`sweep` of ``moves`` neuron moves of the feature
+    layer (layer L) on the whitened position, the layers below held fixed.
 
-    Returns ``(position, accepted)``.  The feature layer's preactivations are ``H = U W_L^T /
-    sqrt(n)`` with ``U`` the inputs (L = 1, ``n = N0``) or the activations of layer L - 1
-    (``n = N``).  The grid proposal moves ``H[:, i]`` and changes ``W_L[i]`` by the minimum-norm
-    ``U^T dh / sqrt(n)`` (orthogonal inputs: the part of the row orthogonal to the training inputs,
-    independent of them under the prior and unseen by the likelihood, is kept); the Laplace
-    proposal moves the whole row ``W_L[i]``.  With the joint readout the readout is redrawn from
-    its exact conditional after an accepted move.  ``outliers``: outlier components in the mixture
-    (``[sampler] outlier_moves``, :class:`Components`).
+    Returns ``(position, accepted)``, ``accepted`` the share of the sweep's moves accepted.  The
+    feature layer's preactivations are ``H = U W_L^T / sqrt(n)`` with ``U`` the inputs (L = 1,
+    ``n = N0``) or the activations of layer L - 1 (``n = N``).  The grid proposal moves ``H[:, i]``
+    and changes ``W_L[i]`` by the minimum-norm ``U^T dh / sqrt(n)`` (orthogonal inputs: the part of
+    the row orthogonal to the training inputs, independent of them under the prior and unseen by the
+    likelihood, is kept); the Laplace proposal moves the whole row ``W_L[i]``.  With the joint
+    readout the readout is redrawn from its exact conditional after a sweep in which a move was
+    accepted.  ``outliers``: outlier components in the mixture (``[sampler] outlier_moves``,
+    :class:`Components`).
     """
     spec = hyper["model"]["spec"]
     roots = hyper["roots"]
@@ -520,19 +606,17 @@ def network_move(rng_key, position: dict, data: dict, hyper: dict, T_eff, *, col
     A = U / root_n
     H = A @ W.T
     sigma2 = spec.sigma_w2[spec.depth - 1]
-    k_neuron, k_move, k_readout = jax.random.split(rng_key, 3)
-    i = jax.random.randint(k_neuron, (), 0, spec.width)
+    k_sweep, k_readout = jax.random.split(rng_key)
     kw = dict(phi=phi, sigma_a2=spec.sigma_a2, T_eff=T_eff, gamma=spec.gamma, outliers=outliers)
     if proposal == "grid":
-        family = grid_proposal(phi, sigma2, W.dtype)
-        move = propose_and_accept(k_move, H, H[:, i], i, Y, proposal=family, **kw)
-        W_next = W.at[i].add(A.T @ (move.x - H[:, i]))  # A A^T = I: X^T dh / sqrt(N0)
+        H_next, _, gram, accepted = sweep(k_sweep, H, H.T, Y, moves,
+                                          proposal=grid_proposal(phi, sigma2, W.dtype), **kw)
+        W_next = W + (A.T @ (H_next - H)).T  # A A^T = I: each row changes by X^T dh / sqrt(N0)
     else:
-        move = propose_and_accept(k_move, H, W[i], i, Y, proposal=laplace_proposal(phi, A, sigma2), **kw)
-        W_next = W.at[i].set(move.x)
+        _, W_next, gram, accepted = sweep(k_sweep, H, W, Y, moves, proposal=laplace_proposal(phi, A, sigma2),
+                                          **kw)
     out = {**position, name: W_next / roots[name]}
-    if not collapsed:
-        drawn = draw_readout(k_readout, move.proposal_readout)
-        a = jnp.where(move.accepted, drawn, params["a"])
-        out["a"] = a / roots["a"]
-    return out, move.accepted
+    if not collapsed:  # the readout's conditional from a fresh factorisation (one per sweep)
+        drawn = draw_readout(k_readout, readout_conditional(gram.Phi, Y, spec.sigma_a2, T_eff, spec.gamma))
+        out["a"] = jnp.where(jnp.any(accepted), drawn, params["a"]) / roots["a"]
+    return out, jnp.mean(accepted.astype(W.dtype))
