@@ -10,7 +10,7 @@ from widebayes.models.presets import preset
 
 from widebayes import neuron_moves as nm
 from widebayes.collapsed import marginal_loglik
-from widebayes.config import resolve
+from widebayes.config import MAX_NEURON_SWEEP, resolve
 from widebayes.errors import InputError
 from widebayes.sampling import sample_experiment
 
@@ -18,7 +18,7 @@ from widebayes.sampling import sample_experiment
 def _field(H, Y, phi, sigma_a2, T_eff, gamma):
     """The field at ``H`` from a fresh factorisation."""
     scale = H.shape[1] ** gamma
-    return nm.field_of(nm.gram_of(H, Y, phi, sigma_a2 / scale**2, T_eff), sigma_a2, T_eff, scale)
+    return nm.field_of(nm.gram_of(H, Y, phi, sigma_a2, T_eff, gamma), sigma_a2, T_eff, scale)
 
 
 def _loglik(H, Y, phi, sigma_a2, T_eff, gamma):
@@ -83,9 +83,8 @@ def test_rank_two_update_is_the_fresh_factorisation():
     H = jnp.asarray(rng.normal(size=(P, N)) * 1.5, jnp.float32)
     Y = jnp.asarray(rng.normal(size=(P, 3)), jnp.float32)
     h_new = jnp.asarray(rng.normal(size=P) * 2.0, jnp.float32)
-    s = 0.5 / N**2
-    gram = nm.gram_of(H, Y, jax.nn.sigmoid, s, 0.05)
-    new, change = nm.replace_column(gram, i, jax.nn.sigmoid(h_new), s)
+    gram = nm.gram_of(H, Y, jax.nn.sigmoid, 0.5, 0.05, 1.0)
+    new, change = nm.replace_column(gram, i, jax.nn.sigmoid(h_new))
     inverse0, _, loglik0 = _numpy_gram(H, Y, 0.5, 0.05)
     inverse1, alpha1, loglik1 = _numpy_gram(H.at[:, i].set(h_new), Y, 0.5, 0.05)
     for got, expected in ((gram.inverse, inverse0), (new.inverse, inverse1), (new.alpha, alpha1)):
@@ -105,8 +104,8 @@ def test_sweep_keeps_its_gram_system_that_of_its_state():
     kw = dict(phi=jax.nn.sigmoid, proposal=nm.grid_proposal(jax.nn.sigmoid, 1.0, jnp.float32),
               sigma_a2=1.0, T_eff=0.05, gamma=1.0)
     H_end, coordinates, gram, accepted = jax.jit(
-        lambda key: nm.sweep(key, H, H.T, Y, nm.MAX_SWEEP, **kw))(jax.random.PRNGKey(0))
-    assert accepted.shape == (nm.MAX_SWEEP,) and 0.05 < float(jnp.mean(accepted)) < 1.0
+        lambda key: nm.sweep(key, H, H.T, Y, MAX_NEURON_SWEEP, **kw))(jax.random.PRNGKey(0))
+    assert accepted.shape == (MAX_NEURON_SWEEP,) and 0.05 < float(jnp.mean(accepted)) < 1.0
     np.testing.assert_array_equal(np.asarray(coordinates), np.asarray(H_end).T)
     assert np.mean(np.any(np.asarray(H_end) != np.asarray(H), axis=0)) > 0.1  # neurons moved
     _, alpha, _ = _numpy_gram(H_end, Y, 1.0, 0.05)
@@ -333,7 +332,7 @@ def test_refusals_name_the_key(change, says):
 
 @pytest.mark.parametrize("sampler, says", [
     ({"neuron_sweep": 4}, "needs sampler.neuron_moves"),
-    ({"neuron_moves": 5, "neuron_sweep": nm.MAX_SWEEP + 1}, "must be in"),
+    ({"neuron_moves": 5, "neuron_sweep": MAX_NEURON_SWEEP + 1}, "must be in"),
 ])
 def test_sweep_refusals_name_the_key(sampler, says):
     cfg = _tiny(steps=200)

@@ -34,10 +34,10 @@ Propose for neuron ``i``:
    ``mu'`` and ``R'``.
 
 The move changes ``W1_i`` by ``X^T (h_i' - h_i) / sqrt(N0)`` (in the span of the training inputs;
-the test inputs, orthogonal to them, see no change).  With the joint readout an accepted move is
-followed by an exact draw of the readout from its conditional given the new weights (Metropolis
-within Gibbs on the marginal of the hidden weights, then the readout's exact conditional: the
-joint posterior stays invariant).
+the test inputs, orthogonal to them, see no change).  With the joint readout a sweep of moves in
+which one was accepted is followed by an exact draw of the readout from its conditional given the
+new weights (Metropolis within Gibbs on the marginal of the hidden weights, then the readout's exact
+conditional: the joint posterior stays invariant).
 
 Correlated inputs and deeper networks (the Laplace proposal).  On other inputs (MNIST), or for the
 feature layer ``L > 1`` of a deep network (its inputs are the activations ``U`` of layer L - 1,
@@ -80,7 +80,7 @@ from jax.scipy.linalg import cho_solve
 
 from widebayes.activations import get_activation
 from widebayes.collapsed import draw_readout, readout_conditional
-from widebayes.config import MAX_NEURON_SWEEP as MAX_SWEEP  # noqa: F401 (the sweep's bound)
+from widebayes.collapsed import gram as gram_matrix
 from widebayes.errors import InputError
 from widebayes.networks import hidden_layers
 
@@ -306,20 +306,21 @@ class Gram(NamedTuple):
     Phi: jnp.ndarray  # (P, N) activations of the feature layer on the training inputs
     inverse: jnp.ndarray  # (P, P) C^-1
     alpha: jnp.ndarray  # (P, m) C^-1 Y
+    s: jnp.ndarray  # sigma_a2 / N^2g
 
 
-def gram_of(H, Y, phi, s, T_eff) -> Gram:
+def gram_of(H, Y, phi, sigma_a2, T_eff, gamma) -> Gram:
     """:class:`Gram` at preactivations ``H`` (P x N): one Cholesky factorisation of ``C``."""
     Phi = phi(H)
-    P = Phi.shape[0]
-    eye = jnp.eye(P, dtype=Phi.dtype)
-    chol = jnp.linalg.cholesky(s * (Phi @ Phi.T) + T_eff * eye)
-    inverse = cho_solve((chol, True), eye)
-    return Gram(Phi, 0.5 * (inverse + inverse.T), cho_solve((chol, True), jnp.asarray(Y, Phi.dtype)))
+    P, N = Phi.shape
+    s = sigma_a2 / jnp.asarray(N, Phi.dtype) ** (2 * gamma)
+    chol = jnp.linalg.cholesky(gram_matrix(Phi, s, T_eff, "samples"))
+    inverse = cho_solve((chol, True), jnp.eye(P, dtype=Phi.dtype))
+    return Gram(Phi, 0.5 * (inverse + inverse.T), cho_solve((chol, True), jnp.asarray(Y, Phi.dtype)), s)
 
 
-def replace_column(gram: Gram, i, phi_new, s):
-    """``gram`` with column ``i`` of ``Phi`` replaced by ``phi_new`` (P,), and the change of the
+def replace_column(system: Gram, i, phi_new):
+    """``system`` with column ``i`` of ``Phi`` replaced by ``phi_new`` (P,), and the change of the
     collapsed log likelihood ``log p(Y | Phi)`` that the replacement makes.
 
     ``C' = C + U D U^T`` with ``U = sqrt(s) [phi_new, phi_i]`` (P x 2), ``D = diag(1, -1)``.  With
@@ -328,17 +329,18 @@ def replace_column(gram: Gram, i, phi_new, s):
     log det(I + D U^T V)``, and the log likelihood changes by ``1/2 tr(b^T S^-1 b) - m/2`` times that.
     O(P^2) work in matrix-vector products; the change is computed as such, not as the difference of
     two log likelihoods of size ``P m / T_eff``."""
-    m = gram.alpha.shape[1]
-    U = jnp.sqrt(s) * jnp.stack([phi_new, gram.Phi[:, i]], axis=1)
-    V = gram.inverse @ U
+    m = system.alpha.shape[1]
+    U = jnp.sqrt(system.s) * jnp.stack([phi_new, system.Phi[:, i]], axis=1)
+    V = system.inverse @ U
     M = U.T @ V
     det_lemma = (1.0 + M[0, 0]) * (1.0 - M[1, 1]) + M[0, 1] * M[1, 0]  # det(I + D M) = -det S
     S_inverse = jnp.array([[M[1, 1] - 1.0, -M[0, 1]], [-M[1, 0], 1.0 + M[0, 0]]]) / -det_lemma
-    b = U.T @ gram.alpha
+    b = U.T @ system.alpha
     S_inverse_b = S_inverse @ b
     delta = 0.5 * jnp.sum(b * S_inverse_b) - 0.5 * m * jnp.log(det_lemma)
-    inverse = gram.inverse - V @ (S_inverse @ V.T)
-    new = Gram(gram.Phi.at[:, i].set(phi_new), 0.5 * (inverse + inverse.T), gram.alpha - V @ S_inverse_b)
+    inverse = system.inverse - V @ (S_inverse @ V.T)
+    new = system._replace(Phi=system.Phi.at[:, i].set(phi_new), inverse=0.5 * (inverse + inverse.T),
+                          alpha=system.alpha - V @ S_inverse_b)
     return new, delta
 
 
@@ -504,7 +506,6 @@ def move_in(key, gram: Gram, H, x, i, *, phi, proposal: Proposal, sigma_a2, T_ef
     k_components, k_pick, k_draw, k_accept = jax.random.split(key, 4)
     P, N = H.shape
     scale = jnp.asarray(N, H.dtype) ** gamma
-    s = sigma_a2 / scale**2
     components = draw_components(k_components, N, i, mixture_size, H.dtype, outliers, P)
     cavity = without_neuron(field_of(gram, sigma_a2, T_eff, scale), gram.Phi[:, i], i, scale)
     pick = jax.random.categorical(k_pick, components.log_weights)
@@ -512,7 +513,7 @@ def move_in(key, gram: Gram, H, x, i, *, phi, proposal: Proposal, sigma_a2, T_ef
                             component_start(H, components, pick))
     h_new = proposal.preactivations(x_new)
     H_new = H.at[:, i].set(h_new)
-    gram_new, loglik_change = replace_column(gram, i, phi(h_new), s)
+    gram_new, loglik_change = replace_column(gram, i, phi(h_new))
     cavity_new = without_neuron(field_of(gram_new, sigma_a2, T_eff, scale), gram_new.Phi[:, i], i, scale)
     log_ratio = (loglik_change + proposal.prior_logpdf(x_new) - proposal.prior_logpdf(x)
                  + mixture_log_pdf(x, H_new, cavity_new, components, proposal, scale, T_eff)
@@ -525,9 +526,8 @@ def move_in(key, gram: Gram, H, x, i, *, phi, proposal: Proposal, sigma_a2, T_ef
 
 def propose_and_accept(key, H, x, i, Y, *, phi, sigma_a2, T_eff, gamma, **kw) -> Move:
     """:func:`move_in` from a fresh factorisation at ``H`` (one move on its own)."""
-    s = sigma_a2 / jnp.asarray(H.shape[1], H.dtype) ** (2 * gamma)
-    return move_in(key, gram_of(H, Y, phi, s, T_eff), H, x, i, phi=phi, sigma_a2=sigma_a2, T_eff=T_eff,
-                   gamma=gamma, **kw)
+    return move_in(key, gram_of(H, Y, phi, sigma_a2, T_eff, gamma), H, x, i, phi=phi, sigma_a2=sigma_a2,
+                   T_eff=T_eff, gamma=gamma, **kw)
 
 
 def sweep(key, H, coordinates, Y, moves: int, *, phi, proposal: Proposal, sigma_a2, T_eff, gamma, **kw):
@@ -537,7 +537,6 @@ def sweep(key, H, coordinates, Y, moves: int, *, phi, proposal: Proposal, sigma_
     ``accepted`` (moves,) per move.  Each move is an exact Metropolis-Hastings move of the collapsed
     posterior of ``H``, so their sequence is one too."""
     N = H.shape[1]
-    s = sigma_a2 / jnp.asarray(N, H.dtype) ** (2 * gamma)
 
     def one(carry, move_key):
         H, coordinates, gram = carry
@@ -547,12 +546,12 @@ def sweep(key, H, coordinates, Y, moves: int, *, phi, proposal: Proposal, sigma_
                        T_eff=T_eff, gamma=gamma, **kw)
         return (move.H, coordinates.at[i].set(move.x), move.gram), move.accepted
 
-    start = (H, coordinates, gram_of(H, Y, phi, s, T_eff))
+    start = (H, coordinates, gram_of(H, Y, phi, sigma_a2, T_eff, gamma))
     # Unrolled: as a loop (lax.scan) inside the driver's cond and scan, 4 chains at N = P = 500 hung
     # XLA:CPU within 100 steps in 4 of 4 runs (jax 0.10.2; every thread idle, with or without
     # XNNPACK); unrolled, 5 short runs (100-400 steps) finished and one long one (8,000 steps) hung
     # after about 6 minutes, as single moves did before sweeps existed (README "Mixing").
-    # MAX_SWEEP bounds the compile time.
+    # widebayes.config.MAX_NEURON_SWEEP bounds the compile time.
     (H, coordinates, gram), accepted = jax.lax.scan(one, start, jax.random.split(key, moves), unroll=True)
     return H, coordinates, gram, accepted
 
